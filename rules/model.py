@@ -1,0 +1,296 @@
+"""Cluster state as frozen data.
+
+The engine sees flattened objects (labels, IPs, ports), never whole API
+objects: that keeps caches slim at scale and makes every function here a pure
+function of its inputs. Loading and validation live in ``rules.load``.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterable, Mapping
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class Protocol(str, Enum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class Direction(str, Enum):
+    INGRESS = "Ingress"
+    EGRESS = "Egress"
+
+    @property
+    def field(self) -> str:
+        """The spec field holding rules of this direction."""
+        return "ingress" if self is Direction.INGRESS else "egress"
+
+    @property
+    def peers_field(self) -> str:
+        return "from" if self is Direction.INGRESS else "to"
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_of(mapping: Mapping[str, str] | None) -> Labels:
+    """Labels as a sorted tuple: hashable, and deterministic to render."""
+    return tuple(sorted((mapping or {}).items()))
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One matchExpressions entry."""
+
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        raise ValueError(f"unknown selector operator {self.operator!r}")
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A metav1.LabelSelector. The empty selector selects everything."""
+
+    match_labels: Labels = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+    def describe(self) -> str:
+        """Compact, canonical text: used in nft comments and explanations."""
+        parts = [f"{k}={v}" for k, v in self.match_labels]
+        for r in self.match_expressions:
+            values = ",".join(r.values)
+            parts.append(
+                {
+                    "In": f"{r.key} in ({values})",
+                    "NotIn": f"{r.key} notin ({values})",
+                    "Exists": r.key,
+                    "DoesNotExist": f"!{r.key}",
+                }[r.operator]
+            )
+        return ",".join(parts) if parts else "all"
+
+    def canonical(self) -> LabelSelector:
+        """Equal selectors compare equal: sorted expressions and values."""
+        exprs = sorted(
+            {Requirement(r.key, r.operator, tuple(sorted(set(r.values)))) for r in self.match_expressions},
+            key=lambda r: (r.key, r.operator, r.values),
+        )
+        return LabelSelector(self.match_labels, tuple(exprs))
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: IPNetwork
+    except_: tuple[IPNetwork, ...] = ()
+
+    def contains(self, ip: IPAddress) -> bool:
+        return (
+            ip.version == self.cidr.version
+            and ip in self.cidr
+            and not any(ip in e for e in self.except_)
+        )
+
+    def describe(self) -> str:
+        if not self.except_:
+            return str(self.cidr)
+        return f"{self.cidr} except {', '.join(map(str, self.except_))}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One entry of a rule's from/to list.
+
+    Exactly one of the three shapes holds: selectors (pod, namespace or both),
+    or an ipBlock. ``pod_selector=None`` and ``namespace_selector=None`` mean
+    the field was absent, which is not the same as an empty selector.
+    """
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+    def describe(self, policy_namespace: str) -> str:
+        if self.ip_block is not None:
+            return f"ipBlock {self.ip_block.describe()}"
+        pods = self.pod_selector.describe() if self.pod_selector else "all"
+        if self.namespace_selector is None:
+            return f"pods {pods} in namespace {policy_namespace}"
+        return f"pods {pods} in namespaces {self.namespace_selector.describe()}"
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    """One entry of a rule's ports list. ``port`` None means every port."""
+
+    protocol: Protocol = Protocol.TCP
+    port: int | str | None = None
+    end_port: int | None = None
+
+    def describe(self) -> str:
+        if self.port is None:
+            return f"{self.protocol.value}/all"
+        if self.end_port is not None:
+            return f"{self.protocol.value}/{self.port}-{self.end_port}"
+        return f"{self.protocol.value}/{self.port}"
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """An ingress or egress rule. Empty ``peers`` means every peer; empty
+    ``ports`` means every port (the API does not tell absent from empty)."""
+
+    peers: tuple[Peer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    pod_selector: LabelSelector
+    policy_types: frozenset[Direction]
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def rules(self, direction: Direction) -> tuple[PolicyRule, ...]:
+        return self.ingress if direction is Direction.INGRESS else self.egress
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    protocol: Protocol = Protocol.TCP
+    name: str | None = None
+
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: Labels = ()
+    node: str | None = None
+    host_network: bool = False
+    ips: tuple[IPAddress, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    phase: str = "Running"
+    uid: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def is_policy_target(self) -> bool:
+        """Whether policies can select this pod or name it as a peer.
+
+        hostNetwork pods share the node's addresses and are never selected;
+        terminated pods leave every set at once so that a reused IP never
+        inherits their allowances.
+        """
+        return not self.host_network and self.phase not in TERMINAL_PHASES
+
+    def named_port(self, name: str, protocol: Protocol) -> int | None:
+        """The number a named port resolves to on this pod, if any."""
+        for p in self.ports:
+            if p.name == name and p.protocol is protocol:
+                return p.port
+        return None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Labels = ()
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node and the addresses its own traffic comes from."""
+
+    name: str
+    ips: tuple[IPAddress, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """A snapshot of everything the engine reads; built once, then queried."""
+
+    namespaces: tuple[Namespace, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    policies: tuple[NetworkPolicy, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    _ns_index: dict[str, Namespace] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._ns_index.update({n.name: n for n in self.namespaces})
+
+    @classmethod
+    def build(
+        cls,
+        namespaces: Iterable[Namespace] = (),
+        pods: Iterable[Pod] = (),
+        policies: Iterable[NetworkPolicy] = (),
+        nodes: Iterable[Node] = (),
+    ) -> ClusterState:
+        """A state in canonical order, so equal inputs render equal output."""
+        return cls(
+            namespaces=tuple(sorted(namespaces, key=lambda n: n.name)),
+            pods=tuple(sorted(pods, key=lambda p: (p.namespace, p.name))),
+            policies=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
+            nodes=tuple(sorted(nodes, key=lambda n: n.name)),
+        )
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        """Labels of a namespace; an unknown namespace still has its name label."""
+        ns = self._ns_index.get(name)
+        labels = ns.label_map if ns else {}
+        labels.setdefault(NAMESPACE_NAME_LABEL, name)
+        return labels
+
+    def pod(self, key: str) -> Pod | None:
+        return next((p for p in self.pods if p.key == key), None)
+
+    def pod_by_ip(self, ip: IPAddress) -> Pod | None:
+        """The policy-target pod that owns an address, if any."""
+        return next((p for p in self.pods if p.is_policy_target and ip in p.ips), None)
+
+    def node(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)

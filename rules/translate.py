@@ -1,0 +1,351 @@
+"""Cluster state to the nftables ruleset one node needs: ``desired_ruleset()``.
+
+Shape of the ``inet nftpolicy`` table (stable names, greppable in
+``nft list ruleset``):
+
+    chain forward              base chain: replies pass, then one verdict-map
+                               lookup on the source (egress of a local pod)
+    chain ingress-dispatch     one verdict-map lookup on the destination
+                               (ingress of a local pod), else accept
+    map egress-pods-v4|v6      local pod IP -> goto isolate-egress-HASH
+    map ingress-pods-v4|v6     local pod IP -> goto isolate-ingress-HASH
+    chain isolate-DIR-HASH     one per distinct set of policies isolating pods:
+                               pods selected by the same policies share it;
+                               jumps to each policy's chain, then drops
+    chain policy-DIR-HASH-NS/NAME   the rules of one policy for one direction;
+                               a rule that matches accepts (ingress) or goes on
+                               to the ingress check (egress)
+    set peer-HASH-v4|v6        IPs of the pods a selector peer names, one per
+                               distinct (namespace scope, selector)
+    set cidr-HASH-v4|v6        an ipBlock: cidr minus except, as intervals
+    set port-PROTO-NAME-v4|v6  pod IP . port for every pod that gives a named
+                               port that number
+
+Per-packet cost: established traffic stops at the first rule; a new
+connection costs two hash lookups plus the rules of the policies that select
+its own endpoints, whatever the number of pods or policies in the cluster.
+Size: chains grow with local pods' distinct policy sets and policies; sets
+with distinct selectors; elements with the pods those selectors name.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable
+
+from rules.model import ClusterState, Direction, IPBlock, LabelSelector, NetworkPolicy, Peer, Pod, PolicyPort, PolicyRule, Protocol
+from rules.nft import (
+    ACCEPT,
+    DROP,
+    AnonSet,
+    Chain,
+    Concat,
+    Counter,
+    Ct,
+    Flags,
+    Hook,
+    Match,
+    Meta,
+    Payload,
+    Prefix,
+    Range,
+    Rule,
+    Ruleset,
+    Set,
+    SetRef,
+    Table,
+    VMap,
+    goto,
+    jump,
+)
+from rules.selection import peer_selects_pod, policy_selects
+
+TABLE = "nftpolicy"
+FAMILIES = (4, 6)
+FORWARD_PRIORITY = 0  # filter: after kube-proxy's DNAT, so Service traffic is policed on the pod address
+NAME_MAX = 200  # nft allows 256; leaves room for prefixes and suffixes
+
+DISPATCH_CHAIN = "ingress-dispatch"
+ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
+
+
+def short_hash(*parts: str) -> str:
+    """Eight stable characters that keep names unique after truncation."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return base64.b32encode(digest)[:8].decode().lower()
+
+
+def _addr_payload(family: int, field: str) -> Payload:
+    return Payload("ip" if family == 4 else "ip6", field)
+
+
+def _addr_type(family: int) -> str:
+    return "ipv4_addr" if family == 4 else "ipv6_addr"
+
+
+def dispatch_map_name(direction: Direction, family: int) -> str:
+    return f"{direction.field}-pods-v{family}"
+
+
+def policy_chain_name(policy: NetworkPolicy, direction: Direction) -> str:
+    return f"policy-{direction.field}-{short_hash(policy.key, direction.field)}-{policy.key}"[:NAME_MAX]
+
+
+def isolate_chain_name(direction: Direction, policies: tuple[NetworkPolicy, ...]) -> str:
+    return f"isolate-{direction.field}-{short_hash(*(p.key for p in policies))}"
+
+
+@dataclass(frozen=True)
+class SelectorScope:
+    """Whom a selector peer names, independent of the policy it appears in.
+
+    A podSelector alone is scoped to the policy's namespace; with a
+    namespaceSelector it is scoped to the matching namespaces. Equal scopes
+    share one set across policies.
+    """
+
+    namespace: str | None
+    namespace_selector: LabelSelector | None
+    pod_selector: LabelSelector | None
+
+    @classmethod
+    def of(cls, peer: Peer, policy_namespace: str) -> SelectorScope:
+        if peer.namespace_selector is None:
+            return cls(policy_namespace, None, peer.pod_selector)
+        return cls(None, peer.namespace_selector, peer.pod_selector)
+
+    def as_peer(self) -> tuple[Peer, str]:
+        return Peer(self.pod_selector, self.namespace_selector), self.namespace or ""
+
+    def describe(self) -> str:
+        peer, ns = self.as_peer()
+        return peer.describe(ns)
+
+    def set_name(self, family: int) -> str:
+        return f"peer-{short_hash(repr(self))}-v{family}"
+
+
+def ip_block_set_name(block: IPBlock) -> str:
+    return f"cidr-{short_hash(block.describe())}-v{block.cidr.version}"
+
+
+def named_port_set_name(protocol: Protocol, name: str, family: int) -> str:
+    return f"port-{protocol.value.lower()}-{name}-v{family}"
+
+
+def ip_block_elements(block: IPBlock) -> tuple:
+    """cidr minus every except, as the fewest disjoint prefixes."""
+    remaining = [block.cidr]
+    for excluded in block.except_:
+        remaining = [
+            part
+            for net in remaining
+            for part in ((net,) if not excluded.overlaps(net) else (() if net.subnet_of(excluded) else net.address_exclude(excluded)))
+        ]
+    nets = ipaddress.collapse_addresses(remaining)
+    return tuple(
+        str(n.network_address) if n.prefixlen == n.max_prefixlen else Prefix(str(n.network_address), n.prefixlen)
+        for n in nets
+    )
+
+
+def _sorted_ips(ips: Iterable) -> tuple[str, ...]:
+    return tuple(str(ip) for ip in sorted(set(ips), key=lambda ip: (ip.version, int(ip))))
+
+
+class _Builder:
+    """Accumulates the named sets that rules refer to, so each is made once."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.sets: dict[str, Set] = {}
+        self.targets = [p for p in state.pods if p.is_policy_target]
+
+    def peer_set(self, peer: Peer, policy_namespace: str, family: int) -> str:
+        if peer.ip_block is not None:
+            block = peer.ip_block
+            name = ip_block_set_name(block)
+            if name not in self.sets:
+                self.sets[name] = Set(
+                    name, (_addr_type(family),), f"ipBlock {block.describe()}", ("interval",), ip_block_elements(block)
+                )
+            return name
+        scope = SelectorScope.of(peer, policy_namespace)
+        name = scope.set_name(family)
+        if name not in self.sets:
+            scoped_peer, ns = scope.as_peer()
+            members = (
+                ip
+                for pod in self.targets
+                if peer_selects_pod(self.state, scoped_peer, ns, pod)
+                for ip in pod.ips
+                if ip.version == family
+            )
+            self.sets[name] = Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
+        return name
+
+    def named_port_set(self, protocol: Protocol, port_name: str, family: int) -> str:
+        name = named_port_set_name(protocol, port_name, family)
+        if name not in self.sets:
+            elements = sorted(
+                {
+                    (ip, number)
+                    for pod in self.targets
+                    if (number := pod.named_port(port_name, protocol)) is not None
+                    for ip in pod.ips
+                    if ip.version == family
+                },
+                key=lambda e: (int(e[0]), e[1]),
+            )
+            self.sets[name] = Set(
+                name,
+                (_addr_type(family), "inet_service"),
+                f"pods giving {protocol.value} port {port_name!r} a number",
+                (),
+                tuple(Concat((str(ip), number)) for ip, number in elements),
+            )
+        return name
+
+    # --- one policy rule -------------------------------------------------
+
+    def rules_for(self, policy: NetworkPolicy, direction: Direction, index: int, rule: PolicyRule) -> list[Rule]:
+        """nft rules for one policy rule: one per (peer, port group, family) that can match."""
+        numeric = tuple(p for p in rule.ports if not isinstance(p.port, str))
+        named = sorted({(p.protocol, p.port) for p in rule.ports if isinstance(p.port, str)})
+        port_groups: list[tuple[str, object]] = []
+        if not rule.ports:
+            port_groups.append(("all", None))
+        if numeric:
+            port_groups.append(("numeric", numeric))
+        port_groups += [("named", n) for n in named]
+        peers: list[tuple[int | None, Peer | None]] = [(None, None)] if not rule.peers else list(enumerate(rule.peers))
+        verdict = ACCEPT if direction is Direction.INGRESS else goto(DISPATCH_CHAIN)
+        peer_field = "saddr" if direction is Direction.INGRESS else "daddr"
+        out = []
+        for j, peer in peers:
+            for kind, group in port_groups:
+                needs_family = peer is not None or kind == "named"
+                for family in FAMILIES if needs_family else (None,):
+                    if peer is not None and peer.ip_block is not None and peer.ip_block.cidr.version != family:
+                        continue
+                    matches: list = []
+                    if peer is not None:
+                        set_name = self.peer_set(peer, policy.namespace, family)
+                        matches.append(Match(_addr_payload(family, peer_field), SetRef(set_name)))
+                    if kind == "numeric":
+                        matches.append(Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(group))))
+                    elif kind == "named":
+                        protocol, port_name = group
+                        set_name = self.named_port_set(protocol, port_name, family)
+                        dport = Payload(protocol.value.lower(), "dport")
+                        matches.append(Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(set_name)))
+                    where = f"{policy.key} {direction.field}[{index}]"
+                    if j is not None:
+                        where += f".{direction.peers_field}[{j}]"
+                    if kind == "named":
+                        where += f" port {group[1]}"
+                    out.append(Rule((*matches, Counter(), verdict), where))
+        return out
+
+    def policy_chain(self, policy: NetworkPolicy, direction: Direction) -> Chain:
+        rules = [r for i, rule in enumerate(policy.rules(direction)) for r in self.rules_for(policy, direction, i, rule)]
+        note = "" if rules else ": no rules, allows nothing"
+        return Chain(policy_chain_name(policy, direction), f"{policy.key} {direction.field}{note}", None, tuple(rules))
+
+
+def _port_items(ports: tuple[PolicyPort, ...]) -> tuple:
+    """``proto . port`` items for an inline set; a missing port is every port."""
+    items = set()
+    for p in ports:
+        proto = p.protocol.value.lower()
+        if p.port is None:
+            items.add((proto, 0, 65535))
+        else:
+            items.add((proto, p.port, p.end_port or p.port))
+    return tuple(
+        Concat((proto, low if low == high else Range(low, high))) for proto, low, high in sorted(items)
+    )
+
+
+def _base_chains() -> list[Chain]:
+    forward_rules = [
+        Rule((Match(Ct("state"), Flags(("established", "related")), "in"), ACCEPT), "replies of allowed connections"),
+        Rule((Match(Payload("icmpv6", "type"), AnonSet(ND_TYPES)), ACCEPT), "IPv6 neighbour discovery"),
+        *(
+            Rule((VMap(_addr_payload(f, "saddr"), dispatch_map_name(Direction.EGRESS, f)),), f"egress of local pods, IPv{f}")
+            for f in FAMILIES
+        ),
+        Rule((goto(DISPATCH_CHAIN),)),
+    ]
+    dispatch_rules = [
+        *(
+            Rule((VMap(_addr_payload(f, "daddr"), dispatch_map_name(Direction.INGRESS, f)),), f"ingress of local pods, IPv{f}")
+            for f in FAMILIES
+        ),
+        Rule((ACCEPT,), "destination not isolated for ingress"),
+    ]
+    return [
+        Chain("forward", "NetworkPolicy for pod traffic", Hook("filter", "forward", FORWARD_PRIORITY), tuple(forward_rules)),
+        Chain(DISPATCH_CHAIN, "ingress check, after the source's egress allowed the flow", None, tuple(dispatch_rules)),
+    ]
+
+
+def local_pods(state: ClusterState, node: str) -> list[Pod]:
+    """The pods this node enforces policy for: its own, with addresses, that policies can select."""
+    return [p for p in state.pods if p.node == node and p.is_policy_target and p.ips]
+
+
+def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> tuple[NetworkPolicy, ...]:
+    return tuple(p for p in state.policies if direction in p.policy_types and policy_selects(p, pod))
+
+
+def desired_ruleset(state: ClusterState, node: str) -> Ruleset:
+    """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``."""
+    builder = _Builder(state)
+    chains = _base_chains()
+    policy_chains: dict[str, Chain] = {}
+    isolate_chains: dict[str, Chain] = {}
+    dispatch: dict[str, list] = {dispatch_map_name(d, f): [] for d in Direction for f in FAMILIES}
+    for direction in Direction:
+        for pod in local_pods(state, node):
+            policies = isolating_policies(state, pod, direction)
+            if not policies:
+                continue
+            isolate = isolate_chain_name(direction, policies)
+            if isolate not in isolate_chains:
+                for p in policies:
+                    name = policy_chain_name(p, direction)
+                    if name not in policy_chains:
+                        policy_chains[name] = builder.policy_chain(p, direction)
+                isolate_chains[isolate] = Chain(
+                    isolate,
+                    f"pods isolated for {direction.field} by {', '.join(p.key for p in policies)}",
+                    None,
+                    (
+                        *(Rule((jump(policy_chain_name(p, direction)),)) for p in policies),
+                        Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"),
+                    ),
+                )
+            for ip in pod.ips:
+                dispatch[dispatch_map_name(direction, ip.version)].append((ip, f"{pod.key}", isolate))
+    maps = [
+        Set(
+            name,
+            (_addr_type(int(name[-1])),),
+            f"local pods isolated for {name.split('-')[0]}",
+            (),
+            tuple((str(ip), goto(chain)) for ip, _, chain in sorted(entries, key=lambda e: int(e[0]))),
+            map_verdicts=True,
+        )
+        for name, entries in sorted(dispatch.items())
+    ]
+    table = Table(
+        "inet",
+        TABLE,
+        f"nftpolicy: NetworkPolicy for pods on node {node}",
+        chains=tuple(chains + sorted(isolate_chains.values(), key=lambda c: c.name) + sorted(policy_chains.values(), key=lambda c: c.name)),
+        sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name)) + tuple(maps),
+    )
+    return Ruleset((table,))
