@@ -78,6 +78,7 @@ class Explanation:
             "protocol": v.protocol.value,
             "reason": v.reason,
             "deciding_rules": [str(r) for r in v.deciding_rules],
+            "denied_by": [p for d in (v.egress, v.ingress) if d and not d.allowed for p in d.isolated_by],
             "egress": _direction_json(v.egress),
             "ingress": _direction_json(v.ingress),
         }

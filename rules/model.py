@@ -135,10 +135,12 @@ class Peer:
     def describe(self, policy_namespace: str) -> str:
         if self.ip_block is not None:
             return f"ipBlock {self.ip_block.describe()}"
-        pods = self.pod_selector.describe() if self.pod_selector else "all"
+        pods = f"pods {self.pod_selector.describe()}" if self.pod_selector and self.pod_selector != LabelSelector() else "all pods"
         if self.namespace_selector is None:
-            return f"pods {pods} in namespace {policy_namespace}"
-        return f"pods {pods} in namespaces {self.namespace_selector.describe()}"
+            return f"{pods} in namespace {policy_namespace}"
+        if self.namespace_selector == LabelSelector():
+            return f"{pods} in all namespaces"
+        return f"{pods} in namespaces {self.namespace_selector.describe()}"
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,7 @@ def _base_chains() -> list[Chain]:
             Rule((VMap(_addr_payload(f, "saddr"), dispatch_map_name(Direction.EGRESS, f)),), f"egress of local pods, IPv{f}")
             for f in FAMILIES
         ),
-        Rule((goto(DISPATCH_CHAIN),)),
+        Rule((goto(DISPATCH_CHAIN),), "source not isolated for egress"),
     ]
     dispatch_rules = [
         *(
@@ -301,13 +301,24 @@ def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> t
     return tuple(p for p in state.policies if direction in p.policy_types and policy_selects(p, pod))
 
 
+def _dispatch_map(direction: Direction, family: int, entries: list[tuple]) -> Set:
+    """Local pod IP -> goto the chain of the policies isolating it."""
+    return Set(
+        dispatch_map_name(direction, family),
+        (_addr_type(family),),
+        f"local pods isolated for {direction.field}",
+        (),
+        tuple((str(ip), goto(chain)) for ip, chain in sorted(entries, key=lambda e: int(e[0]))),
+        map_verdicts=True,
+    )
+
+
 def desired_ruleset(state: ClusterState, node: str) -> Ruleset:
     """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``."""
     builder = _Builder(state)
-    chains = _base_chains()
     policy_chains: dict[str, Chain] = {}
     isolate_chains: dict[str, Chain] = {}
-    dispatch: dict[str, list] = {dispatch_map_name(d, f): [] for d in Direction for f in FAMILIES}
+    dispatch: dict[tuple[Direction, int], list] = {(d, f): [] for d in Direction for f in FAMILIES}
     for direction in Direction:
         for pod in local_pods(state, node):
             policies = isolating_policies(state, pod, direction)
@@ -324,28 +335,22 @@ def desired_ruleset(state: ClusterState, node: str) -> Ruleset:
                     f"pods isolated for {direction.field} by {', '.join(p.key for p in policies)}",
                     None,
                     (
-                        *(Rule((jump(policy_chain_name(p, direction)),)) for p in policies),
+                        *(Rule((jump(policy_chain_name(p, direction)),), f"{p.key} {direction.field}") for p in policies),
                         Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"),
                     ),
                 )
             for ip in pod.ips:
-                dispatch[dispatch_map_name(direction, ip.version)].append((ip, f"{pod.key}", isolate))
-    maps = [
-        Set(
-            name,
-            (_addr_type(int(name[-1])),),
-            f"local pods isolated for {name.split('-')[0]}",
-            (),
-            tuple((str(ip), goto(chain)) for ip, _, chain in sorted(entries, key=lambda e: int(e[0]))),
-            map_verdicts=True,
-        )
-        for name, entries in sorted(dispatch.items())
-    ]
+                dispatch[(direction, ip.version)].append((ip, isolate))
+
+    def by_name(chains: dict[str, Chain]) -> list[Chain]:
+        return sorted(chains.values(), key=lambda c: c.name)
+
     table = Table(
         "inet",
         TABLE,
         f"nftpolicy: NetworkPolicy for pods on node {node}",
-        chains=tuple(chains + sorted(isolate_chains.values(), key=lambda c: c.name) + sorted(policy_chains.values(), key=lambda c: c.name)),
-        sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name)) + tuple(maps),
+        chains=tuple(_base_chains() + by_name(isolate_chains) + by_name(policy_chains)),
+        sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name))
+        + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
     )
     return Ruleset((table,))

@@ -1,0 +1,49 @@
+"""Shared helpers for tests.
+
+Conventions for addresses in tests: pods on node n1 are 10.0.1.0/24 and
+fd00:1::/64, on node n2 10.0.2.0/24 and fd00:2::/64; "outside the cluster" is
+203.0.113.0/24 (TEST-NET-3) and 2001:db8::/32. Nothing here ever sends a
+packet outside a network namespace the test made.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rules.load import state_from_objects
+from rules.model import ClusterState
+
+
+def namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def pod(
+    key: str,
+    ips: str | list[str],
+    node: str = "n1",
+    labels: dict | None = None,
+    ports: list | None = None,
+    phase: str = "Running",
+    **spec: Any,
+) -> dict[str, Any]:
+    """A pod as the API returns it. ``ports``: (name, number[, protocol]) tuples."""
+    ns, name = key.split("/")
+    ips = [ips] if isinstance(ips, str) else ips
+    container_ports = [
+        {"name": p[0], "containerPort": p[1], "protocol": p[2] if len(p) > 2 else "TCP"} for p in ports or []
+    ]
+    return {
+        "kind": "Pod",
+        "metadata": {"namespace": ns, "name": name, "labels": labels or {}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "ports": container_ports}], **spec},
+        "status": {"phase": phase, "podIPs": [{"ip": ip} for ip in ips]},
+    }
+
+
+def policy(key: str, spec: dict[str, Any]) -> dict[str, Any]:
+    ns, name = key.split("/")
+    return {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1", "metadata": {"namespace": ns, "name": name}, "spec": spec}
+
+
+def state(*objects: dict[str, Any]) -> ClusterState:
+    return state_from_objects(objects)
