@@ -1,0 +1,358 @@
+"""Property tests: the reference evaluator against a second, brute-force oracle.
+
+``rules.evaluate.verdict`` is itself the oracle every dataplane test trusts,
+so here it is held against an independent reading of the Kubernetes
+NetworkPolicy v1 spec. ``BruteForce`` below imports nothing from
+``rules.evaluate`` or ``rules.selection`` and uses none of the matching
+helpers on the model classes (``LabelSelector.matches``, ``IPBlock.contains``,
+``Pod.is_policy_target``, ``Pod.named_port``, ``ClusterState.pod_by_ip``...):
+it reads the dataclass fields only, and instead of deciding one flow at a time
+it expands every rule of every policy over a finite universe of addresses,
+protocols and ports into the set of (src_ip, dst_ip, protocol, port) tuples
+that rule admits, then assembles the cluster-wide set of allowed tuples.
+
+The spec, as read here:
+
+- Only pods that are not hostNetwork and not terminated (Succeeded/Failed)
+  are ever selected by a policy or named by a selector peer. An address that
+  belongs to such a pod *is* that pod; every other address (node, hostNetwork
+  pod, terminated pod, outside world) is just an address.
+- A pod is isolated for a direction iff some policy of its namespace selects
+  it (podSelector matches its labels) and lists that direction in
+  policyTypes. Rules of a direction not in policyTypes are ignored.
+- Egress from an isolated source needs some egress rule of some policy
+  selecting it (with Egress in policyTypes) to allow the flow; ingress to an
+  isolated destination likewise with ingress rules. Both ends must agree.
+- A rule allows a flow iff a peer matches the remote end (no peers: everyone)
+  and a port matches (no ports: every port of every protocol).
+- Peers: podSelector alone = matching pods of the policy's namespace;
+  namespaceSelector alone = all pods of matching namespaces; both = pods
+  matching the podSelector in matching namespaces; ipBlock = cidr minus its
+  excepts, matched on the address (pod addresses included).
+- Ports: the protocol must match; no port = every port of that protocol;
+  numeric port with endPort = inclusive range; a named port resolves on the
+  destination pod to the container port with that name *and* protocol.
+- Always allowed: a pod's traffic to itself, and traffic between a pod and
+  the node it runs on (a node address, or a hostNetwork pod on that node,
+  which carries the node's addresses).
+"""
+from __future__ import annotations
+
+import ipaddress
+import sys
+from functools import cached_property
+from itertools import product
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from strategies import (  # noqa: E402
+    EXTERNAL_IPS,
+    FLOW_PORTS,
+    FLOW_PROTOCOLS,
+    cluster_parts,
+    flows,
+    states_and_flows,
+)
+
+from rules.model import ClusterState, Direction, Pod  # noqa: E402  (data only)
+
+# The evaluator under test. The oracle below never calls into it.
+from rules.evaluate import verdict  # noqa: E402
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+TERMINATED = {"Succeeded", "Failed"}
+
+
+# --- the brute-force oracle ---------------------------------------------------
+
+
+def _selector_matches(selector, labels: dict[str, str]) -> bool:
+    for key, value in selector.match_labels:
+        if key not in labels or labels[key] != value:
+            return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        if req.operator == "In":
+            ok = present and labels[req.key] in req.values
+        elif req.operator == "NotIn":
+            ok = not present or labels[req.key] not in req.values
+        elif req.operator == "Exists":
+            ok = present
+        elif req.operator == "DoesNotExist":
+            ok = not present
+        else:
+            raise AssertionError(req.operator)
+        if not ok:
+            return False
+    return True
+
+
+def _in_block(block, ip) -> bool:
+    def inside(net) -> bool:
+        return net.version == ip.version and int(net.network_address) <= int(ip) <= int(net.broadcast_address)
+
+    return inside(block.cidr) and not any(inside(e) for e in block.except_)
+
+
+class BruteForce:
+    """The set of allowed (src_ip, dst_ip, protocol, port) tuples of a state."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.policies = list(state.policies)
+        self.targets = [p for p in state.pods if not p.host_network and p.phase not in TERMINATED]
+        self.owner = {ip: pod for pod in self.targets for ip in pod.ips}
+        self.node_of = {ip: node.name for node in state.nodes for ip in node.ips}
+        self.ns_labels = {ns.name: dict(ns.labels) for ns in state.namespaces}
+        self.ips = sorted(
+            {ip for pod in state.pods for ip in pod.ips} | set(self.node_of) | set(EXTERNAL_IPS),
+            key=lambda ip: (ip.version, int(ip)),
+        )
+        self._rule_cache: dict = {}
+        self.services = [(proto, port) for proto in FLOW_PROTOCOLS for port in FLOW_PORTS]
+        self.universe = [
+            (s, d, proto, port)
+            for s, d in product(self.ips, self.ips)
+            if s.version == d.version
+            for proto, port in self.services
+        ]
+
+    # selection
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        labels = dict(self.ns_labels.get(name, {}))
+        labels.setdefault("kubernetes.io/metadata.name", name)
+        return labels
+
+    def selected(self, policy, direction: Direction) -> list[Pod]:
+        if direction not in policy.policy_types:
+            return []
+        return [
+            p
+            for p in self.targets
+            if p.namespace == policy.namespace and _selector_matches(policy.pod_selector, dict(p.labels))
+        ]
+
+    def peer_ips(self, policy, peer) -> set:
+        if peer.ip_block is not None:
+            return {ip for ip in self.ips if _in_block(peer.ip_block, ip)}
+        out = set()
+        for pod in self.targets:
+            if peer.namespace_selector is None:
+                ns_ok = pod.namespace == policy.namespace
+            else:
+                ns_ok = _selector_matches(peer.namespace_selector, self.namespace_labels(pod.namespace))
+            pod_ok = peer.pod_selector is None or _selector_matches(peer.pod_selector, dict(pod.labels))
+            if ns_ok and pod_ok:
+                out.update(pod.ips)
+        return out
+
+    def services_to(self, rule, dst_ip) -> set:
+        """(protocol, port) pairs the rule's ports admit towards ``dst_ip``."""
+        if not rule.ports:
+            return set(self.services)
+        dst_pod = self.owner.get(dst_ip)
+        out = set()
+        for spec in rule.ports:
+            for proto, port in self.services:
+                if proto is not spec.protocol:
+                    continue
+                if spec.port is None:
+                    out.add((proto, port))
+                elif isinstance(spec.port, int):
+                    last = spec.end_port if spec.end_port is not None else spec.port
+                    if spec.port <= port <= last:
+                        out.add((proto, port))
+                elif dst_pod is not None and any(
+                    cp.name == spec.port and cp.protocol is proto and cp.port == port for cp in dst_pod.ports
+                ):
+                    out.add((proto, port))
+        return out
+
+    # expansion
+
+    def rule_tuples(self, policy, direction: Direction, index: int) -> frozenset:
+        """Every tuple that one rule admits, on behalf of the pods its policy isolates."""
+        key = (policy.namespace, policy.name, direction, index)
+        cache = self._rule_cache
+        if key in cache:
+            return cache[key]
+        rules = policy.ingress if direction is Direction.INGRESS else policy.egress
+        rule = rules[index]
+        subjects = [ip for pod in self.selected(policy, direction) for ip in pod.ips]
+        remotes = set(self.ips) if not rule.peers else set().union(*(self.peer_ips(policy, p) for p in rule.peers))
+        out = set()
+        for subject in subjects:
+            for remote in remotes:
+                if remote.version != subject.version:
+                    continue
+                src, dst = (remote, subject) if direction is Direction.INGRESS else (subject, remote)
+                for proto, port in self.services_to(rule, dst):
+                    out.add((src, dst, proto, port))
+        cache[key] = frozenset(out)
+        return cache[key]
+
+    def isolated(self, direction: Direction) -> set:
+        return {ip for pol in self.policies for pod in self.selected(pol, direction) for ip in pod.ips}
+
+    def admitted(self, direction: Direction) -> set:
+        out = set()
+        for pol in self.policies:
+            rules = pol.ingress if direction is Direction.INGRESS else pol.egress
+            for i in range(len(rules)):
+                out |= self.rule_tuples(pol, direction, i)
+        return out
+
+    def always_allowed(self, s, d) -> bool:
+        if s == d:
+            return True  # a pod (or any address) to itself
+        for a, b in ((s, d), (d, s)):
+            pod = self.owner.get(b)
+            if pod is not None and pod.node is not None and self.node_of.get(a) == pod.node:
+                return True
+        return False
+
+    @cached_property
+    def allowed(self) -> frozenset:
+        iso_eg, iso_in = self.isolated(Direction.EGRESS), self.isolated(Direction.INGRESS)
+        ok_eg, ok_in = self.admitted(Direction.EGRESS), self.admitted(Direction.INGRESS)
+        return frozenset(
+            t
+            for t in self.universe
+            if self.always_allowed(t[0], t[1])
+            or ((t[0] not in iso_eg or t in ok_eg) and (t[1] not in iso_in or t in ok_in))
+        )
+
+    # flows
+
+    @staticmethod
+    def addresses(src, dst) -> tuple:
+        """The addresses of a flow's ends, as ``verdict`` documents its arguments:
+        an address is itself; a pod takes its address of the flow's family (that
+        of the address given, or, between two pods, IPv4 if both have one)."""
+        given_ = [ipaddress.ip_address(x) for x in (src, dst) if not isinstance(x, Pod)]
+        if given_:
+            family = given_[0].version
+        else:
+            family = 4 if all(any(ip.version == 4 for ip in p.ips) for p in (src, dst)) else 6
+
+        def one(x):
+            if isinstance(x, Pod):
+                return next(ip for ip in x.ips if ip.version == family)
+            return ipaddress.ip_address(x)
+
+        return one(src), one(dst)
+
+    def flow_tuple(self, src, dst, port, protocol) -> tuple:
+        s, d = self.addresses(src, dst)
+        return s, d, protocol, port
+
+
+def _find_policy(state: ClusterState, key: str):
+    return next(p for p in state.policies if f"{p.namespace}/{p.name}" == key)
+
+
+# --- property 1: same answer as the brute force ------------------------------
+
+
+@SETTINGS
+@given(states_and_flows())
+def test_verdict_matches_brute_force(case):
+    state, flow_list = case
+    oracle = BruteForce(state)
+    assert len(oracle.allowed) <= len(oracle.universe)
+    for src, dst, port, protocol in flow_list:
+        t = oracle.flow_tuple(src, dst, port, protocol)
+        v = verdict(state, src, dst, port, protocol)
+        assert (v.src.ip, v.dst.ip) == t[:2], "evaluator resolved the flow to other addresses"
+        expected = t in oracle.allowed
+        assert v.allowed == expected, (
+            f"flow {t[0]} -> {t[1]} {t[2].value}/{t[3]}: evaluator says "
+            f"{'allowed' if v.allowed else 'denied'} ({v.reason}), brute force says "
+            f"{'allowed' if expected else 'denied'}"
+        )
+
+
+# --- property 2: deciding rules really allow the flow -------------------------
+
+
+@SETTINGS
+@given(states_and_flows())
+def test_deciding_rules_allow_the_flow(case):
+    state, flow_list = case
+    oracle = BruteForce(state)
+    iso = {d: oracle.isolated(d) for d in Direction}
+    for src, dst, port, protocol in flow_list:
+        t = oracle.flow_tuple(src, dst, port, protocol)
+        v = verdict(state, src, dst, port, protocol)
+        if not v.allowed:
+            assert not v.deciding_rules
+            continue
+        for ref in v.deciding_rules:
+            policy = _find_policy(state, ref.policy)
+            rules = policy.ingress if ref.direction is Direction.INGRESS else policy.egress
+            assert 0 <= ref.index < len(rules), f"{ref} names no rule"
+            assert t in oracle.rule_tuples(policy, ref.direction, ref.index), (
+                f"{ref} is said to allow {t[0]} -> {t[1]} {t[2].value}/{t[3]}, but by itself it does not"
+            )
+        if oracle.always_allowed(t[0], t[1]):
+            continue
+        # Completeness, as the evaluator documents deciding_rules ("the rules
+        # that allowed the flow"): for each isolated end, every rule of the
+        # isolating policies that admits the flow is listed, and at least one is.
+        for direction, end in ((Direction.EGRESS, t[0]), (Direction.INGRESS, t[1])):
+            if end not in iso[direction]:
+                assert not [r for r in v.deciding_rules if r.direction is direction]
+                continue
+            expected = {
+                (f"{p.namespace}/{p.name}", i)
+                for p in state.policies
+                for i in range(len(p.ingress if direction is Direction.INGRESS else p.egress))
+                if t in oracle.rule_tuples(p, direction, i)
+            }
+            got = {(r.policy, r.index) for r in v.deciding_rules if r.direction is direction}
+            assert expected and got == expected
+
+
+# --- property 3: deterministic and independent of input order ----------------
+
+
+@st.composite
+def parts_and_flows(draw):
+    parts = draw(cluster_parts())
+    state = ClusterState.build(*parts)
+    return parts, draw(st.lists(flows(state), min_size=1, max_size=4)), draw(st.randoms(use_true_random=False))
+
+
+@SETTINGS
+@given(parts_and_flows())
+def test_verdict_is_deterministic_and_order_independent(case):
+    (nss, pods, pols, nodes), flow_list, rnd = case
+    built = ClusterState.build(nss, pods, pols, nodes)
+    reversed_ = ClusterState.build(nss[::-1], pods[::-1], pols[::-1], nodes[::-1])
+    shuffled = [list(x) for x in (nss, pods, pols, nodes)]
+    for xs in shuffled:
+        rnd.shuffle(xs)
+    # Not through build(): the evaluator must not depend on canonical order either.
+    raw = ClusterState(*map(tuple, shuffled))
+
+    def summary(v):
+        return (
+            v.allowed,
+            v.src,
+            v.dst,
+            frozenset(v.deciding_rules),
+            frozenset(v.egress.isolated_by) if v.egress else None,
+            frozenset(v.ingress.isolated_by) if v.ingress else None,
+        )
+
+    for src, dst, port, protocol in flow_list:
+        first = verdict(built, src, dst, port, protocol)
+        assert verdict(built, src, dst, port, protocol) == first
+        assert verdict(reversed_, src, dst, port, protocol) == first
+        assert summary(verdict(raw, src, dst, port, protocol)) == summary(first)
