@@ -260,9 +260,12 @@ class ClusterState:
     policies: tuple[NetworkPolicy, ...] = ()
     nodes: tuple[Node, ...] = ()
     _ns_index: dict[str, Namespace] = field(default_factory=dict, compare=False, repr=False)
+    _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._ns_index.update({n.name: n for n in self.namespaces})
+        for pod in self.pods:
+            self._pods_by_ns.setdefault(pod.namespace, []).append(pod)
 
     @classmethod
     def build(
@@ -286,6 +289,13 @@ class ClusterState:
         labels = ns.label_map if ns else {}
         labels.setdefault(NAMESPACE_NAME_LABEL, name)
         return labels
+
+    def pods_in(self, namespace: str) -> list[Pod]:
+        return self._pods_by_ns.get(namespace, [])
+
+    def namespace_names(self) -> list[str]:
+        """Every namespace that exists or holds pods."""
+        return sorted(set(self._ns_index) | set(self._pods_by_ns))
 
     def pod(self, key: str) -> Pod | None:
         return next((p for p in self.pods if p.key == key), None)

@@ -119,6 +119,13 @@ class SelectorScope:
     def as_peer(self) -> tuple[Peer, str]:
         return Peer(self.pod_selector, self.namespace_selector), self.namespace or ""
 
+    def namespaces(self, state: ClusterState) -> list[str]:
+        """The namespaces whose pods this scope can name."""
+        if self.namespace is not None:
+            return [self.namespace]
+        assert self.namespace_selector is not None
+        return [n for n in state.namespace_names() if self.namespace_selector.matches(state.namespace_labels(n))]
+
     def describe(self) -> str:
         peer, ns = self.as_peer()
         return peer.describe(ns)
@@ -178,7 +185,8 @@ class _Builder:
             scoped_peer, ns = scope.as_peer()
             members = (
                 ip
-                for pod in self.targets
+                for namespace in scope.namespaces(self.state)
+                for pod in self.state.pods_in(namespace)
                 if peer_selects_pod(self.state, scoped_peer, ns, pod)
                 for ip in pod.ips
                 if ip.version == family
