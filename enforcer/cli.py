@@ -12,6 +12,7 @@ from enum import IntEnum
 
 import click
 
+from enforcer import demo as demo_module
 from enforcer import offline
 from rules.load import InvalidObject
 
@@ -76,3 +77,9 @@ def explain(paths: tuple[str, ...], src: str, dst: str, port: str, fmt: str) -> 
     else:
         click.echo(explanation.as_text(), nl=False)
     sys.exit(ExitCode.OK if explanation.verdict.allowed else ExitCode.DENIED)
+
+
+@main.command()
+def demo() -> None:
+    """Show the example cluster's connectivity before and after its policies."""
+    demo_module.run()

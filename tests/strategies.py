@@ -77,6 +77,8 @@ IP_BLOCKS = (
 
 
 # --- selectors ---------------------------------------------------------------
+# Strategies are built once at import: building them inside composites on
+# every draw costs more than the drawing itself.
 
 
 def label_maps(universe: dict[str, tuple[str, ...]]) -> st.SearchStrategy[dict[str, str]]:
@@ -84,25 +86,34 @@ def label_maps(universe: dict[str, tuple[str, ...]]) -> st.SearchStrategy[dict[s
     return st.fixed_dictionaries({}, optional={k: st.sampled_from(v) for k, v in universe.items()})
 
 
-@st.composite
-def requirements(draw, universe: dict[str, tuple[str, ...]]) -> Requirement:
+OPERATORS = st.sampled_from(("In", "NotIn", "Exists", "DoesNotExist"))
+
+
+def requirements(universe: dict[str, tuple[str, ...]]) -> st.SearchStrategy[Requirement]:
     # "zone" is never set on anything: Exists/In on it never match, NotIn/DoesNotExist always do.
-    key = draw(st.sampled_from(sorted(universe) + ["zone"]))
-    values = universe.get(key, ("x", "y"))
-    op = draw(st.sampled_from(("In", "NotIn", "Exists", "DoesNotExist")))
-    if op in ("In", "NotIn"):
-        chosen = draw(st.lists(st.sampled_from(values), min_size=1, max_size=2, unique=True))
-        return Requirement(key, op, tuple(chosen))
-    return Requirement(key, op)
+    by_key = {**universe, "zone": ("x", "y")}
+    values = {k: st.lists(st.sampled_from(v), min_size=1, max_size=2, unique=True).map(tuple) for k, v in by_key.items()}
+    keys = st.sampled_from(sorted(by_key))
+
+    @st.composite
+    def requirement(draw) -> Requirement:
+        key, op = draw(keys), draw(OPERATORS)
+        return Requirement(key, op, draw(values[key]) if op in ("In", "NotIn") else ())
+
+    return requirement()
 
 
-@st.composite
-def label_selectors(draw, universe: dict[str, tuple[str, ...]]) -> LabelSelector:
-    match_labels = draw(
-        st.one_of(st.just({}), label_maps(universe).filter(lambda m: len(m) <= 1), label_maps(universe))
+def label_selectors(universe: dict[str, tuple[str, ...]]) -> st.SearchStrategy[LabelSelector]:
+    """Mostly broad selectors (empty, one label, one expression), so that
+    policies isolate pods and peers name pods often; sometimes narrow ones."""
+    labels = label_maps(universe).map(lambda m: tuple(sorted(m.items())))
+    exprs = st.lists(requirements(universe), max_size=2).map(tuple)
+    return st.one_of(
+        st.just(LabelSelector()),
+        labels.filter(lambda ls: len(ls) <= 1).map(LabelSelector),
+        requirements(universe).map(lambda r: LabelSelector((), (r,))),
+        st.builds(LabelSelector, match_labels=labels, match_expressions=exprs),
     )
-    exprs = draw(st.lists(requirements(universe), max_size=2))
-    return LabelSelector(tuple(sorted(match_labels.items())), tuple(exprs))
 
 
 POD_SELECTORS = label_selectors(POD_LABEL_UNIVERSE)
@@ -113,47 +124,50 @@ NAMESPACE_SELECTORS = label_selectors(
 
 # --- namespaces and pods -----------------------------------------------------
 
+NAMESPACE_NAME_LISTS = st.lists(st.sampled_from(NAMESPACE_NAMES), min_size=1, max_size=3, unique=True)
+NAMESPACE_LABEL_MAPS = label_maps(NAMESPACE_LABEL_UNIVERSE)
+POD_LABELS = label_maps(POD_LABEL_UNIVERSE).map(lambda m: tuple(sorted(m.items())))
+PROTOCOLS = st.sampled_from(FLOW_PROTOCOLS)
+PORT_NUMBERS = st.sampled_from(CONTAINER_PORT_NUMBERS)
+PORT_NAME_LISTS = st.lists(st.sampled_from(PORT_NAMES), max_size=3, unique=True)
+RARELY = st.integers(0, 9).map(lambda n: n == 0)
+NODE_CHOICES = st.sampled_from(NODE_NAMES)
+V4_HOST_LISTS = {n: st.lists(st.sampled_from(POD_V4_HOSTS), min_size=n, max_size=n, unique=True) for n in range(2, 7)}
+V6_HOST_LISTS = {n: st.lists(st.sampled_from(POD_V6_HOSTS), min_size=n, max_size=n, unique=True) for n in range(2, 7)}
+
 
 @st.composite
 def namespaces(draw) -> tuple[Namespace, ...]:
-    names = draw(st.lists(st.sampled_from(NAMESPACE_NAMES), min_size=1, max_size=3, unique=True))
     out = []
-    for name in names:
-        labels = draw(label_maps(NAMESPACE_LABEL_UNIVERSE))
+    for name in draw(NAMESPACE_NAME_LISTS):
+        labels = draw(NAMESPACE_LABEL_MAPS)
         labels[NAMESPACE_NAME_LABEL] = name
         out.append(Namespace(name, tuple(sorted(labels.items()))))
     return tuple(out)
 
 
 @st.composite
-def container_ports(draw) -> tuple[ContainerPort, ...]:
-    names = draw(st.lists(st.sampled_from(PORT_NAMES), max_size=3, unique=True))
-    ports = [
-        ContainerPort(
-            draw(st.sampled_from(CONTAINER_PORT_NUMBERS)),
-            draw(st.sampled_from(FLOW_PROTOCOLS)),
-            name,
-        )
-        for name in names
-    ]
+def _container_ports(draw) -> tuple[ContainerPort, ...]:
+    # Names are unique within a pod, as the API requires.
+    ports = [ContainerPort(draw(PORT_NUMBERS), draw(PROTOCOLS), name) for name in draw(PORT_NAME_LISTS)]
     if draw(st.booleans()):  # an unnamed port: never matches a named policy port
-        ports.append(ContainerPort(draw(st.sampled_from(CONTAINER_PORT_NUMBERS)), draw(st.sampled_from(FLOW_PROTOCOLS))))
+        ports.append(ContainerPort(draw(PORT_NUMBERS), draw(PROTOCOLS)))
     return tuple(ports)
 
 
-RARELY = st.integers(0, 9).map(lambda n: n == 0)
+CONTAINER_PORTS = _container_ports()
 
 
 @st.composite
 def pods(draw, namespace_names: tuple[str, ...]) -> tuple[Pod, ...]:
     n = draw(st.integers(2, 6))
-    v4_hosts = draw(st.lists(st.sampled_from(POD_V4_HOSTS), min_size=n, max_size=n, unique=True))
-    v6_hosts = draw(st.lists(st.sampled_from(POD_V6_HOSTS), min_size=n, max_size=n, unique=True))
+    v4_hosts, v6_hosts = draw(V4_HOST_LISTS[n]), draw(V6_HOST_LISTS[n])
+    ns_choices = st.sampled_from(namespace_names)
     out = []
     for i in range(n):
-        node = draw(st.sampled_from(NODE_NAMES))
+        node = draw(NODE_CHOICES)
         host_network = draw(RARELY)
-        if host_network:
+        if host_network:  # a hostNetwork pod has its node's addresses
             ips = NODE_IPS[node]
         else:
             ips = (ipaddress.ip_address(f"10.0.0.{v4_hosts[i]}"),)
@@ -161,13 +175,13 @@ def pods(draw, namespace_names: tuple[str, ...]) -> tuple[Pod, ...]:
                 ips += (ipaddress.ip_address(f"fd00::{v6_hosts[i]:x}"),)
         out.append(
             Pod(
-                namespace=draw(st.sampled_from(namespace_names)),
+                namespace=draw(ns_choices),
                 name=f"pod-{i}",
-                labels=tuple(sorted(draw(label_maps(POD_LABEL_UNIVERSE)).items())),
+                labels=draw(POD_LABELS),
                 node=node,
                 host_network=host_network,
                 ips=ips,
-                ports=draw(container_ports()),
+                ports=draw(CONTAINER_PORTS),
                 phase="Succeeded" if draw(RARELY) else "Running",
                 uid=f"uid-{i}",
             )
@@ -177,58 +191,58 @@ def pods(draw, namespace_names: tuple[str, ...]) -> tuple[Pod, ...]:
 
 # --- policies ----------------------------------------------------------------
 
+PEERS = st.one_of(
+    st.builds(Peer, pod_selector=POD_SELECTORS),
+    st.builds(Peer, namespace_selector=NAMESPACE_SELECTORS),
+    st.builds(Peer, pod_selector=POD_SELECTORS, namespace_selector=NAMESPACE_SELECTORS),
+    st.builds(Peer, ip_block=st.sampled_from(IP_BLOCKS)),
+)
+
+# SCTP rarely: it must never match the TCP/UDP flows asked about.
+POLICY_PROTOCOLS = st.sampled_from((Protocol.TCP, Protocol.UDP) * 5 + (Protocol.SCTP,))
+PORT_KINDS = st.sampled_from(("all", "number", "range", "name"))
+# "grpc" is never a container port name: such a port never matches.
+POLICY_PORT_NAMES = st.sampled_from(PORT_NAMES + ("grpc",))
+POLICY_PORT_NUMBERS = st.sampled_from(CONTAINER_PORT_NUMBERS + (81,))
+END_PORTS = {p: st.sampled_from([e for e in (80, 81, 8080, 9090, 65535) if e >= p]) for p in CONTAINER_PORT_NUMBERS + (81,)}
+
 
 @st.composite
-def peers(draw) -> Peer:
-    kind = draw(st.sampled_from(("pod", "namespace", "both", "ipblock")))
-    if kind == "pod":
-        return Peer(pod_selector=draw(POD_SELECTORS))
-    if kind == "namespace":
-        return Peer(namespace_selector=draw(NAMESPACE_SELECTORS))
-    if kind == "both":
-        return Peer(pod_selector=draw(POD_SELECTORS), namespace_selector=draw(NAMESPACE_SELECTORS))
-    return Peer(ip_block=draw(st.sampled_from(IP_BLOCKS)))
-
-
-@st.composite
-def policy_ports(draw) -> PolicyPort:
-    # SCTP rarely: it must never match the TCP/UDP flows we ask about.
-    protocol = Protocol.SCTP if draw(RARELY) else draw(st.sampled_from(FLOW_PROTOCOLS))
-    kind = draw(st.sampled_from(("all", "number", "range", "name")))
+def _policy_ports(draw) -> PolicyPort:
+    protocol, kind = draw(POLICY_PROTOCOLS), draw(PORT_KINDS)
     if kind == "all":
         return PolicyPort(protocol)
     if kind == "name":
-        # "grpc" is never a container port name: such a port never matches.
-        return PolicyPort(protocol, draw(st.sampled_from(PORT_NAMES + ("grpc",))))
-    port = draw(st.sampled_from(CONTAINER_PORT_NUMBERS + (81,)))
+        return PolicyPort(protocol, draw(POLICY_PORT_NAMES))
+    port = draw(POLICY_PORT_NUMBERS)
     if kind == "number":
         return PolicyPort(protocol, port)
-    end = draw(st.sampled_from([p for p in (80, 81, 8080, 9090, 65535) if p >= port]))
-    return PolicyPort(protocol, port, end)
+    return PolicyPort(protocol, port, draw(END_PORTS[port]))  # endPort >= port, as the API requires
 
 
+POLICY_PORTS = _policy_ports()
 RULES = st.builds(
     PolicyRule,
-    peers=st.lists(peers(), max_size=2).map(tuple),
-    ports=st.lists(policy_ports(), max_size=2).map(tuple),
+    peers=st.lists(PEERS, max_size=2).map(tuple),
+    ports=st.lists(POLICY_PORTS, max_size=2).map(tuple),
 )
-
+RULE_LISTS = st.lists(RULES, max_size=2).map(tuple)
 POLICY_TYPES = st.sets(st.sampled_from(tuple(Direction)), min_size=1).map(frozenset)
 
 
 @st.composite
 def policies(draw, namespace_names: tuple[str, ...]) -> tuple[NetworkPolicy, ...]:
-    n = draw(st.integers(0, 4))
+    ns_choices = st.sampled_from(namespace_names)
     return tuple(
         NetworkPolicy(
-            namespace=draw(st.sampled_from(namespace_names)),
+            namespace=draw(ns_choices),
             name=f"np-{i}",
             pod_selector=draw(POD_SELECTORS),
             policy_types=draw(POLICY_TYPES),
-            ingress=tuple(draw(st.lists(RULES, max_size=2))),
-            egress=tuple(draw(st.lists(RULES, max_size=2))),
+            ingress=draw(RULE_LISTS),
+            egress=draw(RULE_LISTS),
         )
-        for i in range(n)
+        for i in range(draw(st.integers(0, 4)))
     )
 
 
@@ -250,27 +264,41 @@ cluster_states = cluster_parts().map(lambda parts: ClusterState.build(*parts))
 
 Flow = tuple  # (src, dst, port, protocol); src/dst a Pod or an address string
 
+FAMILIES = st.sampled_from((4, 4, 6))
+FLOW_PORT_CHOICES = st.sampled_from(FLOW_PORTS)
+
 
 @st.composite
 def flows(draw, state: ClusterState) -> Flow:
     """A flow the evaluator accepts: both ends resolve to one IP family.
 
-    Ends are pods (passed as ``Pod``, the evaluator picks the address), pod or
-    node addresses as strings, or external addresses.
+    Ends are pods (passed as ``Pod``: the evaluator picks the address), pod or
+    node addresses as strings, or external addresses (one of which may be a
+    pod's). Two pods make an IPv4 flow even when family 6 was drawn: the
+    evaluator takes the first family both have, and every pod has IPv4.
+    A pod's traffic to itself is drawn now and then, not one time in five;
+    and the port is often one the destination pod declares, so that named
+    policy ports get to match.
     """
-    family = draw(st.sampled_from((4, 4, 6)))
-
+    family = draw(FAMILIES)
     fam_pods = [p for p in state.pods if any(ip.version == family for ip in p.ips)]
     addresses = sorted(
         {str(ip) for p in state.pods for ip in p.ips if ip.version == family}
         | {str(ip) for n in state.nodes for ip in n.ips if ip.version == family}
-        | {str(ip) for ip in EXTERNAL_IPS if ip.version == family}
+        | {str(ip) for ip in EXTERNAL_IPS if ip.version == family},
+        key=lambda a: ipaddress.ip_address(a),
     )
-    end = st.one_of(st.sampled_from(fam_pods), st.sampled_from(addresses)) if fam_pods else st.sampled_from(addresses)
-    # Two pods with family 6 drawn still make an IPv4 flow (the evaluator
-    # takes the first family both pods have); either way the flow is valid.
-    src, dst = draw(end), draw(end)
-    return src, dst, draw(st.sampled_from(FLOW_PORTS)), draw(st.sampled_from(FLOW_PROTOCOLS))
+    ends = ([st.sampled_from(fam_pods)] if fam_pods else []) + [st.sampled_from(addresses)]
+    src = draw(st.one_of(*ends))
+    if draw(RARELY):
+        dst = src
+    else:
+        dst = draw(st.one_of(*ends).filter(lambda d: d is not src and d != src))
+    dst_pod = dst if isinstance(dst, Pod) else next((p for p in state.pods if ipaddress.ip_address(dst) in p.ips), None)
+    if dst_pod is not None and dst_pod.ports and draw(st.booleans()):
+        declared = draw(st.sampled_from(dst_pod.ports))
+        return src, dst, declared.port, declared.protocol
+    return src, dst, draw(FLOW_PORT_CHOICES), draw(PROTOCOLS)
 
 
 @st.composite

@@ -291,8 +291,7 @@ def test_deciding_rules_allow_the_flow(case):
         t = oracle.flow_tuple(src, dst, port, protocol)
         v = verdict(state, src, dst, port, protocol)
         if not v.allowed:
-            assert not v.deciding_rules
-            continue
+            continue  # see test_deciding_rules_empty_when_denied
         for ref in v.deciding_rules:
             policy = _find_policy(state, ref.policy)
             rules = policy.ingress if ref.direction is Direction.INGRESS else policy.egress
