@@ -330,6 +330,28 @@ class Transaction:
     def add_rule(self, chain: str, rule: Rule) -> None:
         self.ops.append(("add", "rule", (chain, rule)))
 
+    def flush_chain(self, name: str) -> None:
+        self.ops.append(("flush", "chain", name))
+
+    def delete_chain(self, name: str) -> None:
+        self.ops.append(("delete", "chain", name))
+
+    def flush_set(self, s: Set) -> None:
+        self.ops.append(("flush", s.kind, s.name))
+
+    def delete_set(self, s: Set) -> None:
+        self.ops.append(("delete", s.kind, s.name))
+
+    def delete_elements(self, s: Set, elements: Iterable[Any]) -> None:
+        """Remove elements; of a map, only the keys are named."""
+        keys = [e[0] if s.map_verdicts else e for e in elements]
+        plain = Set(s.name, s.type)  # keys render as plain set elements
+        for i in range(0, len(keys), ELEMENT_CHUNK):
+            self.ops.append(("delete", "element", (plain, tuple(keys[i : i + ELEMENT_CHUNK]))))
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
     # text --------------------------------------------------------------
 
     def text(self) -> str:
@@ -340,6 +362,8 @@ class Transaction:
         if kind == "table":
             body = f' {{ comment "{clean_comment(payload)}" ; }}' if payload else ""
             return f"{verb} table {where}{body}"
+        if isinstance(payload, str):  # flush or delete by name
+            return f"{verb} {kind} {where} {payload}"
         if kind == "chain":
             return f"{verb} chain {where} {payload.name}{_chain_spec_text(payload)}"
         if kind in ("set", "map"):
@@ -364,6 +388,8 @@ class Transaction:
             if payload:
                 obj["comment"] = clean_comment(payload)
             return {"table": obj}
+        if isinstance(payload, str):  # flush or delete by name
+            return {kind: {**where, "name": payload}}
         if kind == "chain":
             obj = {**where, "name": payload.name}
             if payload.hook:

@@ -259,8 +259,8 @@ class _Builder:
 
     def policy_chain(self, policy: NetworkPolicy, direction: Direction) -> Chain:
         rules = [r for i, rule in enumerate(policy.rules(direction)) for r in self.rules_for(policy, direction, i, rule)]
-        note = "" if rules else ": no rules, allows nothing"
-        return Chain(policy_chain_name(policy, direction), f"{policy.key} {direction.field}{note}", None, tuple(rules))
+        # The comment depends on the name alone: an existing chain keeps its comment when its rules change.
+        return Chain(policy_chain_name(policy, direction), f"{policy.key} {direction.field}", None, tuple(rules))
 
 
 def _port_items(ports: tuple[PolicyPort, ...]) -> tuple:

@@ -1,0 +1,71 @@
+"""Plan the transaction that turns the table in the kernel into the desired one.
+
+Pure: it compares two ``Table`` values. ``current`` is what the enforcer last
+committed, or what it observed in the kernel at start-up; there a chain whose
+rules are unknown (``rules=None``) is rebuilt, and a set whose elements are
+unknown (``elements=None``) is flushed and refilled. Either way the whole
+change is one transaction, so packets see the old ruleset or the new one,
+never a mixture. Base chains are never deleted and recreated; a chain's rules
+are replaced by flushing the chain and adding them again (knftables' advice);
+set elements change one by one, so a pod's IP change touches only its
+elements.
+
+Order inside the transaction, chosen so that nothing is referenced before it
+exists or deleted while referenced:
+
+1. new chains (empty) and new sets with their elements;
+2. flush chains whose rules change or that go away;
+3. element changes in sets and maps that stay;
+4. rules of new and changed chains;
+5. delete chains that go away, then sets that go away.
+"""
+from __future__ import annotations
+
+from rules.nft import Chain, Table, Transaction
+
+
+def plan(desired: Table, current: Table | None) -> Transaction:
+    """The transaction from ``current`` (None: no table yet) to ``desired``."""
+    tx = Transaction(desired.family, desired.name)
+    if current is None:
+        tx.add_table(desired.comment)
+    current_chains = {c.name: c for c in (current.chains if current else ())}
+    current_sets = {s.name: s for s in (current.sets if current else ())}
+    desired_chains = {c.name: c for c in desired.chains}
+    desired_sets = {s.name: s for s in desired.sets}
+
+    new_chains = [c for c in desired.chains if c.name not in current_chains]
+    changed_chains = [c for c in desired.chains if c.name in current_chains and current_chains[c.name].rules != c.rules]
+    gone_chains = [name for name in current_chains if name not in desired_chains]
+    new_sets = [s for s in desired.sets if s.name not in current_sets]
+    kept_sets = [(current_sets[s.name], s) for s in desired.sets if s.name in current_sets]
+    gone_sets = [current_sets[name] for name in current_sets if name not in desired_sets]
+    for old, new in kept_sets:
+        if (old.type, old.flags, old.map_verdicts) != (new.type, new.flags, new.map_verdicts):
+            raise ValueError(f"set {new.name} changed its type; set names must fix their type")
+
+    for chain in new_chains:
+        tx.add_chain(Chain(chain.name, chain.comment, chain.hook))
+    for s in new_sets:
+        tx.add_set(s)
+        tx.add_elements(s, s.elements)
+    for chain in changed_chains:
+        tx.flush_chain(chain.name)
+    for name in gone_chains:
+        tx.flush_chain(name)
+    for old, new in kept_sets:
+        if old.elements is None:
+            tx.flush_set(new)
+            tx.add_elements(new, new.elements)
+            continue
+        before, after = set(old.elements), set(new.elements)
+        tx.delete_elements(new, sorted(before - after, key=repr))
+        tx.add_elements(new, [e for e in new.elements if e not in before])
+    for chain in new_chains + changed_chains:
+        for rule in chain.rules:
+            tx.add_rule(chain.name, rule)
+    for name in gone_chains:
+        tx.delete_chain(name)
+    for s in gone_sets:
+        tx.delete_set(s)
+    return tx
