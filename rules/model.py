@@ -244,6 +244,26 @@ class Namespace:
 
 
 @dataclass(frozen=True)
+class PodInterface:
+    """A local pod's network attachment, as the CNI plugin registered it.
+
+    CNI knows a pod's IPs before the API does, and only CNI knows its host-side
+    veth and MAC: these bind the pod's addresses to the bridge port it may use.
+    """
+
+    namespace: str
+    name: str
+    container_id: str
+    host_ifname: str
+    mac: str | None
+    ips: tuple[IPAddress, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Node:
     """A node and the addresses its own traffic comes from."""
 

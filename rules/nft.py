@@ -122,6 +122,19 @@ class SetRef:
 
 
 @dataclass(frozen=True)
+class Str:
+    """A quoted string operand, such as an interface name or ``"veth*"`` wildcard."""
+
+    value: str
+
+    def text(self) -> str:
+        return f'"{self.value}"'
+
+    def json(self) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
 class Flags:
     """Bit flags matched together, as in ``ct state established,related``."""
 

@@ -35,7 +35,19 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
 
-from rules.model import ClusterState, Direction, IPBlock, LabelSelector, NetworkPolicy, Peer, Pod, PolicyPort, PolicyRule, Protocol
+from rules.model import (
+    ClusterState,
+    Direction,
+    IPBlock,
+    LabelSelector,
+    NetworkPolicy,
+    Peer,
+    Pod,
+    PodInterface,
+    PolicyPort,
+    PolicyRule,
+    Protocol,
+)
 from rules.nft import (
     ACCEPT,
     DROP,
@@ -60,6 +72,7 @@ from rules.nft import (
     goto,
     jump,
 )
+from rules.ports import bridge_table, with_interfaces
 from rules.selection import peer_selects_pod, policy_selects
 
 TABLE = "nftpolicy"
@@ -321,8 +334,17 @@ def _dispatch_map(direction: Direction, family: int, entries: list[tuple]) -> Se
     )
 
 
-def desired_ruleset(state: ClusterState, node: str) -> Ruleset:
-    """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``."""
+def desired_ruleset(state: ClusterState, node: str, interfaces: Iterable[PodInterface] | None = None) -> Ruleset:
+    """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``.
+
+    ``interfaces`` are the CNI registrations of the node's pods. With them
+    (the enforcer), local pods take their IPs from CNI and the bridge table
+    binds each pod port to its pod's sources. Without them (offline
+    rendering), only the policy table is rendered.
+    """
+    if interfaces is not None:
+        interfaces = tuple(interfaces)
+        state = with_interfaces(state, node, interfaces)
     builder = _Builder(state)
     policy_chains: dict[str, Chain] = {}
     isolate_chains: dict[str, Chain] = {}
@@ -361,4 +383,4 @@ def desired_ruleset(state: ClusterState, node: str) -> Ruleset:
         sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name))
         + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
     )
-    return Ruleset((table,))
+    return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces)))

@@ -1,0 +1,100 @@
+"""What CNI tells the enforcer about local pods, and the bridge table built on it.
+
+The CNI plugin registers each local pod's host-side veth, MAC and IPs. Two
+things follow:
+
+- the pod's addresses are known before the API shows them
+  (``with_interfaces``), so the pod is protected before its first packet;
+- ``table bridge nftpolicy`` binds each bridge port to its pod's MAC and IPs:
+  a pod cannot send with a source it does not own, so it cannot borrow another
+  pod's allowances, and a veth that is not registered yet passes nothing in
+  either direction (fail closed).
+
+The bridge family has no conntrack on this kernel, so this table only checks
+sources; NetworkPolicy itself is in ``table inet nftpolicy``.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable
+
+from rules.model import ClusterState, Pod, PodInterface
+from rules.nft import ACCEPT, DROP, AnonSet, Chain, Concat, Counter, Hook, Match, Meta, Payload, Prefix, Rule, Set, SetRef, Str, Table
+
+POD_PORTS = "veth*"  # the bridge plugin's host-side veths
+BRIDGE_PRIORITY = -200  # filter
+
+# Link-local and unspecified sources a pod needs before (and beside) its own
+# address: neighbour discovery, duplicate address detection, MLD.
+LINK_LOCAL_ICMPV6 = (
+    "nd-router-solicit",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "mld-listener-report",
+    "mld2-listener-report",
+)
+
+
+def with_interfaces(state: ClusterState, node: str, interfaces: Iterable[PodInterface]) -> ClusterState:
+    """The state with each registered local pod on ``node`` and holding the IPs CNI gave it.
+
+    A registered pod the API does not know yet is added without labels: policies
+    that select every pod of its namespace already protect it.
+    """
+    registered = {i.key: i for i in interfaces}
+    pods = []
+    for pod in state.pods:
+        reg = registered.pop(pod.key, None)
+        pods.append(replace(pod, node=node, ips=reg.ips) if reg else pod)
+    pods += [Pod(i.namespace, i.name, node=node, ips=i.ips, uid=i.container_id) for i in registered.values()]
+    return ClusterState.build(state.namespaces, pods, state.policies, state.nodes)
+
+
+def _port_pairs(interfaces: Iterable[PodInterface], version: int) -> tuple:
+    return tuple(sorted({Concat((Str(i.host_ifname), str(ip))) for i in interfaces for ip in i.ips if ip.version == version}, key=repr))
+
+
+def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
+    interfaces = sorted(interfaces, key=lambda i: i.host_ifname)
+    iif, oif = Meta("iifname"), Meta("oifname")
+    sets = (
+        Set("pod-ports", ("ifname",), "host veths of registered pods", (), tuple(Str(n) for n in sorted({i.host_ifname for i in interfaces}))),
+        Set("port-macs", ("ifname", "ether_addr"), "each pod port's MAC", (),
+            tuple(sorted({Concat((Str(i.host_ifname), i.mac)) for i in interfaces if i.mac}, key=repr))),
+        Set("port-ipv4", ("ifname", "ipv4_addr"), "each pod port's IPv4 addresses", (), _port_pairs(interfaces, 4)),
+        Set("port-ipv6", ("ifname", "ipv6_addr"), "each pod port's IPv6 addresses", (), _port_pairs(interfaces, 6)),
+    )
+    from_pods = (
+        Rule((Match(iif, Str(POD_PORTS), "!="), ACCEPT), "not a pod port"),
+        Rule((Match(Concat((iif, Payload("ether", "saddr"))), SetRef("port-macs"), "!="), Counter(), DROP),
+             "source MAC is not the port's pod's, or the port is not registered"),
+        Rule((Match(Payload("arp", "saddr ip"), "0.0.0.0"), ACCEPT), "ARP probe"),
+        Rule((Match(Concat((iif, Payload("arp", "saddr ether"))), SetRef("port-macs"), "!="), Counter(), DROP),
+             "ARP sender MAC is not the pod's"),
+        Rule((Match(Concat((iif, Payload("arp", "saddr ip"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
+             "ARP sender IP is not the pod's"),
+        Rule((Match(Concat((iif, Payload("ip", "saddr"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
+             "IPv4 source is not the pod's"),
+        Rule((Match(Payload("ip6", "saddr"), AnonSet(("::", Prefix("fe80::", 10)))),
+              Match(Payload("icmpv6", "type"), AnonSet(LINK_LOCAL_ICMPV6)), ACCEPT),
+             "neighbour discovery, DAD and MLD from link-local or unspecified sources"),
+        Rule((Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-ipv6"), "!="), Counter(), DROP),
+             "IPv6 source is not the pod's"),
+        Rule((Match(Meta("protocol"), AnonSet(("ip", "ip6", "arp")), "!="), Counter(), DROP),
+             "other ethertypes (VLAN tags, ...) could hide a forged source"),
+    )
+    to_pods = (
+        Rule((Match(oif, Str(POD_PORTS)), Match(oif, SetRef("pod-ports"), "!="), Counter(), DROP),
+             "the port is not registered: its pod is not protected yet"),
+    )
+    return Table(
+        "bridge",
+        "nftpolicy",
+        "nftpolicy: each pod port sends only its pod's addresses",
+        chains=(
+            Chain("from-pods", "anti-spoofing on frames from pod ports", Hook("filter", "prerouting", BRIDGE_PRIORITY), from_pods),
+            Chain("to-bridged-pods", "closed until registered, bridged traffic", Hook("filter", "forward", BRIDGE_PRIORITY), to_pods),
+            Chain("to-routed-pods", "closed until registered, routed traffic", Hook("filter", "output", BRIDGE_PRIORITY), to_pods),
+        ),
+        sets=sets,
+    )
