@@ -7,8 +7,12 @@ object, an unknown pod, a bad option).
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
+import threading
 from enum import IntEnum
+from pathlib import Path
 
 import click
 
@@ -83,3 +87,33 @@ def explain(paths: tuple[str, ...], src: str, dst: str, port: str, fmt: str) -> 
 def demo() -> None:
     """Show the example cluster's connectivity before and after its policies."""
     demo_module.run()
+
+
+@main.command()
+@click.option("--node", required=True, help="This node's name: its pods get per-pod rules.")
+@click.option("--source", "source_dir", required=True, type=click.Path(exists=True),
+              help="Directory (or file) of Kubernetes YAML with the cluster state; watched for changes.")
+@click.option("--state-dir", default="/var/lib/nftpolicy", show_default=True, type=click.Path(),
+              help="Where the CNI plugin keeps pod records.")
+@click.option("--socket", "socket_path", default="/run/nftpolicy/cni.sock", show_default=True, type=click.Path(),
+              help="Unix socket the CNI plugin calls.")
+@click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between looks at the source and records.")
+@click.option("--cut-established/--keep-established", default=True, show_default=True,
+              help="Remove conntrack entries of established connections that a change denies.")
+def enforce(node: str, source_dir: str, state_dir: str, socket_path: str, poll_interval: float, cut_established: bool) -> None:
+    """Keep this node's nftables tables in step with the cluster state and CNI registrations."""
+    from enforcer.cni_server import CniServer
+    from enforcer.conntrack import ConnectionCutter
+    from enforcer.daemon import Enforcer, EnforcerConfig
+    from enforcer.kernel import Kernel
+    from enforcer.links import Links
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = EnforcerConfig(node, Path(source_dir), Path(state_dir), poll_interval, cut_established)
+    enforcer = Enforcer(config, Kernel(), Links(), ConnectionCutter() if cut_established else None)
+    server = CniServer(socket_path, enforcer)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=server.serve, args=(stop,), daemon=True).start()
+    enforcer.run(stop)

@@ -1,0 +1,6 @@
+"""``python -m cni``: run as the CNI plugin."""
+import sys
+
+from cni.plugin import main
+
+sys.exit(main())

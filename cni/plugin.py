@@ -1,0 +1,272 @@
+"""The chained CNI plugin ``nftpolicy`` (spec 0.4.0, 1.0.0, 1.1.0).
+
+It runs after ``bridge`` and never changes the network: at ADD it records the
+pod's identity (CNI_ARGS), its host-side veth, MAC and IPs (prevResult),
+tags the veth, and waits until the local enforcer has the pod's rules in the
+kernel; then it prints prevResult back unchanged. If the enforcer cannot be
+reached in time, the pod's veth is held down (fail closed; ``failOpen: true``
+leaves it up) and the enforcer brings it up once it has programmed the pod.
+
+Start-up cost matters here (it delays every pod): stdlib only, no Kubernetes
+client, no CLI framework.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+import os
+import socket
+import subprocess
+import sys
+from typing import Any, Mapping, TextIO
+
+from enforcer.records import DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, read_all_records, read_record, remove_record, write_record
+
+SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+DEFAULT_TIMEOUT = 10.0
+
+# Error codes of the CNI spec.
+INCOMPATIBLE_VERSION = 1
+UNSUPPORTED_FIELD = 2
+UNKNOWN_CONTAINER = 3
+INVALID_ENVIRONMENT = 4
+IO_FAILURE = 5
+DECODE_FAILURE = 6
+INVALID_CONFIG = 7
+TRY_AGAIN_LATER = 11
+PLUGIN_NOT_AVAILABLE = 50
+NOT_PROGRAMMED = 100  # plugin-specific: CHECK found the pod's rules missing
+
+
+class CniError(Exception):
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+def _require_env(env: Mapping[str, str], *names: str) -> list[str]:
+    missing = [n for n in names if not env.get(n)]
+    if missing:
+        raise CniError(INVALID_ENVIRONMENT, f"missing environment variable {', '.join(missing)}")
+    return [env[n] for n in names]
+
+
+def parse_cni_args(text: str) -> dict[str, str]:
+    """``K=V;K=V`` as the runtime passes CNI_ARGS."""
+    args = {}
+    for part in filter(None, text.split(";")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS: malformed entry {part!r}, expected KEY=VALUE")
+        args[key] = value
+    return args
+
+
+def pod_identity(env: Mapping[str, str]) -> tuple[str, str, str]:
+    args = parse_cni_args(env.get("CNI_ARGS", ""))
+    missing = [k for k in ("K8S_POD_NAMESPACE", "K8S_POD_NAME") if not args.get(k)]
+    if missing:
+        raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS: missing {', '.join(missing)}: not called for a Kubernetes pod?")
+    return args["K8S_POD_NAMESPACE"], args["K8S_POD_NAME"], args.get("K8S_POD_UID", "")
+
+
+def attachment(prev: Mapping[str, Any], netns: str, ifname: str) -> tuple[str, str | None, tuple[str, ...]]:
+    """The host-side veth, the pod's MAC and its IPs, from the bridge plugin's result."""
+    interfaces = prev.get("interfaces")
+    if not isinstance(interfaces, list) or not all(isinstance(i, dict) for i in interfaces):
+        raise CniError(INVALID_CONFIG, "prevResult.interfaces: must be a list of interfaces")
+    pod_index = next(
+        (n for n, i in enumerate(interfaces) if i.get("sandbox") and i.get("name") == ifname),
+        next((n for n, i in enumerate(interfaces) if i.get("sandbox")), None),
+    )
+    host = [i for i in interfaces if not i.get("sandbox") and i.get("name")]
+    if pod_index is None or not host:
+        raise CniError(INVALID_CONFIG, "prevResult.interfaces: expected a host-side veth and a sandbox interface (is nftpolicy chained after bridge?)")
+    # bridge lists [bridge, host veth, container]: the host veth is the last host-side one.
+    host_ifname = host[-1]["name"]
+    ips = []
+    for n, entry in enumerate(prev.get("ips") or []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
+            raise CniError(INVALID_CONFIG, f"prevResult.ips[{n}].address: must be a CIDR string")
+        if entry.get("interface", pod_index) == pod_index:
+            ips.append(entry["address"].split("/")[0])
+    if not ips:
+        raise CniError(INVALID_CONFIG, "prevResult.ips: the pod has no address")
+    return host_ifname, interfaces[pod_index].get("mac"), tuple(ips)
+
+
+def call_enforcer(socket_path: str, command: str, container_id: str, timeout: float) -> dict[str, Any]:
+    """One request to the local enforcer; raises OSError when it cannot answer in time."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(socket_path)
+        s.sendall((json.dumps({"command": command, "containerId": container_id}) + "\n").encode())
+        line = s.makefile().readline()
+    if not line:
+        raise OSError("the enforcer closed the connection without answering")
+    return json.loads(line)
+
+
+def tag_interface(host_ifname: str, record: PodRecord) -> None:
+    """Show the owning pod in ``ip link`` (as ``alias``)."""
+    try:
+        with open(f"/sys/class/net/{host_ifname}/ifalias", "w") as f:
+            f.write(f"nftpolicy {record.key} {record.container_id[:12]}")
+    except OSError as e:
+        print(f"nftpolicy: cannot tag {host_ifname}: {e}", file=sys.stderr)
+
+
+def hold_down(host_ifname: str) -> None:
+    result = subprocess.run(["ip", "link", "set", "dev", host_ifname, "down"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CniError(IO_FAILURE, f"cannot hold {host_ifname} down: {result.stderr.strip()}")
+
+
+class Plugin:
+    def __init__(self, env: Mapping[str, str], conf: dict[str, Any]) -> None:
+        self.env = env
+        self.conf = conf
+        self.state_dir = conf.get("stateDir", DEFAULT_STATE_DIR)
+        self.socket = conf.get("socket", DEFAULT_SOCKET)
+        self.fail_open = conf.get("failOpen", False)
+        try:
+            self.timeout = float(conf.get("timeoutSeconds", DEFAULT_TIMEOUT))
+        except (TypeError, ValueError):
+            raise CniError(INVALID_CONFIG, "timeoutSeconds: must be a number") from None
+        if not isinstance(self.fail_open, bool):
+            raise CniError(INVALID_CONFIG, "failOpen: must be true or false")
+        prev = conf.get("prevResult")
+        if prev is not None and not isinstance(prev, dict):
+            raise CniError(INVALID_CONFIG, "prevResult: must be an object")
+        self.prev = prev
+
+    def _require_prev(self) -> dict[str, Any]:
+        if self.prev is None:
+            raise CniError(INVALID_CONFIG, "missing prevResult: nftpolicy must be called as a chained plugin, after bridge")
+        return self.prev
+
+    def add(self) -> dict[str, Any]:
+        prev = self._require_prev()
+        container_id, netns, ifname = _require_env(self.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        namespace, name, uid = pod_identity(self.env)
+        host_ifname, mac, ips = attachment(prev, netns, ifname)
+        record = PodRecord(container_id, namespace, name, uid, host_ifname, mac, ips, netns, ifname)
+        try:
+            write_record(self.state_dir, record)
+        except (OSError, RecordError) as e:
+            raise CniError(IO_FAILURE, f"cannot write the pod record in {self.state_dir}: {e}") from e
+        tag_interface(host_ifname, record)
+        try:
+            reply = call_enforcer(self.socket, "ADD", container_id, self.timeout)
+            if reply.get("ok"):
+                return prev
+            problem = reply.get("error", "the enforcer refused")
+        except (OSError, ValueError) as e:
+            problem = f"enforcer at {self.socket} unreachable: {e}"
+        if self.fail_open:
+            print(f"nftpolicy: {namespace}/{name}: {problem}; failOpen: the pod runs unprotected until the enforcer programs it", file=sys.stderr)
+            return prev
+        hold_down(host_ifname)
+        write_record(self.state_dir, replace(record, held=True))
+        print(f"nftpolicy: {namespace}/{name}: {problem}; {host_ifname} held down until the enforcer programs it", file=sys.stderr)
+        return prev
+
+    def delete(self) -> None:
+        (container_id,) = _require_env(self.env, "CNI_CONTAINERID")
+        try:
+            existed = remove_record(self.state_dir, container_id)
+        except (OSError, RecordError) as e:
+            raise CniError(IO_FAILURE, f"cannot remove the pod record: {e}") from e
+        if existed:
+            try:
+                call_enforcer(self.socket, "DEL", container_id, self.timeout)
+            except (OSError, ValueError):
+                pass  # the enforcer drops the pod when it next reads the records
+
+    def check(self) -> None:
+        prev = self._require_prev()
+        container_id, netns, ifname = _require_env(self.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        try:
+            record = read_record(self.state_dir, container_id)
+        except RecordError as e:
+            raise CniError(IO_FAILURE, str(e)) from e
+        if record is None:
+            raise CniError(UNKNOWN_CONTAINER, f"no nftpolicy record for container {container_id}")
+        host_ifname, _, ips = attachment(prev, netns, ifname)
+        if (record.host_ifname, record.ips) != (host_ifname, ips):
+            raise CniError(INVALID_CONFIG, f"record for {record.key} says {record.host_ifname} {record.ips}, prevResult says {host_ifname} {ips}")
+        try:
+            reply = call_enforcer(self.socket, "CHECK", container_id, self.timeout)
+        except (OSError, ValueError) as e:
+            raise CniError(TRY_AGAIN_LATER, f"enforcer at {self.socket} unreachable: {e}") from e
+        if not reply.get("ok"):
+            raise CniError(NOT_PROGRAMMED, reply.get("error", "not programmed"))
+
+    def gc(self) -> None:
+        """Remove the records of attachments the runtime no longer has."""
+        valid = self.conf.get("cni.dev/valid-attachments", [])
+        if not isinstance(valid, list):
+            raise CniError(INVALID_CONFIG, "cni.dev/valid-attachments: must be a list")
+        keep = {a.get("containerID") for a in valid if isinstance(a, dict)}
+        records, _ = read_all_records(self.state_dir)
+        gone = [r.container_id for r in records if r.container_id not in keep]
+        for container_id in gone:
+            remove_record(self.state_dir, container_id)
+        if gone:
+            try:
+                call_enforcer(self.socket, "DEL", gone[0], self.timeout)
+            except (OSError, ValueError):
+                pass
+
+    def status(self) -> None:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(self.socket)
+        except OSError as e:
+            raise CniError(PLUGIN_NOT_AVAILABLE, f"enforcer at {self.socket} unreachable: {e}") from e
+
+
+def _version_reply(version: str) -> dict[str, Any]:
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
+    command = env.get("CNI_COMMAND", "")
+    version = "1.1.0"
+    try:
+        raw = stdin.read() if command else ""
+        try:
+            conf = json.loads(raw) if raw.strip() else {}
+        except ValueError as e:
+            raise CniError(DECODE_FAILURE, f"network configuration on stdin is not JSON: {e}") from e
+        if not isinstance(conf, dict):
+            raise CniError(DECODE_FAILURE, "network configuration on stdin must be a JSON object")
+        version = conf.get("cniVersion") or version
+        if command == "VERSION":
+            json.dump(_version_reply(version), stdout)
+            return 0
+        if version not in SUPPORTED_VERSIONS:
+            raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported", f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+        plugin = Plugin(env, conf)
+        if command == "ADD":
+            json.dump(plugin.add(), stdout)
+        elif command == "DEL":
+            plugin.delete()
+        elif command == "CHECK":
+            plugin.check()
+        elif command in ("GC", "STATUS") and version == "1.1.0":
+            plugin.gc() if command == "GC" else plugin.status()
+        else:
+            raise CniError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not supported for cniVersion {version}")
+        return 0
+    except CniError as e:
+        error = {"cniVersion": version, "code": e.code, "msg": e.msg}
+        if e.details:
+            error["details"] = e.details
+        json.dump(error, stdout)
+        return 1
+
+
+def main() -> int:
+    return run(os.environ, sys.stdin, sys.stdout)

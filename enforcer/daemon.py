@@ -1,0 +1,203 @@
+"""The per-node enforcer: keeps the kernel's nftpolicy tables in step with
+cluster state and the CNI registrations, one atomic transaction per change.
+
+Loop: poll the source and the record directory; when either changed, or a
+CNI call asked for it, compute the desired ruleset (``rules``), plan the
+difference from what was last committed (``rules.plan``) and apply it in one
+batch. After a failure, or at start, the tables are observed in the kernel
+instead and taken over in one transaction, so a restart never leaves a
+protected pod open. A failed transaction changes nothing; it is retried with
+backoff.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from enforcer.kernel import Kernel, KernelError
+from enforcer.records import PodRecord, read_all_records, records_signature, write_record
+from enforcer.source import DirectorySource, signature_digest
+from rules.model import PodInterface
+from rules.nft import Ruleset, Str, Table
+from rules.plan import plan
+from rules.translate import desired_ruleset
+
+log = logging.getLogger("nftpolicy.enforcer")
+
+
+@dataclass(frozen=True)
+class EnforcerConfig:
+    node: str
+    source: Path
+    state_dir: Path
+    poll_interval: float = 0.2
+    cut_established: bool = True
+    max_backoff: float = 5.0
+
+
+def record_interface(record: PodRecord) -> PodInterface:
+    return PodInterface(
+        record.namespace,
+        record.name,
+        record.container_id,
+        record.host_ifname,
+        record.mac,
+        tuple(ipaddress.ip_address(ip) for ip in record.ips),
+    )
+
+
+class Enforcer:
+    def __init__(self, config: EnforcerConfig, kernel: Kernel, links=None, cutter=None) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.links = links
+        self.cutter = cutter
+        self.source = DirectorySource(config.source)
+        self.applied: dict[tuple[str, str], Table] = {}  # what we last committed; empty: observe the kernel
+        self.records: list[PodRecord] = []
+        self._records_signature: tuple | None = None
+        self._reported_errors: set[str] = set()
+        self._cond = threading.Condition()
+        self._wanted = 0  # sync generations asked for by CNI calls
+        self._done = 0  # the newest generation a successful sync covered
+        self.sync_count = 0
+        self.last_error: str | None = None
+
+    # --- state -----------------------------------------------------------
+
+    def _report(self, errors: list[str]) -> None:
+        for e in errors:
+            if e not in self._reported_errors:
+                log.error("%s", e)
+        self._reported_errors = set(errors)
+
+    def _interfaces(self) -> list[PodInterface]:
+        interfaces, errors = [], []
+        for record in self.records:
+            try:
+                interfaces.append(record_interface(record))
+            except ValueError as e:
+                errors.append(f"record {record.container_id} ({record.key}): ips: {e}")
+        self._report(errors)
+        return interfaces
+
+    def desired(self) -> Ruleset:
+        assert self.source.state is not None
+        return desired_ruleset(self.source.state, self.config.node, self._interfaces())
+
+    # --- sync ------------------------------------------------------------
+
+    def sync(self) -> bool:
+        """One transaction from the kernel's tables to the desired ones; True on success."""
+        if self.source.state is None:
+            return False  # nothing good loaded yet: leave the kernel as it is
+        started = time.monotonic()
+        desired = self.desired()
+        script = []
+        for table in desired.tables:
+            key = (table.family, table.name)
+            current = self.applied[key] if key in self.applied else self.kernel.observe(*key)
+            script.append(plan(table, current).text())
+        text = "".join(script)
+        try:
+            self.kernel.apply(text)
+        except KernelError as e:
+            self.applied.clear()  # observe the kernel again before the next try
+            self.last_error = str(e)
+            log.error("sync failed, previous ruleset stays in force: %s", e)
+            return False
+        before = self.applied.get(("inet", "nftpolicy"))
+        self.applied = {(t.family, t.name): t for t in desired.tables}
+        self.sync_count += 1
+        self.last_error = None
+        log.info("sync %d: %d commands in %.1f ms", self.sync_count, text.count("\n"), (time.monotonic() - started) * 1000)
+        self._release_held(desired)
+        self._write_status()
+        inet = self.applied[("inet", "nftpolicy")]
+        if self.cutter is not None and self.config.cut_established and before is not None and before != inet:
+            local_ips = {ip for i in self._interfaces() for ip in i.ips}
+            cut = self.cutter.cut_denied(inet, local_ips)
+            if cut:
+                log.info("cut %d established connections that policy now denies", cut)
+        return True
+
+    def _write_status(self) -> None:
+        """What is in force, for health checks and tests: digests of the source
+        files and the records the last commit was computed from."""
+        status = {
+            "node": self.config.node,
+            "syncs": self.sync_count,
+            "source": self.source.loaded,
+            "records": signature_digest(self._records_signature or ()),
+            "sourceError": self.source.error,
+        }
+        path = self.config.state_dir / "status.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".status.tmp")
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, path)
+
+    def _release_held(self, desired: Ruleset) -> None:
+        """Bring up the veths of pods held closed at ADD, now that they are programmed."""
+        for record in self.records:
+            if record.held and self.is_programmed(record) and self.links is not None:
+                if self.links.set_up(record.host_ifname):
+                    write_record(self.config.state_dir, replace(record, held=False))
+                    log.info("released %s (%s): programmed, link up", record.key, record.host_ifname)
+
+    def is_programmed(self, record: PodRecord) -> bool:
+        """Whether the last commit holds the pod's port and addresses."""
+        bridge = self.applied.get(("bridge", "nftpolicy"))
+        ports = bridge.set("pod-ports") if bridge else None
+        return ports is not None and Str(record.host_ifname) in ports.elements
+
+    def reload_records(self) -> bool:
+        signature = records_signature(self.config.state_dir)
+        if signature == self._records_signature:
+            return False
+        self._records_signature = signature
+        self.records, errors = read_all_records(self.config.state_dir)
+        self._report(errors)
+        return True
+
+    # --- CNI requests ----------------------------------------------------
+
+    def request_sync(self, timeout: float) -> bool:
+        """Ask the loop for a sync that starts after this call; wait until it committed."""
+        with self._cond:
+            self._wanted += 1
+            generation = self._wanted
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._done >= generation, timeout=timeout)
+
+    # --- loop ------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.0
+        retry_at = 0.0
+        log.info("enforcing for node %s from %s", self.config.node, self.config.source)
+        while not stop.is_set():
+            with self._cond:
+                self._cond.wait_for(lambda: self._wanted > self._done or stop.is_set(), timeout=self.config.poll_interval)
+                target = self._wanted
+            changed = self.source.poll()
+            if self.source.error:
+                self._report([f"source {self.config.source}: {self.source.error} (the last good state stays in force)"])
+            changed |= self.reload_records()
+            due = not self.applied and time.monotonic() >= retry_at
+            if not (changed or target > self._done or due):
+                continue
+            if self.sync():
+                backoff = 0.0
+                with self._cond:
+                    self._done = max(self._done, target)
+                    self._cond.notify_all()
+            else:
+                backoff = min(self.config.max_backoff, max(0.2, backoff * 2))
+                retry_at = time.monotonic() + backoff

@@ -1,0 +1,72 @@
+"""The kernel edge: the only module that talks to nftables (libnftables through
+its Python binding). Transactions go in as nft scripts, one atomic batch each;
+the text form keeps every comment (nft 1.0.6's JSON parser drops chain and
+set comments)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rules.nft import Chain, Hook, Set, Table
+
+
+class KernelError(RuntimeError):
+    """The kernel refused a transaction; nothing of it was applied."""
+
+
+class Kernel:
+    def __init__(self) -> None:
+        import nftables  # Debian's python3-nftables, over libnftables
+
+        self._nft = nftables.Nftables()
+        self._nft.set_handle_output(False)
+
+    def apply(self, script: str) -> None:
+        """Apply an nft script as one transaction: all of it, or none of it."""
+        if not script:
+            return
+        rc, _, err = self._nft.cmd(script)
+        if rc != 0:
+            raise KernelError(err.strip() or f"nft failed with code {rc}")
+
+    def _list_json(self, command: str) -> list[dict[str, Any]] | None:
+        self._nft.set_json_output(True)
+        try:
+            rc, out, err = self._nft.cmd(command)
+        finally:
+            self._nft.set_json_output(False)
+        if rc != 0:
+            if "No such file or directory" in err:
+                return None
+            raise KernelError(err.strip())
+        return json.loads(out)["nftables"]
+
+    def observe(self, family: str, name: str) -> Table | None:
+        """The table's chains and sets by name, without rules or elements
+        (``rules=None``, ``elements=None``): enough to take it over atomically,
+        without dumping large sets. None when the table does not exist."""
+        self._nft.set_terse_output(True)
+        try:
+            items = self._list_json(f"list table {family} {name}")
+        finally:
+            self._nft.set_terse_output(False)
+        if items is None:
+            return None
+        chains, sets = [], []
+        for item in items:
+            if "chain" in item:
+                c = item["chain"]
+                hook = Hook(c["type"], c["hook"], c["prio"], c.get("policy", "accept")) if "hook" in c else None
+                chains.append(Chain(c["name"], None, hook, None))
+            for kind in ("set", "map"):
+                if kind in item:
+                    s = item[kind]
+                    types = tuple(s["type"]) if isinstance(s["type"], list) else (s["type"],)
+                    sets.append(Set(s["name"], types, s.get("comment"), tuple(s.get("flags", ())), None, kind == "map"))
+        return Table(family, name, None, tuple(chains), tuple(sets))
+
+    def list_text(self, family: str, name: str) -> str:
+        rc, out, err = self._nft.cmd(f"list table {family} {name}")
+        if rc != 0:
+            raise KernelError(err.strip())
+        return out

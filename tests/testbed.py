@@ -1,0 +1,380 @@
+"""A simulated node, or several, in network namespaces, wired as a container
+runtime wires pods: the conflist's plugins (the real ``bridge`` and
+``host-local``, then ``nftpolicy``) run in order for ADD, each given the
+previous result, and in reverse for DEL.
+
+Each node is a netns with its own ``cni0``, pod CIDRs, CNI state, and an
+enforcer process (``nftpolicy enforce``) inside it. Nodes are joined by an
+underlay bridge in a netns of its own, with routes to each other's pod CIDRs.
+Pods are namespaces with a probe agent (``probe_agent.py``) in each. The
+cluster state the enforcers read is a directory of YAML the bed writes, as a
+kubelet would patch pod IPs into the API. Every namespace is removed at exit.
+
+Addresses: node i has pods in 10.244.i.0/24 and fd00:10:244:i::/64 and the
+underlay address 192.168.56.1i / fd00:56::1i.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cni.install import plugin_script
+from enforcer.records import records_signature
+from enforcer.source import DirectorySource, signature_digest
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_CNI = Path("/usr/lib/cni")
+PYTHON = sys.executable
+AGENT = Path(__file__).resolve().parent / "probe_agent.py"
+TCP_PORTS = (80, 81, 8080)
+UDP_PORTS = (53,)
+
+
+def sh(*args: str, check: bool = True, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True, input=input, env=env)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {result.returncode}: {result.stderr.strip()} {result.stdout.strip()}")
+    return result
+
+
+def in_ns(ns: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *args, **kw)
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    node: "Node"
+    netns: str
+    container_id: str
+    labels: dict[str, str]
+    ports: list[tuple[str, int, str]]
+    result: dict = field(default_factory=dict)
+    agent: subprocess.Popen | None = None
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _replies: dict = field(default_factory=dict)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ips(self) -> list[str]:
+        return [ip["address"].split("/")[0] for ip in self.result.get("ips", [])]
+
+    def ip(self, version: int) -> str:
+        return next(ip for ip in self.ips if ipaddress.ip_address(ip).version == version)
+
+    @property
+    def host_ifname(self) -> str:
+        return [i for i in self.result["interfaces"] if not i.get("sandbox")][-1]["name"]
+
+    def as_object(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"namespace": self.namespace, "name": self.name, "labels": self.labels, "uid": self.container_id},
+            "spec": {"nodeName": self.node.name, "containers": [{"name": "main", "ports": [
+                {"name": n, "containerPort": p, "protocol": proto} for n, p, proto in self.ports]}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": ip} for ip in self.ips]},
+        }
+
+    # --- probes through the agent -----------------------------------------
+
+    def start_agent(self) -> None:
+        self.agent = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, PYTHON, "-I", "-S", str(AGENT), "--tcp", ",".join(map(str, TCP_PORTS)),
+             "--udp", ",".join(map(str, UDP_PORTS)), "--sctp"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        threading.Thread(target=self._read_replies, daemon=True).start()
+        self._wait(0, 10)
+
+    def _read_replies(self) -> None:
+        assert self.agent and self.agent.stdout
+        for line in self.agent.stdout:
+            reply = json.loads(line)
+            with self._cond:
+                self._replies[reply["id"]] = reply
+                self._cond.notify_all()
+
+    def _wait(self, request_id: int, timeout: float) -> dict:
+        with self._cond:
+            if not self._cond.wait_for(lambda: request_id in self._replies, timeout=timeout):
+                raise TimeoutError(f"probe agent of {self.key} did not answer request {request_id}")
+            return self._replies.pop(request_id)
+
+    def send(self, **request: Any) -> int:
+        request_id = next(self._ids)
+        assert self.agent and self.agent.stdin
+        with self._cond:
+            self.agent.stdin.write(json.dumps({"id": request_id, **request}) + "\n")
+            self.agent.stdin.flush()
+        return request_id
+
+    def result_of(self, request_id: int, timeout: float = 10) -> bool:
+        return self._wait(request_id, timeout)["ok"]
+
+    def stop_agent(self) -> None:
+        if self.agent:
+            self.agent.kill()
+            self.agent.wait()
+            self.agent = None
+
+
+class Node:
+    def __init__(self, bed: "Testbed", index: int) -> None:
+        self.bed = bed
+        self.index = index
+        self.name = f"node-{index}"
+        self.netns = f"{bed.prefix}-n{index}"
+        self.dir = bed.root / self.name
+        self.state_dir = self.dir / "state"
+        self.socket = self.dir / "cni.sock"
+        self.cidr4 = f"10.244.{index}.0/24"
+        self.cidr6 = f"fd00:10:244:{index}::/64"
+        self.underlay4 = f"192.168.56.{10 + index}"
+        self.underlay6 = f"fd00:56::{10 + index}"
+        self.enforcer: subprocess.Popen | None = None
+        self.pods: dict[str, Pod] = {}
+        self.fail_open = False
+
+    def conflist(self, version: str = "1.0.0") -> dict[str, Any]:
+        return {
+            "cniVersion": version,
+            "name": "podnet",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "dataDir": str(self.dir / "ipam"),
+                          "ranges": [[{"subnet": self.cidr4}], [{"subnet": self.cidr6}]],
+                          "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
+                {"type": "nftpolicy", "stateDir": str(self.state_dir), "socket": str(self.socket),
+                 "timeoutSeconds": 5, "failOpen": self.fail_open},
+            ],
+        }
+
+    def create(self) -> None:
+        sh("ip", "netns", "add", self.netns)
+        self.dir.mkdir(parents=True)
+        for sysctl in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                       "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
+            in_ns(self.netns, "sysctl", "-qw", sysctl)
+        in_ns(self.netns, "ip", "link", "set", "lo", "up")
+
+    # --- the container runtime's part -------------------------------------
+
+    def run_plugin(self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str) -> tuple[int, dict | None]:
+        conf = {"cniVersion": version, "name": "podnet", **plugin}
+        if prev is not None:
+            conf["prevResult"] = prev
+        env = {
+            "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id, "CNI_NETNS": f"/var/run/netns/{pod.netns}",
+            "CNI_IFNAME": "eth0", "CNI_PATH": str(self.bed.cni_bin),
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};K8S_POD_UID={pod.container_id}",
+            "PATH": os.environ["PATH"],
+        }
+        result = sh("ip", "netns", "exec", self.netns, str(self.bed.cni_bin / plugin["type"]),
+                    input=json.dumps(conf), env=env, check=False)
+        if result.returncode != 0 and not result.stdout.strip():
+            raise RuntimeError(f"{command} {pod.key}: {plugin['type']} crashed: {result.stderr}")
+        out = json.loads(result.stdout) if result.stdout.strip() else None
+        return result.returncode, out
+
+    def run_conflist(self, command: str, pod: Pod, version: str = "1.0.0") -> dict | None:
+        """ADD in order, each plugin given the previous result; DEL and CHECK in reverse with the cached result."""
+        plugins = self.conflist(version)["plugins"]
+        if command == "ADD":
+            prev = None
+            for plugin in plugins:
+                code, prev = self.run_plugin(plugin, "ADD", pod, prev, version)
+                if code != 0:
+                    raise RuntimeError(f"ADD {pod.key}: {plugin['type']} failed: {prev}")
+            pod.result = prev or {}
+            return prev
+        for plugin in reversed(plugins):
+            code, out = self.run_plugin(plugin, command, pod, pod.result, version)
+            if code != 0:
+                raise RuntimeError(f"{command} {pod.key}: {plugin['type']} failed: {out}")
+        return None
+
+    def add_pod(self, key: str, labels: dict[str, str] | None = None, ports: list | None = None, publish: bool = True) -> Pod:
+        namespace, name = key.split("/")
+        pod = Pod(namespace, name, self, f"{self.bed.prefix}-p{next(self.bed.counter)}", uuid.uuid4().hex,
+                  labels or {}, ports or [])
+        sh("ip", "netns", "add", pod.netns)
+        for sysctl in ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
+            in_ns(pod.netns, "sysctl", "-qw", sysctl)
+        in_ns(pod.netns, "ip", "link", "set", "lo", "up")
+        self.pods[key] = pod
+        self.run_conflist("ADD", pod)
+        pod.start_agent()
+        if publish:
+            self.bed.publish()
+        return pod
+
+    def delete_pod(self, key: str) -> None:
+        pod = self.pods.pop(key)
+        pod.stop_agent()
+        self.run_conflist("DEL", pod)
+        sh("ip", "netns", "delete", pod.netns, check=False)
+        self.bed.publish()
+
+    # --- the enforcer -------------------------------------------------------
+
+    def start_enforcer(self) -> None:
+        log = open(self.dir / "enforcer.log", "a")
+        self.enforcer = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, str(REPO / ".venv" / "bin" / "nftpolicy"), "enforce", "--node", self.name,
+             "--source", str(self.bed.source), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
+             "--poll-interval", "0.1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if time.monotonic() > deadline or self.enforcer.poll() is not None:
+                raise RuntimeError(f"enforcer of {self.name} did not start:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop_enforcer(self, sig: int = signal.SIGTERM) -> None:
+        if self.enforcer:
+            self.enforcer.send_signal(sig)
+            self.enforcer.wait(10)
+            self.enforcer = None
+
+    def log(self) -> str:
+        path = self.dir / "enforcer.log"
+        return path.read_text() if path.exists() else ""
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.state_dir / "status.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def wait_converged(self, timeout: float = 10) -> None:
+        """Until the enforcer has committed the current source files and records."""
+        deadline = time.monotonic() + timeout
+        while True:
+            want = {"source": DirectorySource(self.bed.source).digest(),
+                    "records": signature_digest(records_signature(self.state_dir))}
+            status = self.status()
+            if all(status.get(k) == v for k, v in want.items()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not converge: {status} != {want}\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
+    def nft(self, *args: str) -> str:
+        return in_ns(self.netns, "nft", *args).stdout
+
+
+class Testbed:
+    def __init__(self, root: Path, nodes: int = 1) -> None:
+        self.root = root
+        self.prefix = f"np{uuid.uuid4().hex[:6]}"
+        self.counter = itertools.count(1)
+        self.source = root / "source"
+        self.cni_bin = root / "cni-bin"
+        self.nodes = [Node(self, i + 1) for i in range(nodes)]
+        self.namespaces: dict[str, dict[str, str]] = {}
+        self.policies: list[dict] = []
+        self.underlay = f"{self.prefix}-u"
+
+    def __enter__(self) -> "Testbed":
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _create(self) -> None:
+        self.source.mkdir(parents=True)
+        self.cni_bin.mkdir()
+        for plugin in ("bridge", "host-local"):
+            (self.cni_bin / plugin).symlink_to(SYSTEM_CNI / plugin)
+        script = self.cni_bin / "nftpolicy"
+        script.write_text(plugin_script(PYTHON, REPO))
+        script.chmod(0o755)
+        self.publish()
+        sh("ip", "netns", "add", self.underlay)
+        in_ns(self.underlay, "ip", "link", "add", "br0", "type", "bridge")
+        in_ns(self.underlay, "ip", "link", "set", "br0", "up")
+        for node in self.nodes:
+            node.create()
+            sh("ip", "link", "add", f"{self.prefix}a{node.index}", "netns", node.netns, "type", "veth",
+               "peer", "name", f"{self.prefix}b{node.index}", "netns", self.underlay)
+            in_ns(self.underlay, "ip", "link", "set", f"{self.prefix}b{node.index}", "master", "br0", "up")
+            dev = f"{self.prefix}a{node.index}"
+            in_ns(node.netns, "ip", "link", "set", dev, "name", "eth0")
+            in_ns(node.netns, "ip", "addr", "add", f"{node.underlay4}/24", "dev", "eth0")
+            in_ns(node.netns, "ip", "addr", "add", f"{node.underlay6}/64", "dev", "eth0", "nodad")
+            in_ns(node.netns, "ip", "link", "set", "eth0", "up")
+        for node in self.nodes:
+            for other in self.nodes:
+                if other is not node:
+                    in_ns(node.netns, "ip", "route", "add", other.cidr4, "via", other.underlay4)
+                    in_ns(node.netns, "ip", "-6", "route", "add", other.cidr6, "via", other.underlay6)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            for pod in node.pods.values():
+                pod.stop_agent()
+            node.stop_enforcer(signal.SIGKILL)
+        listed = sh("ip", "netns", "list", check=False).stdout.split()
+        for ns in listed:
+            if ns.startswith(self.prefix):
+                sh("ip", "netns", "delete", ns, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- cluster state ------------------------------------------------------
+
+    def namespace(self, name: str, **labels: str) -> None:
+        self.namespaces[name] = labels
+
+    def publish(self) -> None:
+        """Write the cluster state as the API would show it: namespaces, pods with IPs, policies."""
+        objects: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": l}}
+                               for n, l in sorted(self.namespaces.items())]
+        objects += [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n.name},
+                     "status": {"addresses": [{"type": "InternalIP", "address": n.underlay4},
+                                              {"type": "InternalIP", "address": n.underlay6}]}} for n in self.nodes]
+        objects += [p.as_object() for n in self.nodes for p in n.pods.values()]
+        objects += self.policies
+        tmp = self.source / ".cluster.yaml.tmp"
+        tmp.write_text(yaml.safe_dump_all(objects))
+        os.replace(tmp, self.source / "cluster.yaml")
+
+    def apply_policies(self, *policies: dict) -> None:
+        self.policies = list(policies)
+        self.publish()
+
+    def pods(self) -> list[Pod]:
+        return [p for n in self.nodes for p in n.pods.values()]
+
+    def pod(self, key: str) -> Pod:
+        return next(p for p in self.pods() if p.key == key)
+
+    def wait_converged(self) -> None:
+        for node in self.nodes:
+            if node.enforcer:
+                node.wait_converged()
