@@ -277,17 +277,23 @@ class _Builder:
 
 
 def _port_items(ports: tuple[PolicyPort, ...]) -> tuple:
-    """``proto . port`` items for an inline set; a missing port is every port."""
-    items = set()
+    """``proto . port`` items for an inline interval set; a missing port is every
+    port. Overlapping ranges are merged: the kernel refuses overlaps."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
     for p in ports:
-        proto = p.protocol.value.lower()
-        if p.port is None:
-            items.add((proto, 0, 65535))
-        else:
-            items.add((proto, p.port, p.end_port or p.port))
-    return tuple(
-        Concat((proto, low if low == high else Range(low, high))) for proto, low, high in sorted(items)
-    )
+        low = 0 if p.port is None else p.port
+        high = 65535 if p.port is None else (p.end_port or p.port)
+        ranges.setdefault(p.protocol.value.lower(), []).append((low, high))
+    items = []
+    for proto in sorted(ranges):
+        merged: list[list[int]] = []
+        for low, high in sorted(ranges[proto]):
+            if merged and low <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        items += [Concat((proto, low if low == high else Range(low, high))) for low, high in merged]
+    return tuple(items)
 
 
 def _base_chains() -> list[Chain]:

@@ -7,6 +7,7 @@ packet outside a network namespace the test made.
 """
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from rules.load import state_from_objects
@@ -47,3 +48,30 @@ def policy(key: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def state(*objects: dict[str, Any]) -> ClusterState:
     return state_from_objects(objects)
+
+
+def random_policy(rng: random.Random, i: int) -> dict:
+    """A random but valid policy over the bed's labels, ports and CIDRs."""
+    def selector() -> dict:
+        return rng.choice([{}, {"matchLabels": {"app": rng.choice("abc")}},
+                           {"matchExpressions": [{"key": "app", "operator": rng.choice(["In", "NotIn"]), "values": [rng.choice("abc")]}]}])
+
+    def peer() -> dict:
+        return rng.choice([
+            {"podSelector": selector()},
+            {"namespaceSelector": rng.choice([{}, {"matchLabels": {"team": rng.choice("ab")}}])},
+            {"namespaceSelector": {"matchLabels": {"team": rng.choice("ab")}}, "podSelector": selector()},
+            {"ipBlock": {"cidr": "10.244.0.0/16", "except": [f"10.244.{rng.choice([1, 2])}.0/24"]}},
+        ])
+
+    def port() -> dict:
+        return rng.choice([{"port": 80}, {"port": "http"}, {"port": 79, "endPort": 81}, {"protocol": "UDP", "port": 53}, {"protocol": "TCP"}])
+
+    def rules() -> list:
+        return [{k: v for k, v in (("from", [peer() for _ in range(rng.randint(0, 2))]), ("ports", [port() for _ in range(rng.randint(0, 2))])) if v}
+                for _ in range(rng.randint(0, 2))]
+
+    egress = [{("to" if k == "from" else k): v for k, v in r.items()} for r in rules()]
+    spec = {"podSelector": selector(), "policyTypes": rng.choice([["Ingress"], ["Egress"], ["Ingress", "Egress"]]),
+            "ingress": rules(), "egress": egress}
+    return policy(f"{rng.choice('xyz')}/random-{i}", spec)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builders import namespace, pod, policy, state
+import random
+
+from builders import namespace, pod, policy, random_policy, state
 from netns import netns, nft, table_state
 from rules.nft import Chain, Set, Table, create_transaction
 from rules.plan import plan
@@ -85,3 +87,20 @@ def test_planned_changes_leave_the_kernel_as_a_fresh_load_would() -> None:
             nft(fresh, "flush", "ruleset")
             assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
             assert table_state(ns) == table_state(fresh)
+
+
+@pytest.mark.kernel
+def test_long_random_sequences_of_changes_apply_cleanly() -> None:
+    """Dozens of policy sets in a row: every planned transaction is accepted and leaves
+    the table as a fresh load of the same state would."""
+    rng = random.Random(42)
+    pods = [namespace("z"), *BASE, pod("z/c", ["10.0.2.4", "fd00:2::4"], node="n2", labels={"app": "c"}, ports=[("http", 81)])]
+    with netns() as ns, netns() as fresh:
+        current = None
+        for step in range(30):
+            desired = table(*pods, *(random_policy(rng, i) for i in range(rng.randint(0, 5))))
+            result = nft(ns, "-f", "-", stdin=plan(desired, current).text())
+            assert result.returncode == 0, (step, result.stderr)
+            current = desired
+        assert nft(fresh, "-f", "-", stdin=create_transaction(current).text()).returncode == 0
+        assert table_state(ns) == table_state(fresh)

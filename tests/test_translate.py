@@ -158,3 +158,10 @@ def test_the_kernel_lists_back_what_was_rendered() -> None:
             if rule.comment:
                 assert f'comment "{rule.comment}"' in listed
     assert sum(line.count(" . ") > 0 or line.strip().startswith("elements") for line in listed.splitlines()) > 0
+
+
+def test_overlapping_and_adjacent_ports_are_merged_for_the_kernel() -> None:
+    s = state(*BASE, policy("x/overlap", {"podSelector": {}, "ingress": [{"ports": [
+        {"protocol": "TCP"}, {"port": 79, "endPort": 81}, {"port": 90, "protocol": "UDP"}, {"port": 91, "protocol": "UDP"}]}]}))
+    text = render_text(desired_ruleset(s, "n1"))
+    assert "meta l4proto . th dport { tcp . 0-65535, udp . 90-91 }" in text
