@@ -41,6 +41,9 @@ SYSTEM_CNI = Path("/usr/lib/cni")
 PYTHON = sys.executable
 AGENT = Path(__file__).resolve().parent / "probe_agent.py"
 TCP_PORTS = (80, 81, 8080)
+# Debian's plugins (1.1.1) stop at spec 1.0.0, whose result format 1.1.0 keeps:
+# in a 1.1.0 conflist they are run at 1.0.0, and nftpolicy at 1.1.0.
+NEWEST_VERSION = {"bridge": "1.0.0"}
 UDP_PORTS = (53,)
 
 
@@ -65,7 +68,9 @@ class Pod:
     labels: dict[str, str]
     ports: list[tuple[str, int, str]]
     result: dict = field(default_factory=dict)
+    plugin_results: list = field(default_factory=list)  # each plugin's ADD output, in order
     agent: subprocess.Popen | None = None
+    cni_args: str = ""  # extra CNI_ARGS, e.g. IP=10.244.1.9 for host-local
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _replies: dict = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -180,13 +185,16 @@ class Node:
     # --- the container runtime's part -------------------------------------
 
     def run_plugin(self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str) -> tuple[int, dict | None]:
+        if version == "1.1.0":
+            version = NEWEST_VERSION.get(plugin["type"], version)
         conf = {"cniVersion": version, "name": "podnet", **plugin}
         if prev is not None:
             conf["prevResult"] = prev
         env = {
             "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id, "CNI_NETNS": f"/var/run/netns/{pod.netns}",
             "CNI_IFNAME": "eth0", "CNI_PATH": str(self.bed.cni_bin),
-            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};K8S_POD_UID={pod.container_id}",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};K8S_POD_UID={pod.container_id}"
+                        + (f";{pod.cni_args}" if pod.cni_args else ""),
             "PATH": os.environ["PATH"],
         }
         result = sh("ip", "netns", "exec", self.netns, str(self.bed.cni_bin / plugin["type"]),
@@ -201,10 +209,12 @@ class Node:
         plugins = self.conflist(version)["plugins"]
         if command == "ADD":
             prev = None
+            pod.plugin_results = []
             for plugin in plugins:
                 code, prev = self.run_plugin(plugin, "ADD", pod, prev, version)
                 if code != 0:
                     raise RuntimeError(f"ADD {pod.key}: {plugin['type']} failed: {prev}")
+                pod.plugin_results.append(prev)
             pod.result = prev or {}
             return prev
         for plugin in reversed(plugins):
@@ -213,7 +223,8 @@ class Node:
                 raise RuntimeError(f"{command} {pod.key}: {plugin['type']} failed: {out}")
         return None
 
-    def add_pod(self, key: str, labels: dict[str, str] | None = None, ports: list | None = None, publish: bool = True) -> Pod:
+    def add_pod(self, key: str, labels: dict[str, str] | None = None, ports: list | None = None, publish: bool = True,
+                version: str = "1.0.0", cni_args: str = "") -> Pod:
         namespace, name = key.split("/")
         pod = Pod(namespace, name, self, f"{self.bed.prefix}-p{next(self.bed.counter)}", uuid.uuid4().hex,
                   labels or {}, ports or [])
@@ -222,18 +233,20 @@ class Node:
             in_ns(pod.netns, "sysctl", "-qw", sysctl)
         in_ns(pod.netns, "ip", "link", "set", "lo", "up")
         self.pods[key] = pod
-        self.run_conflist("ADD", pod)
+        pod.cni_args = cni_args
+        self.run_conflist("ADD", pod, version)
         pod.start_agent()
         if publish:
             self.bed.publish()
         return pod
 
-    def delete_pod(self, key: str) -> None:
+    def delete_pod(self, key: str, version: str = "1.0.0", publish: bool = True) -> None:
         pod = self.pods.pop(key)
         pod.stop_agent()
-        self.run_conflist("DEL", pod)
+        self.run_conflist("DEL", pod, version)
         sh("ip", "netns", "delete", pod.netns, check=False)
-        self.bed.publish()
+        if publish:
+            self.bed.publish()
 
     # --- the enforcer -------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""The chained CNI plugin, run as a container runtime runs it, on a real node."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from enforcer.records import read_record
+from testbed import in_ns
+
+pytestmark = pytest.mark.kernel
+
+
+def run_plugin(node, command: str, conf: dict, **env: str) -> tuple[int, dict | None]:
+    """The nftpolicy plugin alone, with exactly the environment given."""
+    base = {"CNI_COMMAND": command, "CNI_PATH": str(node.bed.cni_bin), "PATH": os.environ["PATH"]}
+    result = subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")],
+                            input=json.dumps(conf), env={**base, **env}, capture_output=True, text=True)
+    return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def plugin_conf(node, version: str = "1.0.0", **extra) -> dict:
+    return {"cniVersion": version, "name": "podnet", **node.conflist(version)["plugins"][1], **extra}
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"])
+def test_version_lists_the_supported_versions(bed, version: str) -> None:
+    code, out = run_plugin(bed.nodes[0], "VERSION", {"cniVersion": version})
+    assert code == 0 and out == {"cniVersion": version, "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
+
+
+@pytest.mark.parametrize("conf,env,code,message", [
+    ({}, {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"},
+     7, "must be called as a chained plugin"),
+    ({"prevResult": {"interfaces": [], "ips": []}}, {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"},
+     4, "CNI_ARGS: missing K8S_POD_NAMESPACE, K8S_POD_NAME"),
+    ({"prevResult": {}}, {"CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"}, 4, "missing environment variable CNI_CONTAINERID"),
+    ({"prevResult": {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "ips": [{"address": "10.0.0.2/24"}]}},
+     {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"},
+     7, "expected a host-side veth"),
+    ({"cniVersion": "0.3.1"}, {}, 1, "cniVersion 0.3.1 is not supported"),
+    ({"timeoutSeconds": "soon", "prevResult": {}}, {}, 7, "timeoutSeconds: must be a number"),
+])
+def test_bad_calls_get_cni_errors(bed, conf, env, code, message) -> None:
+    node = bed.nodes[0]
+    exit_code, out = run_plugin(node, "ADD", {**plugin_conf(node), **conf}, **env)
+    assert exit_code != 0 and out["code"] == code and message in out["msg"], out
+
+
+def test_stdin_that_is_not_json_is_a_decode_error(bed) -> None:
+    node = bed.nodes[0]
+    result = subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")], input="{not json",
+                            env={"CNI_COMMAND": "ADD", "PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    assert result.returncode != 0 and json.loads(result.stdout)["code"] == 6
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"])
+def test_add_check_del_through_the_conflist(bed, version: str) -> None:
+    node = bed.nodes[0]
+    pod = node.add_pod(f"x/cni-{version.replace('.', '-')}", {"app": "cni"}, publish=False, version=version)
+    bridge_result, own_result = pod.plugin_results
+    assert own_result == bridge_result, "prevResult must come back unchanged"
+    record = read_record(node.state_dir, pod.container_id)
+    assert record.key == pod.key and record.host_ifname == pod.host_ifname and list(record.ips) == pod.ips
+    assert f"alias nftpolicy {pod.key}" in in_ns(node.netns, "ip", "link", "show", pod.host_ifname).stdout
+    assert node.run_conflist("CHECK", pod, version) is None
+    node.delete_pod(pod.key, version, publish=False)
+    assert read_record(node.state_dir, pod.container_id) is None
+    for _ in range(2):  # again, with neither record nor netns: still success
+        code, out = node.run_plugin(node.conflist(version)["plugins"][1], "DEL", pod, pod.result, version)
+        assert code == 0, out
+
+
+def test_check_fails_when_the_pod_is_not_programmed(bed) -> None:
+    node = bed.nodes[0]
+    pod = node.pods["x/a"]
+    code, out = node.run_plugin(node.conflist()["plugins"][1], "CHECK", pod, {**pod.result, "interfaces": [
+        {"name": "cni0"}, {"name": "vethmissing"}, *[i for i in pod.result["interfaces"] if i.get("sandbox")]]}, "1.0.0")
+    assert code != 0 and "record for x/a says" in out["msg"]
+
+
+def test_gc_removes_records_of_attachments_that_are_gone(bed) -> None:
+    node = bed.nodes[0]
+    pod = node.add_pod("x/gc", publish=False)
+    live = [{"containerID": p.container_id, "ifname": "eth0"} for key, p in node.pods.items() if key != "x/gc"]
+    code, out = run_plugin(node, "GC", {**plugin_conf(node, "1.1.0"), "cni.dev/valid-attachments": live})
+    assert code == 0, out
+    assert read_record(node.state_dir, pod.container_id) is None
+    assert all(read_record(node.state_dir, p["containerID"]) for p in live)
+    node.delete_pod("x/gc", publish=False)
+
+
+def test_status_reports_an_unreachable_enforcer(bed) -> None:
+    node = bed.nodes[0]
+    assert run_plugin(node, "STATUS", plugin_conf(node, "1.1.0"))[0] == 0
+    code, out = run_plugin(node, "STATUS", plugin_conf(node, "1.1.0", socket="/nonexistent/cni.sock"))
+    assert code != 0 and out["code"] == 50
