@@ -10,7 +10,12 @@ JSON lines, one probe each, and answers each on stdout as soon as it is done
     {"id": 2, "op": "udp",  "host": "fd00::3",    "port": 53, "timeout": 1}
     {"id": 3, "op": "sctp-send", "host": "10.244.1.3", "port": 9000, "tag": 12345}
     {"id": 4, "op": "sctp-seen", "tag": 12345, "timeout": 1}
+    {"id": 5, "op": "tcp-open", "host": "10.244.1.3", "port": 7, "conn": "c1"}   # keep a connection to the echo port
+    {"id": 6, "op": "tcp-roundtrip", "conn": "c1", "timeout": 1}                 # and use it again later
     -> {"id": 1, "ok": true}
+
+"tcp" and "udp" take an optional "source" address to send from. TCP port 7
+echoes, for connections that live across a policy change.
 
 The kernel here has no SCTP sockets, so SCTP is probed with a crafted INIT
 sent on a raw socket and looked for with a raw socket on the other side.
@@ -31,6 +36,8 @@ import time
 IPPROTO_SCTP = 132
 _lock = threading.Lock()
 _seen_tags: set[int] = set()
+_connections: dict[str, socket.socket] = {}
+ECHO_PORT = 7
 
 
 def _crc32c_table() -> list[int]:
@@ -74,6 +81,24 @@ def _serve_tcp(family: int, port: int) -> None:
         conn.close()
 
 
+def _serve_tcp_echo(family: int, port: int) -> None:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    s.listen(128)
+
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    while True:
+        conn, _ = s.accept()
+        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+
 def _serve_udp(family: int, port: int) -> None:
     s = socket.socket(family, socket.SOCK_DGRAM)
     if family == socket.AF_INET6:
@@ -101,17 +126,35 @@ def _family(host: str) -> int:
 
 def probe(request: dict) -> bool:
     op, timeout = request["op"], request.get("timeout", 1.0)
-    if op == "tcp":
-        with socket.socket(_family(request["host"]), socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            try:
-                s.connect((request["host"], request["port"]))
-                return True
-            except OSError:
-                return False
+    if op in ("tcp", "tcp-open"):
+        s = socket.socket(_family(request["host"]), socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            if request.get("source"):
+                s.bind((request["source"], 0))
+            s.connect((request["host"], request["port"]))
+        except OSError:
+            s.close()
+            return False
+        if op == "tcp-open":
+            _connections[request["conn"]] = s
+        else:
+            s.close()
+        return True
+    if op == "tcp-roundtrip":
+        s = _connections[request["conn"]]
+        s.settimeout(timeout)
+        nonce = os.urandom(8)
+        try:
+            s.sendall(nonce)
+            return s.recv(64) == nonce
+        except OSError:
+            return False
     if op == "udp":
         with socket.socket(_family(request["host"]), socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
+            if request.get("source"):
+                s.bind((request["source"], 0))
             nonce = os.urandom(8)
             try:
                 s.sendto(nonce, (request["host"], request["port"]))
@@ -150,7 +193,7 @@ def main() -> None:
     parser.add_argument("--udp", default="")
     parser.add_argument("--sctp", action="store_true")
     args = parser.parse_args()
-    servers = [(_serve_tcp, int(p)) for p in filter(None, args.tcp.split(","))]
+    servers = [(_serve_tcp, int(p)) for p in filter(None, args.tcp.split(","))] + [(_serve_tcp_echo, ECHO_PORT)]
     servers += [(_serve_udp, int(p)) for p in filter(None, args.udp.split(","))]
     for target, port in servers:
         for family in (socket.AF_INET, socket.AF_INET6):

@@ -130,7 +130,9 @@ POD_LABELS = label_maps(POD_LABEL_UNIVERSE).map(lambda m: tuple(sorted(m.items()
 PROTOCOLS = st.sampled_from(FLOW_PROTOCOLS)
 PORT_NUMBERS = st.sampled_from(CONTAINER_PORT_NUMBERS)
 PORT_NAME_LISTS = st.lists(st.sampled_from(PORT_NAMES), max_size=3, unique=True)
-RARELY = st.integers(0, 9).map(lambda n: n == 0)
+# About one time in ten, and False when shrinking (which heads for 0). Not
+# ``n == 0``: deep inside a large example Hypothesis leans to zeros.
+RARELY = st.integers(0, 9).map(lambda n: n == 7)
 NODE_CHOICES = st.sampled_from(NODE_NAMES)
 V4_HOST_LISTS = {n: st.lists(st.sampled_from(POD_V4_HOSTS), min_size=n, max_size=n, unique=True) for n in range(2, 7)}
 V6_HOST_LISTS = {n: st.lists(st.sampled_from(POD_V6_HOSTS), min_size=n, max_size=n, unique=True) for n in range(2, 7)}
@@ -242,7 +244,7 @@ def policies(draw, namespace_names: tuple[str, ...]) -> tuple[NetworkPolicy, ...
             ingress=draw(RULE_LISTS),
             egress=draw(RULE_LISTS),
         )
-        for i in range(draw(st.integers(0, 4)))
+        for i in range(0 if draw(RARELY) else draw(st.integers(1, 4)))
     )
 
 
@@ -266,6 +268,10 @@ Flow = tuple  # (src, dst, port, protocol); src/dst a Pod or an address string
 
 FAMILIES = st.sampled_from((4, 4, 6))
 FLOW_PORT_CHOICES = st.sampled_from(FLOW_PORTS)
+
+
+def _addresses(end: Pod | str) -> set:
+    return set(end.ips) if isinstance(end, Pod) else {ipaddress.ip_address(end)}
 
 
 @st.composite
@@ -293,7 +299,7 @@ def flows(draw, state: ClusterState) -> Flow:
     if draw(RARELY):
         dst = src
     else:
-        dst = draw(st.one_of(*ends).filter(lambda d: d is not src and d != src))
+        dst = draw(st.one_of(*ends).filter(lambda d: not _addresses(d) & _addresses(src)))
     dst_pod = dst if isinstance(dst, Pod) else next((p for p in state.pods if ipaddress.ip_address(dst) in p.ips), None)
     if dst_pod is not None and dst_pod.ports and draw(st.booleans()):
         declared = draw(st.sampled_from(dst_pod.ports))
@@ -302,6 +308,6 @@ def flows(draw, state: ClusterState) -> Flow:
 
 
 @st.composite
-def states_and_flows(draw, max_flows: int = 6) -> tuple[ClusterState, list[Flow]]:
+def states_and_flows(draw, max_flows: int = 8) -> tuple[ClusterState, list[Flow]]:
     state = draw(cluster_states)
-    return state, draw(st.lists(flows(state), min_size=1, max_size=max_flows))
+    return state, draw(st.lists(flows(state), min_size=2, max_size=max_flows))

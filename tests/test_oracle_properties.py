@@ -44,7 +44,9 @@ from functools import cached_property
 from itertools import product
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,7 +60,19 @@ from strategies import (  # noqa: E402
     states_and_flows,
 )
 
-from rules.model import ClusterState, Direction, Pod  # noqa: E402  (data only)
+from rules.model import (  # noqa: E402  (data only)
+    ClusterState,
+    ContainerPort,
+    Direction,
+    LabelSelector,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+    PolicyPort,
+    PolicyRule,
+    Protocol,
+)
 
 # The evaluator under test. The oracle below never calls into it.
 from rules.evaluate import verdict  # noqa: E402
@@ -257,7 +271,34 @@ def _find_policy(state: ClusterState, key: str):
     return next(p for p in state.policies if f"{p.namespace}/{p.name}" == key)
 
 
+KNOWN_NAMED_PORT_CASE = (
+    "known evaluator discrepancy: named port resolved on a destination pod that is not a "
+    "policy target (see test_named_port_resolves_only_on_policy_targets)"
+)
+
+
+def _known_named_port_case(state: ClusterState, src, dst, t: tuple, v) -> bool:
+    """The one known discrepancy, pinned by the xfail test below, and only it.
+
+    Given as a ``Pod``, a destination that is not a policy target (hostNetwork
+    or terminated) gets its named ports resolved by ``verdict``; given by its
+    address, it does not. A flow is excused only when the evaluator allows it
+    with the ``Pod`` and denies it with the address.
+    """
+    if not isinstance(dst, Pod) or (not dst.host_network and dst.phase not in TERMINATED):
+        return False
+    return v.allowed and not verdict(state, src, str(t[1]), t[3], t[2]).allowed
+
+
 # --- property 1: same answer as the brute force ------------------------------
+
+
+def _describe(t: tuple, v, expected: bool) -> str:
+    return (
+        f"flow {t[0]} -> {t[1]} {t[2].value}/{t[3]}: evaluator says "
+        f"{'allowed' if v.allowed else 'denied'} ({v.reason}), brute force says "
+        f"{'allowed' if expected else 'denied'}"
+    )
 
 
 @SETTINGS
@@ -265,17 +306,24 @@ def _find_policy(state: ClusterState, key: str):
 def test_verdict_matches_brute_force(case):
     state, flow_list = case
     oracle = BruteForce(state)
-    assert len(oracle.allowed) <= len(oracle.universe)
+    # The drawn flows: ends given as Pod objects or as addresses.
     for src, dst, port, protocol in flow_list:
         t = oracle.flow_tuple(src, dst, port, protocol)
         v = verdict(state, src, dst, port, protocol)
         assert (v.src.ip, v.dst.ip) == t[:2], "evaluator resolved the flow to other addresses"
         expected = t in oracle.allowed
-        assert v.allowed == expected, (
-            f"flow {t[0]} -> {t[1]} {t[2].value}/{t[3]}: evaluator says "
-            f"{'allowed' if v.allowed else 'denied'} ({v.reason}), brute force says "
-            f"{'allowed' if expected else 'denied'}"
-        )
+        if v.allowed != expected and _known_named_port_case(state, src, dst, t, v):
+            event(KNOWN_NAMED_PORT_CASE)
+            # The same flow with the destination given by address must still be right.
+            assert verdict(state, src, str(t[1]), port, protocol).allowed == expected
+            continue
+        assert v.allowed == expected, _describe(t, v, expected)
+    # Then the whole universe, ends given by address: every address pair of a
+    # family, every port, both protocols (~1000 verdicts, ~15 ms).
+    for t in oracle.universe:
+        v = verdict(state, str(t[0]), str(t[1]), t[3], t[2])
+        expected = t in oracle.allowed
+        assert v.allowed == expected, _describe(t, v, expected)
 
 
 # --- property 2: deciding rules really allow the flow -------------------------
@@ -287,11 +335,20 @@ def test_deciding_rules_allow_the_flow(case):
     state, flow_list = case
     oracle = BruteForce(state)
     iso = {d: oracle.isolated(d) for d in Direction}
-    for src, dst, port, protocol in flow_list:
-        t = oracle.flow_tuple(src, dst, port, protocol)
-        v = verdict(state, src, dst, port, protocol)
+    drawn = [(src, dst, oracle.flow_tuple(src, dst, port, protocol)) for src, dst, port, protocol in flow_list]
+    # Then, ends given by address, every allowed tuple of the universe where an end is isolated.
+    policed = [
+        (str(t[0]), str(t[1]), t)
+        for t in oracle.allowed
+        if (t[0] in iso[Direction.EGRESS] or t[1] in iso[Direction.INGRESS]) and not oracle.always_allowed(t[0], t[1])
+    ]
+    for src, dst, t in drawn + sorted(policed, key=str):
+        v = verdict(state, src, dst, t[3], t[2])
         if not v.allowed:
             continue  # see test_deciding_rules_empty_when_denied
+        if t not in oracle.allowed and _known_named_port_case(state, src, dst, t, v):
+            event(KNOWN_NAMED_PORT_CASE)
+            continue
         for ref in v.deciding_rules:
             policy = _find_policy(state, ref.policy)
             rules = policy.ingress if ref.direction is Direction.INGRESS else policy.egress
@@ -305,8 +362,9 @@ def test_deciding_rules_allow_the_flow(case):
         # that allowed the flow"): for each isolated end, every rule of the
         # isolating policies that admits the flow is listed, and at least one is.
         for direction, end in ((Direction.EGRESS, t[0]), (Direction.INGRESS, t[1])):
+            got = {(r.policy, r.index) for r in v.deciding_rules if r.direction is direction}
             if end not in iso[direction]:
-                assert not [r for r in v.deciding_rules if r.direction is direction]
+                assert not got, f"{direction.value} of {end} is not isolated, yet rules decided it: {got}"
                 continue
             expected = {
                 (f"{p.namespace}/{p.name}", i)
@@ -314,8 +372,10 @@ def test_deciding_rules_allow_the_flow(case):
                 for i in range(len(p.ingress if direction is Direction.INGRESS else p.egress))
                 if t in oracle.rule_tuples(p, direction, i)
             }
-            got = {(r.policy, r.index) for r in v.deciding_rules if r.direction is direction}
-            assert expected and got == expected
+            assert expected and got == expected, (
+                f"{direction.value} of {t[0]} -> {t[1]} {t[2].value}/{t[3]}: evaluator lists {got}, "
+                f"brute force finds {expected}"
+            )
 
 
 # --- property 3: deterministic and independent of input order ----------------
@@ -355,3 +415,80 @@ def test_verdict_is_deterministic_and_order_independent(case):
         assert verdict(built, src, dst, port, protocol) == first
         assert verdict(reversed_, src, dst, port, protocol) == first
         assert summary(verdict(raw, src, dst, port, protocol)) == summary(first)
+
+
+# --- known discrepancies, pinned by hand ---------------------------------------
+#
+# Minimal counterexamples the properties above found, with the spec reading
+# each is judged by. strict: when the evaluator is fixed these start passing
+# and the xfail marker (and the excuse in the properties) must go.
+
+_A = Pod("ns-a", "a", (("app", "web"),), "n1", ips=(ipaddress.ip_address("10.0.0.3"),))
+_HTTP = (ContainerPort(80, Protocol.TCP, "http"),)
+_NON_TARGETS = {
+    "hostNetwork": Pod("ns-a", "h", (), "n2", host_network=True, ips=(ipaddress.ip_address("10.0.0.242"),), ports=_HTTP),
+    "Succeeded": Pod("ns-a", "t", (), "n2", phase="Succeeded", ips=(ipaddress.ip_address("10.0.0.9"),), ports=_HTTP),
+}
+
+
+def _named_port_state(dst: Pod) -> ClusterState:
+    # ns-a/eg isolates every pod of ns-a for egress and allows TCP port "http" to anyone.
+    return ClusterState.build(
+        [Namespace("ns-a", (("kubernetes.io/metadata.name", "ns-a"),))],
+        [_A, dst],
+        [
+            NetworkPolicy(
+                "ns-a",
+                "eg",
+                LabelSelector(),
+                frozenset({Direction.EGRESS}),
+                egress=(PolicyRule(ports=(PolicyPort(Protocol.TCP, "http"),)),),
+            )
+        ],
+        [Node("n1", (ipaddress.ip_address("10.0.0.241"),)), Node("n2", (ipaddress.ip_address("10.0.0.242"),))],
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(_NON_TARGETS))
+def test_named_port_case_oracle_and_address_form_agree(kind):
+    """The spec's answer for the pinned case: denied, and the evaluator agrees
+    when the destination is given by its address."""
+    dst = _NON_TARGETS[kind]
+    state = _named_port_state(dst)
+    oracle = BruteForce(state)
+    assert oracle.flow_tuple(_A, dst, 80, Protocol.TCP) not in oracle.allowed
+    assert not verdict(state, _A, str(dst.ips[0]), 80, Protocol.TCP).allowed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "rules.evaluate._port_matches resolves a named port on Endpoint.pod even when that pod is "
+        "not a policy target (hostNetwork or Succeeded/Failed): verdict(state, pod_a, <pod>, 80) "
+        "allows what verdict(state, pod_a, '<its address>', 80), the translator's named-port sets "
+        "(policy targets only) and the brute-force oracle deny"
+    ),
+)
+@pytest.mark.parametrize("kind", sorted(_NON_TARGETS))
+def test_named_port_resolves_only_on_policy_targets(kind):
+    dst = _NON_TARGETS[kind]
+    assert not verdict(_named_port_state(dst), _A, dst, 80, Protocol.TCP).allowed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Verdict.deciding_rules is documented as 'empty when it was denied or not policed' but "
+        "returns the egress rules that allowed the source side when the destination's ingress denies"
+    ),
+)
+def test_deciding_rules_empty_when_denied():
+    ip = ipaddress.ip_address
+    a = Pod("ns-a", "a", (), "n1", ips=(ip("10.0.0.3"),))
+    b = Pod("ns-a", "b", (), "n1", ips=(ip("10.0.0.17"),))
+    # Every pod isolated both ways; egress open to all, ingress closed.
+    policy = NetworkPolicy("ns-a", "np", LabelSelector(), frozenset(Direction), egress=(PolicyRule(),))
+    state = ClusterState.build([Namespace("ns-a", (("kubernetes.io/metadata.name", "ns-a"),))], [a, b], [policy])
+    v = verdict(state, a, b, 80, Protocol.TCP)
+    assert not v.allowed
+    assert v.deciding_rules == ()

@@ -1,0 +1,185 @@
+"""Behaviour of one node under attack, restart and neighbours: anti-spoofing,
+node traffic, established connections, Services, restarts, fail-closed ADD,
+IP reuse. Real packets on the bed of conftest.py (node-1: x/a, x/b, y/b;
+node-2: y/a, z/c)."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from builders import policy
+from enforcer.records import read_record
+from testbed import Pod, in_ns
+
+pytestmark = pytest.mark.kernel
+
+DENY_X = policy("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
+DENY_ALL = [policy(f"{ns}/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}) for ns in ("x", "y", "z")]
+ALLOW_B_TO_A = policy("x/a-from-b", {"podSelector": {"matchLabels": {"app": "a"}},
+                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
+
+
+def tcp(src: Pod, host: str, port: int = 80, **kw) -> bool:
+    return src.result_of(src.send(op="tcp", host=host, port=port, timeout=1, **kw))
+
+
+def enforce(bed, *policies) -> None:
+    bed.apply_policies(*policies)
+    bed.wait_converged()
+
+
+def test_a_pod_cannot_send_from_another_pods_ip(bed) -> None:
+    enforce(bed, ALLOW_B_TO_A)
+    a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
+    assert tcp(b, a.ip(4)) and not tcp(y_b, a.ip(4))
+    in_ns(y_b.netns, "ip", "addr", "add", f"{b.ip(4)}/32", "dev", "eth0")
+    try:
+        assert not tcp(y_b, a.ip(4), source=b.ip(4)), "a forged source must not borrow x/b's allowance"
+    finally:
+        in_ns(y_b.netns, "ip", "addr", "del", f"{b.ip(4)}/32", "dev", "eth0")
+    dropped = bed.nodes[0].nft("list", "chain", "bridge", "nftpolicy", "from-pods")
+    assert "IPv4 source is not the pod's" in dropped and "counter packets 0 " not in dropped.split("IPv4 source")[0].splitlines()[-1]
+
+
+def mac_drops(node) -> int:
+    chain = node.nft("list", "chain", "bridge", "nftpolicy", "from-pods")
+    line = next(l for l in chain.splitlines() if "source MAC is not the port's pod's" in l)
+    return int(line.split("counter packets ")[1].split()[0])
+
+
+def test_a_pod_cannot_send_from_another_mac(bed) -> None:
+    enforce(bed)
+    a, b = bed.pod("x/a"), bed.pod("x/b")
+    original = in_ns(b.netns, "cat", "/sys/class/net/eth0/address").stdout.strip()
+    before = mac_drops(bed.nodes[0])
+    in_ns(b.netns, "ip", "link", "set", "eth0", "address", "02:00:00:00:be:ef")
+    try:
+        assert not tcp(b, a.ip(4))
+        assert mac_drops(bed.nodes[0]) > before, "the forged frames were dropped by the MAC check"
+    finally:
+        in_ns(b.netns, "ip", "link", "set", "eth0", "address", original)
+    assert tcp(b, a.ip(4))
+
+
+def test_the_node_and_its_pods_always_reach_each_other(bed) -> None:
+    node = bed.nodes[0]
+    agent = Pod("node", node.name, node, node.netns, "", {}, [])
+    agent.start_agent()
+    try:
+        enforce(bed, *DENY_ALL)
+        a = bed.pod("x/a")
+        for family, gateway in ((4, "10.244.1.1"), (6, "fd00:10:244:1::1")):
+            assert tcp(agent, a.ip(family)), "kubelet probes reach the pod"
+            assert tcp(a, gateway), "the pod reaches its node"
+        assert not tcp(bed.pod("y/a"), a.ip(4)), "another node's pod stays out"
+    finally:
+        agent.stop_agent()
+
+
+def test_ipv6_neighbour_discovery_works_under_deny_all(bed) -> None:
+    enforce(bed, *DENY_ALL, policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{}]}),
+            policy("x/b-out", {"podSelector": {"matchLabels": {"app": "b"}}, "egress": [{}]}))
+    a, b = bed.pod("x/a"), bed.pod("x/b")
+    in_ns(b.netns, "ip", "-6", "neigh", "flush", "dev", "eth0")
+    in_ns(a.netns, "ip", "-6", "neigh", "flush", "dev", "eth0")
+    assert tcp(b, a.ip(6))
+
+
+def test_established_connections_are_cut_when_policy_denies_them(bed) -> None:
+    enforce(bed)
+    a, b = bed.pod("x/a"), bed.pod("x/b")
+    assert b.result_of(b.send(op="tcp-open", host=a.ip(4), port=7, conn="long", timeout=1))
+    assert b.result_of(b.send(op="tcp-roundtrip", conn="long", timeout=1))
+    enforce(bed, DENY_X)
+    started = time.monotonic()
+    assert not b.result_of(b.send(op="tcp-roundtrip", conn="long", timeout=1))
+    assert time.monotonic() - started < 2
+
+
+def test_service_traffic_is_policed_on_the_pod_address_after_dnat(bed) -> None:
+    node = bed.nodes[0]
+    a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
+    kube_proxy = (f"add table ip kube-proxy-test\n"
+                  f"add chain ip kube-proxy-test prerouting {{ type nat hook prerouting priority dstnat ; }}\n"
+                  f"add rule ip kube-proxy-test prerouting ip daddr 10.96.0.10 tcp dport 80 dnat to {a.ip(4)}:80\n")
+    in_ns(node.netns, "nft", "-f", "-", input=kube_proxy)
+    before = node.nft("list", "table", "ip", "kube-proxy-test")
+    enforce(bed, ALLOW_B_TO_A)
+    assert tcp(b, "10.96.0.10") and not tcp(y_b, "10.96.0.10")
+    enforce(bed)
+    assert tcp(y_b, "10.96.0.10")
+    assert node.nft("list", "table", "ip", "kube-proxy-test") == before, "another table is never touched"
+    node.nft("delete", "table", "ip", "kube-proxy-test")
+
+
+def test_restart_takes_over_the_live_tables_without_recreating_base_chains(bed) -> None:
+    node = bed.nodes[0]
+    enforce(bed, DENY_X)
+    handles = node.nft("-a", "list", "chain", "inet", "nftpolicy", "forward").splitlines()[1]
+    node.stop_enforcer(signal.SIGKILL)
+    a, y_b = bed.pod("x/a"), bed.pod("y/b")
+    assert not tcp(y_b, a.ip(4)), "rules stay in force while the enforcer is down"
+    node.start_enforcer()
+    node.wait_converged()
+    assert not tcp(y_b, a.ip(4))
+    assert node.nft("-a", "list", "chain", "inet", "nftpolicy", "forward").splitlines()[1] == handles
+    enforce(bed)
+    assert tcp(y_b, a.ip(4))
+
+
+def test_a_pod_added_while_the_enforcer_is_down_is_held_closed(bed) -> None:
+    node = bed.nodes[1]
+    enforce(bed)
+    node.stop_enforcer()
+    pod = node.add_pod("z/late", {"app": "late"}, publish=False)
+    try:
+        assert read_record(node.state_dir, pod.container_id).held
+        assert "state DOWN" in in_ns(node.netns, "ip", "link", "show", pod.host_ifname).stdout
+        assert not tcp(bed.pod("y/a"), pod.ip(4))
+        bed.publish()
+        node.start_enforcer()
+        node.wait_converged()
+        deadline = time.monotonic() + 5
+        while read_record(node.state_dir, pod.container_id).held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not read_record(node.state_dir, pod.container_id).held
+        assert tcp(bed.pod("y/a"), pod.ip(4))
+    finally:
+        node.delete_pod("z/late")
+        bed.wait_converged()
+
+
+def test_an_unregistered_pod_port_passes_nothing(bed) -> None:
+    """A veth that only bridge has wired (nftpolicy not yet run) is closed both ways."""
+    node = bed.nodes[0]
+    enforce(bed)
+    pod = node.add_pod("z/bare", publish=False)
+    assert tcp(pod, bed.pod("x/a").ip(4))
+    in_ns(node.netns, "nft", "delete", "element", "bridge", "nftpolicy", "pod-ports", f'{{ "{pod.host_ifname}" }}')
+    in_ns(node.netns, "nft", "delete", "element", "bridge", "nftpolicy", "port-macs",
+          f'{{ "{pod.host_ifname}" . {pod.result["interfaces"][-1]["mac"]} }}')
+    try:
+        assert not tcp(pod, bed.pod("x/a").ip(4)) and not tcp(bed.pod("x/a"), pod.ip(4))
+    finally:
+        node.delete_pod("z/bare")
+        bed.wait_converged()
+
+
+def test_a_reused_ip_never_inherits_the_previous_pods_allowances(bed) -> None:
+    node = bed.nodes[0]
+    enforce(bed, ALLOW_B_TO_A)
+    a = bed.pod("x/a")
+    old = node.add_pod("x/old", {"app": "b"}, cni_args="IP=10.244.1.200")
+    node.wait_converged()
+    assert old.ip(4) == "10.244.1.200" and tcp(old, a.ip(4))
+    node.delete_pod("x/old")
+    new = node.add_pod("x/new", {"app": "other"}, cni_args="IP=10.244.1.200")
+    try:
+        assert new.ip(4) == "10.244.1.200"
+        assert tcp(new, bed.pod("y/b").ip(4)), "the new pod is wired"
+        assert not tcp(new, a.ip(4)), "the new pod at the old IP must not be allowed as app=b"
+    finally:
+        node.delete_pod("x/new")
+        bed.wait_converged()
