@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed import Testbed
+from enforcer.simulation import Testbed
 
 
 @pytest.fixture(scope="module")

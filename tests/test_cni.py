@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from enforcer.records import read_record
-from testbed import in_ns
+from enforcer.simulation import in_ns
 
 pytestmark = pytest.mark.kernel
 

@@ -11,7 +11,7 @@ import pytest
 
 from builders import policy
 from enforcer.records import read_record
-from testbed import Pod, in_ns
+from enforcer.simulation import Pod, in_ns
 
 pytestmark = pytest.mark.kernel
 

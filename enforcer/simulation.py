@@ -1,4 +1,4 @@
-"""A simulated node, or several, in network namespaces, wired as a container
+"""Simulated nodes in network namespaces, wired as a container
 runtime wires pods: the conflist's plugins (the real ``bridge`` and
 ``host-local``, then ``nftpolicy``) run in order for ADD, each given the
 previous result, and in reverse for DEL.
@@ -19,6 +19,7 @@ import ipaddress
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -32,11 +33,13 @@ from typing import Any
 
 import yaml
 
-from cni.install import plugin_script
+from enforcer.cni_install import plugin_script
 from enforcer.records import records_signature
 from enforcer.source import DirectorySource, signature_digest
+from rules.evaluate import verdict
+from rules.load import load_state
+from rules.matrix import Matrix
 
-REPO = Path(__file__).resolve().parent.parent
 SYSTEM_CNI = Path("/usr/lib/cni")
 PYTHON = sys.executable
 AGENT = Path(__file__).resolve().parent / "probe_agent.py"
@@ -253,7 +256,7 @@ class Node:
     def start_enforcer(self) -> None:
         log = open(self.dir / "enforcer.log", "a")
         self.enforcer = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, str(REPO / ".venv" / "bin" / "nftpolicy"), "enforce", "--node", self.name,
+            ["ip", "netns", "exec", self.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.name,
              "--source", str(self.bed.source), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
              "--poll-interval", "0.1"],
             stdout=log, stderr=subprocess.STDOUT,
@@ -326,7 +329,7 @@ class Testbed:
         for plugin in ("bridge", "host-local"):
             (self.cni_bin / plugin).symlink_to(SYSTEM_CNI / plugin)
         script = self.cni_bin / "nftpolicy"
-        script.write_text(plugin_script(PYTHON, REPO))
+        script.write_text(plugin_script(PYTHON))
         script.chmod(0o755)
         self.publish()
         sh("ip", "netns", "add", self.underlay)
@@ -391,3 +394,38 @@ class Testbed:
         for node in self.nodes:
             if node.enforcer:
                 node.wait_converged()
+
+
+# --- probing every pair of pods ---------------------------------------------
+
+
+def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float = 1.0):
+    """Start a probe; returns a function that waits for its result."""
+    if protocol == "SCTP":
+        tag = random.randrange(1, 2**31)
+        src.result_of(src.send(op="sctp-send", host=dst_ip, port=port, tag=tag))
+        return tag
+    return src.send(op=protocol.lower(), host=dst_ip, port=port, timeout=timeout)
+
+
+def observed(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) -> Matrix:
+    """Every pod to every other pod at once, with real packets."""
+    pods = sorted(bed.pods(), key=lambda p: p.key)
+    started = {(s.key, d.key): send_probe(s, d.ip(family), port, protocol) for s in pods for d in pods if s is not d}
+    if protocol == "SCTP":
+        seen = {k: bed.pod(k[1]).send(op="sctp-seen", tag=tag, timeout=1.0) for k, tag in started.items()}
+        results = {k: bed.pod(k[1]).result_of(rid) for k, rid in seen.items()}
+    else:
+        results = {k: bed.pod(k[0]).result_of(rid) for k, rid in started.items()}
+    return Matrix(tuple(p.key for p in pods), results)
+
+
+def expected(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) -> Matrix:
+    """The reference evaluator on the state the enforcers read."""
+    state = load_state([bed.source])
+    pods = sorted(bed.pods(), key=lambda p: p.key)
+
+    def allowed(src: str, dst: str) -> bool:
+        return verdict(state, bed.pod(src).ip(family), bed.pod(dst).ip(family), port, protocol).allowed
+
+    return Matrix.probe([p.key for p in pods], allowed)

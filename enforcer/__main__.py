@@ -1,0 +1,4 @@
+"""``python -m enforcer``: the nftpolicy command line."""
+from enforcer.cli import main
+
+main()
