@@ -85,8 +85,8 @@ def explain(paths: tuple[str, ...], src: str, dst: str, port: str, fmt: str) -> 
 
 @main.command()
 def demo() -> None:
-    """Show the example cluster's connectivity before and after its policies."""
-    demo_module.run()
+    """Enforce the example policies on two simulated nodes and show the connectivity matrix (root)."""
+    sys.exit(ExitCode.OK if demo_module.run() else ExitCode.DENIED)
 
 
 @main.command()

@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -105,9 +105,14 @@ class Pod:
 
     # --- probes through the agent -----------------------------------------
 
+    @property
+    def tcp_ports(self) -> list[int]:
+        """The ports every agent serves, and this pod's declared TCP container ports."""
+        return sorted(set(TCP_PORTS) | {p for _, p, proto in self.ports if proto == "TCP"})
+
     def start_agent(self) -> None:
         self.agent = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, PYTHON, "-I", "-S", str(AGENT), "--tcp", ",".join(map(str, TCP_PORTS)),
+            ["ip", "netns", "exec", self.netns, PYTHON, "-IS", str(AGENT), "--tcp", ",".join(map(str, self.tcp_ports)),
              "--udp", ",".join(map(str, UDP_PORTS)), "--sctp"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
@@ -399,8 +404,8 @@ class Testbed:
 # --- probing every pair of pods ---------------------------------------------
 
 
-def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float = 1.0):
-    """Start a probe; returns a function that waits for its result."""
+def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float = 1.0) -> int:
+    """Start a probe: a request id to wait on (for SCTP, the INIT's tag to look for)."""
     if protocol == "SCTP":
         tag = random.randrange(1, 2**31)
         src.result_of(src.send(op="sctp-send", host=dst_ip, port=port, tag=tag))
@@ -408,10 +413,17 @@ def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float =
     return src.send(op=protocol.lower(), host=dst_ip, port=port, timeout=timeout)
 
 
-def observed(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) -> Matrix:
+Port = int | Callable[[Pod], int]  # one port, or each destination's own
+
+
+def _port(port: Port, dst: Pod) -> int:
+    return port(dst) if callable(port) else port
+
+
+def observed(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -> Matrix:
     """Every pod to every other pod at once, with real packets."""
     pods = sorted(bed.pods(), key=lambda p: p.key)
-    started = {(s.key, d.key): send_probe(s, d.ip(family), port, protocol) for s in pods for d in pods if s is not d}
+    started = {(s.key, d.key): send_probe(s, d.ip(family), _port(port, d), protocol) for s in pods for d in pods if s is not d}
     if protocol == "SCTP":
         seen = {k: bed.pod(k[1]).send(op="sctp-seen", tag=tag, timeout=1.0) for k, tag in started.items()}
         results = {k: bed.pod(k[1]).result_of(rid) for k, rid in seen.items()}
@@ -420,12 +432,13 @@ def observed(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) ->
     return Matrix(tuple(p.key for p in pods), results)
 
 
-def expected(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) -> Matrix:
+def expected(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -> Matrix:
     """The reference evaluator on the state the enforcers read."""
     state = load_state([bed.source])
     pods = sorted(bed.pods(), key=lambda p: p.key)
 
     def allowed(src: str, dst: str) -> bool:
-        return verdict(state, bed.pod(src).ip(family), bed.pod(dst).ip(family), port, protocol).allowed
+        d = bed.pod(dst)
+        return verdict(state, bed.pod(src).ip(family), d.ip(family), _port(port, d), protocol).allowed
 
     return Matrix.probe([p.key for p in pods], allowed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from enforcer.cli import ExitCode, main
@@ -57,8 +58,10 @@ def test_render_json_is_a_libnftables_batch() -> None:
     assert any("rule" in op["add"] for op in batch)
 
 
-def test_demo_shows_the_matrix_before_and_after_the_policies() -> None:
+@pytest.mark.kernel
+def test_demo_enforces_the_examples_on_simulated_nodes() -> None:
     result = invoke("demo")
     assert result.exit_code == 0, result.output
-    before, after = result.output.split("With the ")
-    assert " X" not in before.split("\n", 2)[2] and " X" in after
+    before, after = result.output.split("Applied ")
+    assert " X" not in before and " X" in after
+    assert "The packets agree with the reference evaluator." in after
