@@ -63,5 +63,5 @@ def test_demo_enforces_the_examples_on_simulated_nodes() -> None:
     result = invoke("demo")
     assert result.exit_code == 0, result.output
     before, after = result.output.split("Applied ")
-    assert " X" not in before and " X" in after
+    assert "  X" not in before and "  X" in after
     assert "The packets agree with the reference evaluator." in after
