@@ -186,9 +186,12 @@ class Enforcer:
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted > self._done or stop.is_set(), timeout=self.config.poll_interval)
                 target = self._wanted
+            error_before = self.source.error
             changed = self.source.poll()
             if self.source.error:
                 self._report([f"source {self.config.source}: {self.source.error} (the last good state stays in force)"])
+            if self.source.error != error_before:
+                self._write_status()
             changed |= self.reload_records()
             due = not self.applied and time.monotonic() >= retry_at
             if not (changed or target > self._done or due):

@@ -183,3 +183,22 @@ def test_a_reused_ip_never_inherits_the_previous_pods_allowances(bed) -> None:
     finally:
         node.delete_pod("x/new")
         bed.wait_converged()
+
+
+def test_an_invalid_source_file_keeps_what_is_enforced(bed) -> None:
+    node = bed.nodes[0]
+    enforce(bed, DENY_X)
+    a, y_b = bed.pod("x/a"), bed.pod("y/b")
+    bad = bed.source / "typo.yaml"
+    bad.write_text("kind: NetworkPolicy\nmetadata: {name: typo, namespace: x}\n"
+                   "spec: {podSelector: {}, ingress: [{ports: [{port: 90, endPort: 80}]}]}\n")
+    try:
+        deadline = time.monotonic() + 5
+        while "typo" not in (node.status().get("sourceError") or "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "x/typo: spec.ingress[0].ports[0].endPort: must not be less than port" in node.log()
+        assert not tcp(y_b, a.ip(4)), "the last good state stays in force"
+    finally:
+        bad.unlink()
+    enforce(bed)
+    assert tcp(y_b, a.ip(4))
