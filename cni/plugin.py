@@ -8,17 +8,19 @@ reached in time, the pod's veth is held down (fail closed; ``failOpen: true``
 leaves it up) and the enforcer brings it up once it has programmed the pod.
 
 Start-up cost matters here (it delays every pod): stdlib only, no Kubernetes
-client, no CLI framework.
+client, no CLI framework, and no module imported that the common path does
+not use (annotations are strings, never evaluated).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import os
 import socket
-import subprocess
 import sys
-from typing import Any, Mapping, TextIO
+
+TYPE_CHECKING = False  # typing costs start-up time; annotations are strings
+if TYPE_CHECKING:
+    from typing import Any, Mapping, TextIO
 
 from enforcer.records import DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, read_all_records, read_record, remove_record, write_record
 
@@ -117,6 +119,8 @@ def tag_interface(host_ifname: str, record: PodRecord) -> None:
 
 
 def hold_down(host_ifname: str) -> None:
+    import subprocess  # only on this rare path: it costs start-up time
+
     result = subprocess.run(["ip", "link", "set", "dev", host_ifname, "down"], capture_output=True, text=True)
     if result.returncode != 0:
         raise CniError(IO_FAILURE, f"cannot hold {host_ifname} down: {result.stderr.strip()}")
@@ -167,7 +171,7 @@ class Plugin:
             print(f"nftpolicy: {namespace}/{name}: {problem}; failOpen: the pod runs unprotected until the enforcer programs it", file=sys.stderr)
             return prev
         hold_down(host_ifname)
-        write_record(self.state_dir, replace(record, held=True))
+        write_record(self.state_dir, record._replace(held=True))
         print(f"nftpolicy: {namespace}/{name}: {problem}; {host_ifname} held down until the enforcer programs it", file=sys.stderr)
         return prev
 

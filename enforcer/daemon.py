@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from enforcer.kernel import Kernel, KernelError
@@ -148,7 +148,7 @@ class Enforcer:
         for record in self.records:
             if record.held and self.is_programmed(record) and self.links is not None:
                 if self.links.set_up(record.host_ifname):
-                    write_record(self.config.state_dir, replace(record, held=False))
+                    write_record(self.config.state_dir, record._replace(held=False))
                     log.info("released %s (%s): programmed, link up", record.key, record.host_ifname)
 
     def is_programmed(self, record: PodRecord) -> bool:

@@ -1,7 +1,8 @@
-"""The CNI plugin's pod records and the messages it exchanges with the enforcer.
+"""The CNI plugin's pod records and where they live.
 
-Both sides import this module, so it stays stdlib-only and cheap to import:
-it is on the CNI plugin's start-up path.
+Both the plugin and the enforcer import this module, so it stays stdlib-only
+and cheap to import (no dataclasses, pathlib or tempfile): it is on the CNI
+plugin's start-up path, which delays every pod.
 
 A record is one JSON file per container in ``<state dir>/pods/``, written
 atomically (temp file, fsync, rename): it survives enforcer and node restarts,
@@ -11,40 +12,35 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections import namedtuple
 
 DEFAULT_STATE_DIR = "/var/lib/nftpolicy"
 DEFAULT_SOCKET = "/run/nftpolicy/cni.sock"
 
+_FIELDS = ("container_id", "namespace", "name", "uid", "host_ifname", "mac", "ips", "netns", "ifname", "held")
 
-@dataclass(frozen=True)
-class PodRecord:
-    container_id: str
-    namespace: str
-    name: str
-    uid: str
-    host_ifname: str
-    mac: str | None
-    ips: tuple[str, ...]
-    netns: str = ""
-    ifname: str = ""
-    # The enforcer could not be reached at ADD: the host veth was set down and
-    # waits for the enforcer to program the pod and bring it up (fail closed).
-    held: bool = False
-    tags: dict = field(default_factory=dict)
+
+class PodRecord(namedtuple("PodRecord", _FIELDS, defaults=("", "", False))):
+    """One container's attachment. ``held``: the enforcer could not be reached at
+    ADD, so the host veth was set down until the enforcer programs the pod."""
+
+    __slots__ = ()
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({**self._asdict(), "ips": list(self.ips)}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> PodRecord:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
         data["ips"] = tuple(data.get("ips", ()))
         return cls(**data)
 
@@ -53,81 +49,89 @@ class RecordError(ValueError):
     """A record file that cannot be read: named, never silently dropped."""
 
 
-def records_dir(state_dir: str | Path) -> Path:
-    return Path(state_dir) / "pods"
+def records_dir(state_dir: str | os.PathLike) -> str:
+    return os.path.join(state_dir, "pods")
 
 
-def record_path(state_dir: str | Path, container_id: str) -> Path:
+def record_path(state_dir: str | os.PathLike, container_id: str) -> str:
     if not container_id or "/" in container_id or container_id.startswith("."):
         raise RecordError(f"invalid container ID {container_id!r}")
-    return records_dir(state_dir) / f"{container_id}.json"
+    return os.path.join(records_dir(state_dir), f"{container_id}.json")
 
 
-def write_record(state_dir: str | Path, record: PodRecord) -> None:
+def write_record(state_dir: str | os.PathLike, record: PodRecord) -> None:
     """Atomically replace the record: readers see the old file or the new one."""
     path = record_path(state_dir, record.container_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{record.container_id}-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(record.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+        os.write(fd, record.to_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def read_record(state_dir: str | Path, container_id: str) -> PodRecord | None:
-    path = record_path(state_dir, container_id)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
+def _read(path: str) -> PodRecord:
+    with open(path) as f:
+        text = f.read()
     try:
         return PodRecord.from_json(text)
     except (ValueError, TypeError) as e:
         raise RecordError(f"{path}: corrupt record: {e}") from e
 
 
-def remove_record(state_dir: str | Path, container_id: str) -> bool:
+def read_record(state_dir: str | os.PathLike, container_id: str) -> PodRecord | None:
     try:
-        record_path(state_dir, container_id).unlink()
+        return _read(record_path(state_dir, container_id))
+    except FileNotFoundError:
+        return None
+
+
+def remove_record(state_dir: str | os.PathLike, container_id: str) -> bool:
+    try:
+        os.unlink(record_path(state_dir, container_id))
         return True
     except FileNotFoundError:
         return False
 
 
-def read_all_records(state_dir: str | Path) -> tuple[list[PodRecord], list[str]]:
+def _record_files(state_dir: str | os.PathLike) -> list[str]:
+    directory = records_dir(state_dir)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def read_all_records(state_dir: str | os.PathLike) -> tuple[list[PodRecord], list[str]]:
     """Every readable record, and an error line for each unreadable one."""
     records, errors = [], []
-    directory = records_dir(state_dir)
-    if not directory.is_dir():
-        return records, errors
-    for path in sorted(directory.glob("*.json")):
+    for path in _record_files(state_dir):
         try:
-            records.append(PodRecord.from_json(path.read_text()))
-        except (OSError, ValueError, TypeError) as e:
-            errors.append(f"{path}: corrupt record: {e}")
+            records.append(_read(path))
+        except FileNotFoundError:
+            continue  # removed while we looked
+        except (OSError, RecordError) as e:
+            errors.append(str(e))
     return records, errors
 
 
-def records_signature(state_dir: str | Path) -> tuple:
+def records_signature(state_dir: str | os.PathLike) -> tuple:
     """Cheap change detection: names, sizes and mtimes of the record files."""
-    directory = records_dir(state_dir)
-    if not directory.is_dir():
-        return ()
     signature = []
-    for path in directory.glob("*.json"):
+    for path in _record_files(state_dir):
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             continue  # removed while we looked: the next look sees it gone
-        signature.append((path.name, st.st_size, st.st_mtime_ns))
-    return tuple(sorted(signature))
+        signature.append((os.path.basename(path), st.st_size, st.st_mtime_ns))
+    return tuple(signature)
