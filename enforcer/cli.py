@@ -91,8 +91,10 @@ def demo() -> None:
 
 @main.command()
 @click.option("--node", required=True, help="This node's name: its pods get per-pod rules.")
-@click.option("--source", "source_dir", required=True, type=click.Path(exists=True),
+@click.option("--source", "source_dir", type=click.Path(exists=True),
               help="Directory (or file) of Kubernetes YAML with the cluster state; watched for changes.")
+@click.option("--kubeconfig", type=click.Path(exists=True), help="Watch the Kubernetes API with this kubeconfig.")
+@click.option("--in-cluster", is_flag=True, help="Watch the Kubernetes API with the pod's service account.")
 @click.option("--state-dir", default="/var/lib/nftpolicy", show_default=True, type=click.Path(),
               help="Where the CNI plugin keeps pod records.")
 @click.option("--socket", "socket_path", default="/run/nftpolicy/cni.sock", show_default=True, type=click.Path(),
@@ -100,17 +102,32 @@ def demo() -> None:
 @click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between looks at the source and records.")
 @click.option("--cut-established/--keep-established", default=True, show_default=True,
               help="Remove conntrack entries of established connections that a change denies.")
-def enforce(node: str, source_dir: str, state_dir: str, socket_path: str, poll_interval: float, cut_established: bool) -> None:
-    """Keep this node's nftables tables in step with the cluster state and CNI registrations."""
+def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str,
+            socket_path: str, poll_interval: float, cut_established: bool) -> None:
+    """Keep this node's nftables tables in step with the cluster state and CNI registrations.
+
+    The state comes from exactly one of --source, --kubeconfig and --in-cluster.
+    """
     from enforcer.cni_server import CniServer
     from enforcer.conntrack import ConnectionCutter
     from enforcer.daemon import Enforcer, EnforcerConfig
     from enforcer.kernel import Kernel
     from enforcer.links import Links
 
+    if sum(map(bool, (source_dir, kubeconfig, in_cluster))) != 1:
+        _fail("enforce: give exactly one of --source DIR, --kubeconfig PATH, --in-cluster")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = EnforcerConfig(node, Path(source_dir), Path(state_dir), poll_interval, cut_established)
-    enforcer = Enforcer(config, Kernel(), Links(), ConnectionCutter() if cut_established else None)
+    if source_dir:
+        from enforcer.source import DirectorySource
+
+        source, origin = DirectorySource(source_dir), source_dir
+    else:
+        from enforcer.api_source import ApiSource, api_client
+
+        api = api_client(kubeconfig)
+        source, origin = ApiSource(api), api.configuration.host
+    config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established)
+    enforcer = Enforcer(config, source, Kernel(), Links(), ConnectionCutter() if cut_established else None)
     server = CniServer(socket_path, enforcer)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,11 +19,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from enforcer.kernel import Kernel, KernelError
 from enforcer.records import PodRecord, read_all_records, records_signature, write_record
-from enforcer.source import DirectorySource, signature_digest
-from rules.model import PodInterface
+from enforcer.source import signature_digest
+from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
 from rules.plan import plan
 from rules.translate import desired_ruleset
@@ -31,10 +32,22 @@ from rules.translate import desired_ruleset
 log = logging.getLogger("nftpolicy.enforcer")
 
 
+class Source(Protocol):
+    """Where cluster state comes from: a directory of YAML, or the API."""
+
+    state: ClusterState | None  # the last good state; None until there is one
+    error: str | None  # why newer input is not in force
+    loaded: str | None  # identifies what ``state`` was built from
+
+    def start(self, stop: threading.Event) -> None: ...
+
+    def poll(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class EnforcerConfig:
     node: str
-    source: Path
+    source: str  # for logs: the directory or the API server
     state_dir: Path
     poll_interval: float = 0.2
     cut_established: bool = True
@@ -53,12 +66,12 @@ def record_interface(record: PodRecord) -> PodInterface:
 
 
 class Enforcer:
-    def __init__(self, config: EnforcerConfig, kernel: Kernel, links=None, cutter=None) -> None:
+    def __init__(self, config: EnforcerConfig, source: Source, kernel: Kernel, links=None, cutter=None) -> None:
         self.config = config
+        self.source = source
         self.kernel = kernel
         self.links = links
         self.cutter = cutter
-        self.source = DirectorySource(config.source)
         self.applied: dict[tuple[str, str], Table] = {}  # what we last committed; empty: observe the kernel
         self.records: list[PodRecord] = []
         self._records_signature: tuple | None = None
@@ -182,6 +195,7 @@ class Enforcer:
         backoff = 0.0
         retry_at = 0.0
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
+        self.source.start(stop)
         while not stop.is_set():
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted > self._done or stop.is_set(), timeout=self.config.poll_interval)

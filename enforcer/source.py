@@ -22,6 +22,9 @@ class DirectorySource:
         self.error: str | None = None  # why the files on disk are not in force
         self.loaded: str | None = None  # digest of the files the good state came from
 
+    def start(self, stop) -> None:
+        """Nothing runs in the background: ``poll`` looks at the files."""
+
     def digest(self) -> str:
         """A short digest of the files as they are now; ``loaded`` equals it once they are in force."""
         return signature_digest(self._current_signature())

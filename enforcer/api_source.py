@@ -1,0 +1,186 @@
+"""Cluster state from the Kubernetes API: list, then watch, Namespaces, Pods and
+NetworkPolicies. The only module that imports the ``kubernetes`` client.
+
+- Each kind is listed once, then watched from the list's resourceVersion;
+  a watch that ends resumes from the last version seen (bookmarks included).
+- 410 Gone (the version is too old): list again and replace that kind's
+  cache, so deletions missed meanwhile are seen.
+- Connection errors: retry with exponential backoff. The cache, and so every
+  rule in the kernel, stays as it is while the API is unreachable.
+- No state is offered until every kind has been listed once: a node that
+  knows its pods but not yet the policies must not program "no policies".
+
+Objects are parsed into the engine's slim dataclasses as they arrive (labels,
+IPs, ports; the rest of each object is dropped), straight from the JSON, so
+no client model objects are built.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from typing import Any, Callable
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from rules.load import InvalidObject, parse_namespace, parse_network_policy, parse_pod
+from rules.model import ClusterState
+
+log = logging.getLogger("nftpolicy.api")
+
+WATCH_SECONDS = 300
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """From a kubeconfig file, or the pod's service account when None."""
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+class _Kind:
+    def __init__(self, kind: str, list_fn: Callable, parse: Callable[[dict], Any]) -> None:
+        self.kind, self.list_fn, self.parse = kind, list_fn, parse
+
+
+class ApiSource:
+    def __init__(self, api: client.ApiClient, max_backoff: float = 30.0) -> None:
+        core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+        self.kinds = [
+            _Kind("Namespace", core.list_namespace, parse_namespace),
+            _Kind("Pod", core.list_pod_for_all_namespaces, parse_pod),
+            _Kind("NetworkPolicy", net.list_network_policy_for_all_namespaces, parse_network_policy),
+        ]
+        self.max_backoff = max_backoff
+        self._cache: dict[str, dict[str, Any]] = {k.kind: {} for k in self.kinds}
+        self._listed: set[str] = set()
+        self._lock = threading.Lock()
+        self._version = 0  # bumped on every change to the cache
+        self._offered = 0
+        self._errors: dict[str, str] = {}
+        self.state: ClusterState | None = None
+        self.loaded: str | None = None
+
+    # --- what the daemon reads ---------------------------------------------
+
+    @property
+    def error(self) -> str | None:
+        with self._lock:
+            return "; ".join(f"{k}: {e}" for k, e in sorted(self._errors.items())) or None
+
+    def poll(self) -> bool:
+        """A new state when the cache changed and every kind has been listed."""
+        with self._lock:
+            if self._version == self._offered or len(self._listed) < len(self.kinds):
+                return False
+            self._offered = self._version
+            objects = {kind: list(cache.values()) for kind, cache in self._cache.items()}
+        self.state = ClusterState.build(objects["Namespace"], objects["Pod"], objects["NetworkPolicy"])
+        self.loaded = str(self._offered)
+        return True
+
+    def start(self, stop: threading.Event) -> None:
+        for kind in self.kinds:
+            threading.Thread(target=self._run, args=(kind, stop), name=f"watch-{kind.kind}", daemon=True).start()
+
+    # --- list and watch ------------------------------------------------------
+
+    def _parse(self, kind: _Kind, raw: dict) -> tuple[str, Any] | None:
+        raw = {"kind": kind.kind, **raw}
+        meta = raw.get("metadata", {})
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        try:
+            return key, kind.parse(raw)
+        except InvalidObject as e:
+            # The API accepted it, we cannot read it: keep what we had, and say so.
+            with self._lock:
+                self._errors[f"{kind.kind} {key}"] = str(e)
+            log.error("%s %s: cannot use it, keeping the previous version if any: %s", kind.kind, key, e)
+            return None
+
+    def _relist(self, kind: _Kind) -> str:
+        response = kind.list_fn(_preload_content=False, _request_timeout=(5, 60))
+        body = json.loads(response.data)
+        fresh = {}
+        for raw in body.get("items", []):
+            parsed = self._parse(kind, raw)
+            if parsed:
+                fresh[parsed[0]] = parsed[1]
+        with self._lock:
+            kept = {k: v for k, v in self._cache[kind.kind].items() if k not in fresh and f"{kind.kind} {k}" in self._errors}
+            self._cache[kind.kind] = {**kept, **fresh}
+            self._listed.add(kind.kind)
+            self._version += 1
+        log.info("listed %d %s objects", len(fresh), kind.kind)
+        return body["metadata"]["resourceVersion"]
+
+    def _apply(self, kind: _Kind, event: dict) -> None:
+        raw, kind_name = event["object"], kind.kind
+        meta = raw.get("metadata", {})
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        if event["type"] == "DELETED":
+            with self._lock:
+                self._cache[kind_name].pop(key, None)
+                self._errors.pop(f"{kind_name} {key}", None)
+                self._version += 1
+            return
+        parsed = self._parse(kind, raw)
+        if parsed:
+            with self._lock:
+                self._cache[kind_name][key] = parsed[1]
+                self._errors.pop(f"{kind_name} {key}", None)
+                self._version += 1
+
+    def _watch(self, kind: _Kind, version: str, stop: threading.Event) -> str | None:
+        """Follow the watch until it ends; the version to resume from, or None to relist."""
+        response = kind.list_fn(watch=True, resource_version=version, allow_watch_bookmarks=True,
+                                timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                                _request_timeout=(5, WATCH_SECONDS + 30))
+        try:
+            for line in iter_resp_lines(response):
+                if stop.is_set():
+                    return version
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    if event["object"].get("code") == 410:
+                        return None
+                    raise ApiException(status=event["object"].get("code"), reason=event["object"].get("message"))
+                version = event["object"].get("metadata", {}).get("resourceVersion", version)
+                if event["type"] != "BOOKMARK":
+                    self._apply(kind, event)
+        finally:
+            response.release_conn()
+        return version
+
+    def _run(self, kind: _Kind, stop: threading.Event) -> None:
+        version: str | None = None
+        backoff = 0.0
+        while not stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist(kind)
+                version = self._watch(kind, version, stop)
+                if version is None:
+                    log.info("%s watch expired (410 Gone): listing again", kind.kind)
+                backoff = 0.0
+                with self._lock:
+                    self._errors.pop(kind.kind, None)
+            except ApiException as e:
+                if e.status == 410:
+                    version = None
+                    continue
+                backoff = self._failed(kind, f"API error {e.status}: {e.reason}", backoff)
+            except Exception as e:  # connection refused, reset, timeout: the API is away
+                backoff = self._failed(kind, f"API unreachable: {e.__class__.__name__}: {e}", backoff)
+            if backoff:
+                stop.wait(backoff)
+
+    def _failed(self, kind: _Kind, message: str, backoff: float) -> float:
+        with self._lock:
+            self._errors[kind.kind] = message + " (enforcing the last known state)"
+        log.warning("%s: %s", kind.kind, message)
+        return min(self.max_backoff, max(0.5, backoff * 2)) * random.uniform(0.8, 1.2)
