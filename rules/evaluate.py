@@ -72,6 +72,8 @@ class Verdict:
     @property
     def deciding_rules(self) -> tuple[RuleRef, ...]:
         """The rules that allowed the flow (empty when it was denied or not policed)."""
+        if not self.allowed:
+            return ()
         return tuple(r for d in (self.egress, self.ingress) if d for r in d.allowed_by)
 
 
@@ -82,8 +84,9 @@ def _port_matches(spec: PolicyPort, port: int, protocol: Protocol, dst: Pod | No
         return True
     if isinstance(spec.port, int):
         return spec.port <= port <= (spec.end_port or spec.port)
-    # A named port means whatever number the destination pod gives that name.
-    return dst is not None and dst.named_port(spec.port, protocol) == port
+    # A named port means whatever number the destination pod gives that name;
+    # a pod that policies cannot select (hostNetwork, terminated) names none.
+    return dst is not None and dst.is_policy_target and dst.named_port(spec.port, protocol) == port
 
 
 def rule_allows(

@@ -2,11 +2,12 @@
 
 ``rules.evaluate.verdict`` is itself the oracle every dataplane test trusts,
 so here it is held against an independent reading of the Kubernetes
-NetworkPolicy v1 spec. ``BruteForce`` below imports nothing from
-``rules.evaluate`` or ``rules.selection`` and uses none of the matching
-helpers on the model classes (``LabelSelector.matches``, ``IPBlock.contains``,
-``Pod.is_policy_target``, ``Pod.named_port``, ``ClusterState.pod_by_ip``...):
-it reads the dataclass fields only, and instead of deciding one flow at a time
+NetworkPolicy v1 spec. ``BruteForce`` below uses nothing from
+``rules.evaluate`` or ``rules.selection`` (only the tests call ``verdict``)
+and none of the matching helpers on the model classes
+(``LabelSelector.matches``, ``IPBlock.contains``, ``Pod.is_policy_target``,
+``Pod.named_port``, ``ClusterState.pod_by_ip``...): it reads the dataclass
+fields only, and instead of deciding one flow at a time
 it expands every rule of every policy over a finite universe of addresses,
 protocols and ports into the set of (src_ip, dst_ip, protocol, port) tuples
 that rule admits, then assembles the cluster-wide set of allowed tuples.
@@ -35,6 +36,13 @@ The spec, as read here:
 - Always allowed: a pod's traffic to itself, and traffic between a pod and
   the node it runs on (a node address, or a hostNetwork pod on that node,
   which carries the node's addresses).
+
+Properties: (1) ``verdict(...).allowed`` is the brute force's answer, for
+drawn flows (ends as ``Pod`` objects or addresses) and for every tuple of the
+universe; (2) the rules in ``deciding_rules`` of an allowed flow each allow it
+on their own, and are all the rules that do; (3) ``verdict`` is deterministic
+and does not depend on the order of the state's objects. Discrepancies found,
+judged against the spec, are pinned by strict xfail tests at the end.
 """
 from __future__ import annotations
 
@@ -46,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -271,25 +279,6 @@ def _find_policy(state: ClusterState, key: str):
     return next(p for p in state.policies if f"{p.namespace}/{p.name}" == key)
 
 
-KNOWN_NAMED_PORT_CASE = (
-    "known evaluator discrepancy: named port resolved on a destination pod that is not a "
-    "policy target (see test_named_port_resolves_only_on_policy_targets)"
-)
-
-
-def _known_named_port_case(state: ClusterState, src, dst, t: tuple, v) -> bool:
-    """The one known discrepancy, pinned by the xfail test below, and only it.
-
-    Given as a ``Pod``, a destination that is not a policy target (hostNetwork
-    or terminated) gets its named ports resolved by ``verdict``; given by its
-    address, it does not. A flow is excused only when the evaluator allows it
-    with the ``Pod`` and denies it with the address.
-    """
-    if not isinstance(dst, Pod) or (not dst.host_network and dst.phase not in TERMINATED):
-        return False
-    return v.allowed and not verdict(state, src, str(t[1]), t[3], t[2]).allowed
-
-
 # --- property 1: same answer as the brute force ------------------------------
 
 
@@ -306,24 +295,36 @@ def _describe(t: tuple, v, expected: bool) -> str:
 def test_verdict_matches_brute_force(case):
     state, flow_list = case
     oracle = BruteForce(state)
-    # The drawn flows: ends given as Pod objects or as addresses.
-    for src, dst, port, protocol in flow_list:
-        t = oracle.flow_tuple(src, dst, port, protocol)
-        v = verdict(state, src, dst, port, protocol)
+
+    def check(src, dst, t):
+        v = verdict(state, src, dst, t[3], t[2])
         assert (v.src.ip, v.dst.ip) == t[:2], "evaluator resolved the flow to other addresses"
         expected = t in oracle.allowed
-        if v.allowed != expected and _known_named_port_case(state, src, dst, t, v):
-            event(KNOWN_NAMED_PORT_CASE)
-            # The same flow with the destination given by address must still be right.
-            assert verdict(state, src, str(t[1]), port, protocol).allowed == expected
-            continue
         assert v.allowed == expected, _describe(t, v, expected)
+
+    # The drawn flows: ends given as Pod objects or as addresses.
+    for src, dst, port, protocol in flow_list:
+        check(src, dst, oracle.flow_tuple(src, dst, port, protocol))
     # Then the whole universe, ends given by address: every address pair of a
-    # family, every port, both protocols (~1000 verdicts, ~15 ms).
+    # family, every port, both protocols (~1000 verdicts, ~15 ms). Between two
+    # addresses that are no policy target's, nothing can be isolated and the
+    # port plays no part: one port of one protocol is enough there.
+    first_service = oracle.services[0]
     for t in oracle.universe:
-        v = verdict(state, str(t[0]), str(t[1]), t[3], t[2])
-        expected = t in oracle.allowed
-        assert v.allowed == expected, _describe(t, v, expected)
+        if t[0] in oracle.owner or t[1] in oracle.owner or t[2:] == first_service:
+            check(str(t[0]), str(t[1]), t)
+    # An address of a pod that is not a policy target (hostNetwork, terminated)
+    # is just an address; given as the Pod object, it must be the same.
+    for pod in state.pods:
+        if not pod.host_network and pod.phase not in TERMINATED:
+            continue  # an address of a policy target resolves to that very pod
+        for t in oracle.universe:
+            if t[0] in pod.ips or t[1] in pod.ips:
+                src = pod if t[0] in pod.ips else str(t[0])
+                dst = pod if t[1] in pod.ips else str(t[1])
+                if src is dst and t[0].version == 6:
+                    continue  # two pods make an IPv4 flow
+                check(src, dst, t)
 
 
 # --- property 2: deciding rules really allow the flow -------------------------
@@ -346,9 +347,6 @@ def test_deciding_rules_allow_the_flow(case):
         v = verdict(state, src, dst, t[3], t[2])
         if not v.allowed:
             continue  # see test_deciding_rules_empty_when_denied
-        if t not in oracle.allowed and _known_named_port_case(state, src, dst, t, v):
-            event(KNOWN_NAMED_PORT_CASE)
-            continue
         for ref in v.deciding_rules:
             policy = _find_policy(state, ref.policy)
             rules = policy.ingress if ref.direction is Direction.INGRESS else policy.egress
@@ -417,11 +415,10 @@ def test_verdict_is_deterministic_and_order_independent(case):
         assert summary(verdict(raw, src, dst, port, protocol)) == summary(first)
 
 
-# --- known discrepancies, pinned by hand ---------------------------------------
+# --- discrepancies the properties found, pinned by hand --------------------------
 #
-# Minimal counterexamples the properties above found, with the spec reading
-# each is judged by. strict: when the evaluator is fixed these start passing
-# and the xfail marker (and the excuse in the properties) must go.
+# Minimal counterexamples, with the spec reading each is judged by; the
+# evaluator was fixed to agree.
 
 _A = Pod("ns-a", "a", (("app", "web"),), "n1", ips=(ipaddress.ip_address("10.0.0.3"),))
 _HTTP = (ContainerPort(80, Protocol.TCP, "http"),)
@@ -460,28 +457,12 @@ def test_named_port_case_oracle_and_address_form_agree(kind):
     assert not verdict(state, _A, str(dst.ips[0]), 80, Protocol.TCP).allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "rules.evaluate._port_matches resolves a named port on Endpoint.pod even when that pod is "
-        "not a policy target (hostNetwork or Succeeded/Failed): verdict(state, pod_a, <pod>, 80) "
-        "allows what verdict(state, pod_a, '<its address>', 80), the translator's named-port sets "
-        "(policy targets only) and the brute-force oracle deny"
-    ),
-)
 @pytest.mark.parametrize("kind", sorted(_NON_TARGETS))
 def test_named_port_resolves_only_on_policy_targets(kind):
     dst = _NON_TARGETS[kind]
     assert not verdict(_named_port_state(dst), _A, dst, 80, Protocol.TCP).allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Verdict.deciding_rules is documented as 'empty when it was denied or not policed' but "
-        "returns the egress rules that allowed the source side when the destination's ingress denies"
-    ),
-)
 def test_deciding_rules_empty_when_denied():
     ip = ipaddress.ip_address
     a = Pod("ns-a", "a", (), "n1", ips=(ip("10.0.0.3"),))
