@@ -37,7 +37,7 @@ from enforcer.cni_install import plugin_script
 from enforcer.records import records_signature
 from enforcer.source import DirectorySource, signature_digest
 from rules.evaluate import verdict
-from rules.load import load_state
+from rules.load import state_from_objects
 from rules.matrix import Matrix
 
 SYSTEM_CNI = Path("/usr/lib/cni")
@@ -151,6 +151,26 @@ class Pod:
             self.agent = None
 
 
+class FileCluster:
+    """Cluster state as a directory of YAML, which ``nftpolicy enforce --source`` reads."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        source.mkdir(parents=True, exist_ok=True)
+
+    def enforcer_args(self) -> list[str]:
+        return ["--source", str(self.source)]
+
+    def write(self, objects: list[dict]) -> None:
+        tmp = self.source / ".cluster.yaml.tmp"
+        tmp.write_text(yaml.safe_dump_all(objects))
+        os.replace(tmp, self.source / "cluster.yaml")
+
+    def in_force(self, status: dict) -> bool:
+        """Whether an enforcer's status says it committed what was written last."""
+        return status.get("source") == DirectorySource(self.source).digest()
+
+
 class Node:
     def __init__(self, bed: "Testbed", index: int) -> None:
         self.bed = bed
@@ -262,7 +282,7 @@ class Node:
         log = open(self.dir / "enforcer.log", "a")
         self.enforcer = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.name,
-             "--source", str(self.bed.source), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
+             *self.bed.cluster.enforcer_args(), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
              "--poll-interval", "0.1"],
             stdout=log, stderr=subprocess.STDOUT,
         )
@@ -289,16 +309,15 @@ class Node:
             return {}
 
     def wait_converged(self, timeout: float = 10) -> None:
-        """Until the enforcer has committed the current source files and records."""
+        """Until the enforcer has committed the current cluster state and records."""
         deadline = time.monotonic() + timeout
         while True:
-            want = {"source": DirectorySource(self.bed.source).digest(),
-                    "records": signature_digest(records_signature(self.state_dir))}
+            records = signature_digest(records_signature(self.state_dir))
             status = self.status()
-            if all(status.get(k) == v for k, v in want.items()):
+            if status.get("records") == records and self.bed.cluster.in_force(status):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} did not converge: {status} != {want}\n{self.log()[-3000:]}")
+                raise TimeoutError(f"{self.name} did not converge: {status}\n{self.log()[-3000:]}")
             time.sleep(0.05)
 
     def nft(self, *args: str) -> str:
@@ -306,15 +325,20 @@ class Node:
 
 
 class Testbed:
-    def __init__(self, root: Path, nodes: int = 1) -> None:
+    def __init__(self, root: Path, nodes: int = 1, cluster=None) -> None:
+        """``cluster``: where the state goes (``write``), how enforcers read it
+        (``enforcer_args``) and whether they have (``in_force``); by default a
+        ``FileCluster`` in ``root/source``."""
         self.root = root
         self.prefix = f"np{uuid.uuid4().hex[:6]}"
         self.counter = itertools.count(1)
         self.source = root / "source"
+        self.cluster = cluster
         self.cni_bin = root / "cni-bin"
         self.nodes = [Node(self, i + 1) for i in range(nodes)]
         self.namespaces: dict[str, dict[str, str]] = {}
         self.policies: list[dict] = []
+        self.objects: list[dict] = []  # what was last published
         self.underlay = f"{self.prefix}-u"
 
     def __enter__(self) -> "Testbed":
@@ -329,7 +353,8 @@ class Testbed:
         self.close()
 
     def _create(self) -> None:
-        self.source.mkdir(parents=True)
+        if self.cluster is None:
+            self.cluster = FileCluster(self.source)
         self.cni_bin.mkdir()
         for plugin in ("bridge", "host-local"):
             (self.cni_bin / plugin).symlink_to(SYSTEM_CNI / plugin)
@@ -381,9 +406,8 @@ class Testbed:
                                               {"type": "InternalIP", "address": n.underlay6}]}} for n in self.nodes]
         objects += [p.as_object() for n in self.nodes for p in n.pods.values()]
         objects += self.policies
-        tmp = self.source / ".cluster.yaml.tmp"
-        tmp.write_text(yaml.safe_dump_all(objects))
-        os.replace(tmp, self.source / "cluster.yaml")
+        self.objects = objects
+        self.cluster.write(objects)
 
     def apply_policies(self, *policies: dict) -> None:
         self.policies = list(policies)
@@ -434,7 +458,7 @@ def observed(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -
 
 def expected(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -> Matrix:
     """The reference evaluator on the state the enforcers read."""
-    state = load_state([bed.source])
+    state = state_from_objects(bed.objects)
     pods = sorted(bed.pods(), key=lambda p: p.key)
 
     def allowed(src: str, dst: str) -> bool:

@@ -41,8 +41,8 @@ Properties: (1) ``verdict(...).allowed`` is the brute force's answer, for
 drawn flows (ends as ``Pod`` objects or addresses) and for every tuple of the
 universe; (2) the rules in ``deciding_rules`` of an allowed flow each allow it
 on their own, and are all the rules that do; (3) ``verdict`` is deterministic
-and does not depend on the order of the state's objects. Discrepancies found,
-judged against the spec, are pinned by strict xfail tests at the end.
+and does not depend on the order of the state's objects. The discrepancies
+they found, judged against the spec, are pinned by the plain tests at the end.
 """
 from __future__ import annotations
 
@@ -346,7 +346,8 @@ def test_deciding_rules_allow_the_flow(case):
     for src, dst, t in drawn + sorted(policed, key=str):
         v = verdict(state, src, dst, t[3], t[2])
         if not v.allowed:
-            continue  # see test_deciding_rules_empty_when_denied
+            assert not v.deciding_rules, f"denied, yet deciding rules {v.deciding_rules}"
+            continue
         for ref in v.deciding_rules:
             policy = _find_policy(state, ref.policy)
             rules = policy.ingress if ref.direction is Direction.INGRESS else policy.egress
