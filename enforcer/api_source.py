@@ -42,6 +42,14 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient()
 
 
+def _int(version: str | None) -> int:
+    """resourceVersions are opaque, but etcd's are integers; 0 when not."""
+    try:
+        return int(version or 0)
+    except ValueError:
+        return 0
+
+
 class _Kind:
     def __init__(self, kind: str, list_fn: Callable, parse: Callable[[dict], Any]) -> None:
         self.kind, self.list_fn, self.parse = kind, list_fn, parse
@@ -62,6 +70,7 @@ class ApiSource:
         self._version = 0  # bumped on every change to the cache
         self._offered = 0
         self._errors: dict[str, str] = {}
+        self._seen: dict[str, int] = {k.kind: 0 for k in self.kinds}  # newest resourceVersion applied, per kind
         self.state: ClusterState | None = None
         self.loaded: str | None = None
 
@@ -79,8 +88,9 @@ class ApiSource:
                 return False
             self._offered = self._version
             objects = {kind: list(cache.values()) for kind, cache in self._cache.items()}
+            seen = dict(self._seen)
         self.state = ClusterState.build(objects["Namespace"], objects["Pod"], objects["NetworkPolicy"])
-        self.loaded = str(self._offered)
+        self.loaded = json.dumps(seen, sort_keys=True)  # what the state includes, per kind
         return True
 
     def start(self, stop: threading.Event) -> None:
@@ -114,6 +124,7 @@ class ApiSource:
             kept = {k: v for k, v in self._cache[kind.kind].items() if k not in fresh and f"{kind.kind} {k}" in self._errors}
             self._cache[kind.kind] = {**kept, **fresh}
             self._listed.add(kind.kind)
+            self._seen[kind.kind] = _int(body["metadata"]["resourceVersion"])
             self._version += 1
         log.info("listed %d %s objects", len(fresh), kind.kind)
         return body["metadata"]["resourceVersion"]
@@ -122,18 +133,16 @@ class ApiSource:
         raw, kind_name = event["object"], kind.kind
         meta = raw.get("metadata", {})
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        if event["type"] == "DELETED":
-            with self._lock:
+        parsed = None if event["type"] == "DELETED" else self._parse(kind, raw)
+        with self._lock:
+            if event["type"] == "DELETED":
                 self._cache[kind_name].pop(key, None)
                 self._errors.pop(f"{kind_name} {key}", None)
-                self._version += 1
-            return
-        parsed = self._parse(kind, raw)
-        if parsed:
-            with self._lock:
+            elif parsed:
                 self._cache[kind_name][key] = parsed[1]
                 self._errors.pop(f"{kind_name} {key}", None)
-                self._version += 1
+            self._seen[kind_name] = max(self._seen[kind_name], _int(meta.get("resourceVersion")))
+            self._version += 1
 
     def _watch(self, kind: _Kind, version: str, stop: threading.Event) -> str | None:
         """Follow the watch until it ends; the version to resume from, or None to relist."""

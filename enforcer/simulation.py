@@ -325,6 +325,8 @@ class Node:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class
+
     def __init__(self, root: Path, nodes: int = 1, cluster=None) -> None:
         """``cluster``: where the state goes (``write``), how enforcers read it
         (``enforcer_args``) and whether they have (``in_force``); by default a
@@ -380,6 +382,19 @@ class Testbed:
                 if other is not node:
                     in_ns(node.netns, "ip", "route", "add", other.cidr4, "via", other.underlay4)
                     in_ns(node.netns, "ip", "-6", "route", "add", other.cidr6, "via", other.underlay6)
+
+    def add_host(self, name: str, index: int) -> str:
+        """Another network namespace on the underlay (e.g. a control plane), at
+        192.168.56.<index> and fd00:56::<index>; removed with the bed."""
+        ns, dev = f"{self.prefix}-{name}", f"{self.prefix}h{index}"
+        sh("ip", "netns", "add", ns)
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        sh("ip", "link", "add", f"{dev}a", "netns", ns, "type", "veth", "peer", "name", f"{dev}b", "netns", self.underlay)
+        in_ns(self.underlay, "ip", "link", "set", f"{dev}b", "master", "br0", "up")
+        in_ns(ns, "ip", "addr", "add", f"192.168.56.{index}/24", "dev", f"{dev}a")
+        in_ns(ns, "ip", "addr", "add", f"fd00:56::{index}/64", "dev", f"{dev}a", "nodad")
+        in_ns(ns, "ip", "link", "set", f"{dev}a", "up")
+        return ns
 
     def close(self) -> None:
         for node in self.nodes:

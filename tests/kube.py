@@ -1,6 +1,7 @@
-"""A real Kubernetes control plane on loopback for tests: etcd and
-kube-apiserver built from Go modules by scripts/build-kube, with generated
-certificates. Gives an admin kubeconfig (client cert in system:masters) and,
+"""A real Kubernetes control plane for tests: etcd and kube-apiserver built
+from Go modules by scripts/build-kube, with generated certificates, running
+in a network namespace of the test bed's underlay (so enforcers in the node
+namespaces reach it, and the host's network is never touched). Gives an admin kubeconfig (client cert in system:masters) and,
 for the enforcer, a kubeconfig holding a ServiceAccount token bound by
 manifests/base/rbac.yaml, so tests run it with exactly that identity.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,12 +18,6 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kube_bin() -> Path:
@@ -37,12 +31,16 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+ETCD_PORT, ETCD_PEER_PORT, API_PORT = 2379, 2380, 6443
+
+
 class ControlPlane:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, netns: str, address: str) -> None:
         self.root = root
+        self.netns = netns
+        self.address = address
         self.bin = kube_bin()
-        self.etcd_port, self.etcd_peer_port, self.api_port = _free_port(), _free_port(), _free_port()
-        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.server = f"https://{address}:{API_PORT}"
         self.admin_kubeconfig = root / "admin.kubeconfig"
         self.enforcer_kubeconfig = root / "enforcer.kubeconfig"
         self.etcd: subprocess.Popen | None = None
@@ -76,7 +74,7 @@ class ControlPlane:
         r.mkdir(parents=True, exist_ok=True)
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=nftpolicy-test-ca",
                  "-keyout", str(r / "ca.key"), "-out", str(r / "ca.crt"))
-        (r / "apiserver.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        (r / "apiserver.ext").write_text(f"subjectAltName=IP:{self.address},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
         (r / "admin.ext").write_text("extendedKeyUsage=clientAuth\n")
         for name, subject in (("apiserver", "/CN=kube-apiserver"), ("admin", "/O=system:masters/CN=test-admin")):
             _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", str(r / f"{name}.key"),
@@ -88,29 +86,31 @@ class ControlPlane:
 
     def start_etcd(self) -> None:
         log = open(self.root / "etcd.log", "a")
-        client, peer = f"http://127.0.0.1:{self.etcd_port}", f"http://127.0.0.1:{self.etcd_peer_port}"
+        client, peer = f"http://127.0.0.1:{ETCD_PORT}", f"http://127.0.0.1:{ETCD_PEER_PORT}"
         self.etcd = subprocess.Popen(
-            [str(self.bin / "etcd"), "--name", "test", "--data-dir", str(self.root / "etcd"),
+            [*self._in_ns, str(self.bin / "etcd"), "--name", "test", "--data-dir", str(self.root / "etcd"),
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"test={peer}", "--listen-metrics-urls", ""],
             stdout=log, stderr=subprocess.STDOUT)
-        self._wait(lambda: subprocess.run(["curl", "-fsS", f"{client}/health"], capture_output=True).returncode == 0,
+        self._wait(lambda: subprocess.run([*self._in_ns, "curl", "-fsS", f"{client}/health"], capture_output=True).returncode == 0,
                    "etcd", self.etcd)
 
     def start_apiserver(self) -> None:
         r = self.root
         log = open(r / "apiserver.log", "a")
         self.apiserver = subprocess.Popen(
-            [str(self.bin / "kube-apiserver"), "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
-             "--bind-address", "127.0.0.1", "--secure-port", str(self.api_port), "--advertise-address", "127.0.0.1",
+            [*self._in_ns, str(self.bin / "kube-apiserver"), "--etcd-servers", f"http://127.0.0.1:{ETCD_PORT}",
+             "--bind-address", self.address, "--secure-port", str(API_PORT), "--advertise-address", self.address,
              "--endpoint-reconciler-type", "none",
              "--tls-cert-file", str(r / "apiserver.crt"), "--tls-private-key-file", str(r / "apiserver.key"),
              "--client-ca-file", str(r / "ca.crt"),
              "--service-account-issuer", "https://kubernetes.default.svc",
              "--service-account-key-file", str(r / "sa.pub"), "--service-account-signing-key-file", str(r / "sa.key"),
              "--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.96.0.0/16",
-             "--cert-dir", str(r / "apiserver-certs")],
+             "--cert-dir", str(r / "apiserver-certs"),
+             # No controller-manager creates default ServiceAccounts here; pods need none.
+             "--disable-admission-plugins", "ServiceAccount"],
             stdout=log, stderr=subprocess.STDOUT)
         self._wait(self._ready, "kube-apiserver", self.apiserver, timeout=120)
 
@@ -126,7 +126,7 @@ class ControlPlane:
 
     def _ready(self) -> bool:
         r = self.root
-        return subprocess.run(["curl", "-fsS", "--cacert", str(r / "ca.crt"), "--cert", str(r / "admin.crt"),
+        return subprocess.run([*self._in_ns, "curl", "-fsS", "--cacert", str(r / "ca.crt"), "--cert", str(r / "admin.crt"),
                                "--key", str(r / "admin.key"), f"{self.server}/readyz"], capture_output=True).returncode == 0
 
     @staticmethod
@@ -152,19 +152,102 @@ class ControlPlane:
 
     # --- kubectl -----------------------------------------------------------
 
+    @property
+    def _in_ns(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns]
+
     def _kubectl_raw(self, args: list[str], input: str | None = None) -> str:
-        result = subprocess.run([str(self.bin / "kubectl"), *args], input=input, capture_output=True, text=True)
+        result = subprocess.run([*self._in_ns, str(self.bin / "kubectl"), *args], input=input, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
-    def kubectl(self, *args: str, input: str | None = None, as_enforcer: bool = False) -> str:
-        config = self.enforcer_kubeconfig if as_enforcer else self.admin_kubeconfig
-        return self._kubectl_raw(["--kubeconfig", str(config), *args], input=input)
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        if not check:
+            return subprocess.run([*self._in_ns, str(self.bin / "kubectl"), "--kubeconfig", str(self.admin_kubeconfig), *args],
+                                  input=input, capture_output=True, text=True).stdout
+        return self._kubectl_raw(["--kubeconfig", str(self.admin_kubeconfig), *args], input=input)
 
     def apply(self, *objects: dict) -> int:
         """``kubectl apply -f -``; returns the highest resourceVersion it wrote."""
-        out = self.kubectl("apply", "-o", "json", "-f", "-", input=yaml.safe_dump_all(objects))
+        # JSON, not YAML: kubectl's YAML 1.1 would read a namespace called "y" as a boolean.
+        out = self.kubectl("apply", "-o", "json", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
         body = json.loads(out)
         items = body.get("items", [body])
         return max(int(i["metadata"]["resourceVersion"]) for i in items)
+
+
+SENTINEL_NS = "nftpolicy-test-sentinel"
+
+
+class ApiCluster:
+    """The test bed's cluster state written through a real API server, as users
+    and the kubelet write it: objects by ``kubectl apply``, pod IPs by patching
+    ``status``, deletions by ``kubectl delete``. The enforcers watch it with the
+    least-privilege identity of manifests/base/rbac.yaml.
+
+    To know when an enforcer has seen everything written, each write ends by
+    touching one sentinel object per watched kind (a namespace, a pod without
+    a node, a policy that selects nothing); an enforcer whose status shows it
+    has applied each sentinel's resourceVersion has applied all before it.
+    """
+
+    def __init__(self, control_plane: ControlPlane) -> None:
+        self.cp = control_plane
+        self.written: dict[tuple[str, str], dict] = {}
+        self.marks: dict[str, int] = {}
+        self.generation = 0
+        self.cp.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SENTINEL_NS}})
+
+    def enforcer_args(self) -> list[str]:
+        return ["--kubeconfig", str(self.cp.enforcer_kubeconfig)]
+
+    @staticmethod
+    def _key(obj: dict) -> tuple[str, str]:
+        meta = obj["metadata"]
+        return obj["kind"], f"{meta.get('namespace', '')}/{meta['name']}"
+
+    def write(self, objects: list[dict]) -> None:
+        wanted = {self._key(o): o for o in objects if o["kind"] in ("Namespace", "Pod", "NetworkPolicy")}
+        for key in [k for k in self.written if k not in wanted]:
+            kind, name = key
+            ns, name = name.split("/")
+            self.cp.kubectl("delete", kind.lower(), name, *(["-n", ns] if ns else []), "--grace-period=0", "--force",
+                            "--ignore-not-found", "--wait=false")
+            del self.written[key]
+        changed = [o for k, o in wanted.items() if self.written.get(k) != o]
+        specs = [{k: v for k, v in o.items() if k != "status"} for o in changed]
+        for spec in specs:
+            if spec["kind"] == "Pod":
+                spec["spec"] = {**spec["spec"], "containers": [
+                    {**c, "image": "registry.k8s.io/pause:3.10"} for c in spec["spec"]["containers"]]}
+        order = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
+        if specs:
+            self.cp.apply(*sorted(specs, key=lambda o: order[o["kind"]]))
+        for o in changed:
+            if o["kind"] == "Pod" and o.get("status", {}).get("podIPs"):
+                meta = o["metadata"]
+                self.cp.kubectl("patch", "pod", meta["name"], "-n", meta["namespace"], "--subresource=status",
+                                "--type=merge", "-p", json.dumps({"status": o["status"] | {"podIP": o["status"]["podIPs"][0]["ip"]}}))
+            self.written[self._key(o)] = o
+        self._mark()
+
+    def _mark(self) -> None:
+        self.generation += 1
+        mark = {"nftpolicy.test/generation": str(self.generation)}
+        self.marks = {
+            "Namespace": self.cp.apply({"apiVersion": "v1", "kind": "Namespace",
+                                        "metadata": {"name": SENTINEL_NS, "annotations": mark}}),
+            "Pod": self.cp.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sentinel", "namespace": SENTINEL_NS,
+                                  "annotations": mark}, "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}),
+            "NetworkPolicy": self.cp.apply({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                                            "metadata": {"name": "sentinel", "namespace": SENTINEL_NS, "annotations": mark},
+                                            "spec": {"podSelector": {"matchLabels": {"nftpolicy.test/none": "none"}}}}),
+        }
+
+    def in_force(self, status: dict) -> bool:
+        try:
+            seen = json.loads(status.get("source") or "{}")
+        except ValueError:
+            return False
+        return all(seen.get(kind, 0) >= rv for kind, rv in self.marks.items())
