@@ -81,6 +81,7 @@ class Enforcer:
         self._done = 0  # the newest generation a successful sync covered
         self.sync_count = 0
         self.last_error: str | None = None
+        self._status_error: str | None = None  # the source error the status file shows
 
     # --- state -----------------------------------------------------------
 
@@ -143,12 +144,13 @@ class Enforcer:
     def _write_status(self) -> None:
         """What is in force, for health checks and tests: digests of the source
         files and the records the last commit was computed from."""
+        self._status_error = self.source.error
         status = {
             "node": self.config.node,
             "syncs": self.sync_count,
             "source": self.source.loaded,
             "records": signature_digest(self._records_signature or ()),
-            "sourceError": self.source.error,
+            "sourceError": self._status_error,
         }
         path = self.config.state_dir / "status.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,11 +202,11 @@ class Enforcer:
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted > self._done or stop.is_set(), timeout=self.config.poll_interval)
                 target = self._wanted
-            error_before = self.source.error
             changed = self.source.poll()
-            if self.source.error:
-                self._report([f"source {self.config.source}: {self.source.error} (the last good state stays in force)"])
-            if self.source.error != error_before:
+            error = self.source.error
+            if error:
+                self._report([f"source {self.config.source}: {error} (the last good state stays in force)"])
+            if error != self._status_error:
                 self._write_status()
             changed |= self.reload_records()
             due = not self.applied and time.monotonic() >= retry_at
