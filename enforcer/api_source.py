@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 from typing import Any, Callable
@@ -31,7 +32,7 @@ from rules.model import ClusterState
 
 log = logging.getLogger("nftpolicy.api")
 
-WATCH_SECONDS = 300
+WATCH_SECONDS = int(os.environ.get("NFTPOLICY_WATCH_SECONDS", "300"))  # the server ends each watch after this
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:

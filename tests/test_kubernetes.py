@@ -6,6 +6,8 @@ packets against the reference evaluator."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
 import pytest
@@ -151,3 +153,22 @@ def test_rules_stay_while_the_api_server_is_down_and_converge_after(cluster) -> 
     converge(bed, FROM_TEAM_B)
     matrices(bed)
     assert all(n.status().get("sourceError") is None for n in bed.nodes)
+
+
+def test_an_expired_watch_is_answered_by_a_relist(cluster) -> None:
+    """Resuming from a resourceVersion the API server no longer has gets 410 Gone,
+    which the source answers by listing again (``_watch`` returns None)."""
+    cp, bed = cluster
+    for generation in range(3):  # history to compact away
+        converge(bed, policy("x/churn", {"podSelector": {"matchLabels": {"gen": str(generation)}}}))
+    time.sleep(11)  # two compaction intervals
+    script = (
+        "import threading\n"
+        "from enforcer.api_source import ApiSource, api_client\n"
+        f"source = ApiSource(api_client({str(cp.enforcer_kubeconfig)!r}))\n"
+        "kind = next(k for k in source.kinds if k.kind == 'NetworkPolicy')\n"
+        "print('fresh', source._watch(kind, source._relist(kind), threading.Event()) is not None)\n"
+        "print('expired', source._watch(kind, '1', threading.Event()))\n"
+    )
+    out = in_ns(cp.netns, sys.executable, "-c", script, env={**os.environ, "NFTPOLICY_WATCH_SECONDS": "1"}).stdout
+    assert "expired None" in out, out
