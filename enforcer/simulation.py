@@ -409,6 +409,12 @@ class Testbed:
 
     # --- cluster state ------------------------------------------------------
 
+    def forget_neighbour(self, ip: str) -> None:
+        """Drop every node's and pod's neighbour entry for an address, as after a
+        reused IP's new owner announced itself (no kubelet here does)."""
+        for ns in [n.netns for n in self.nodes] + [p.netns for p in self.pods()]:
+            in_ns(ns, "ip", "neigh", "flush", "to", ip, check=False)
+
     def namespace(self, name: str, **labels: str) -> None:
         self.namespaces[name] = labels
 

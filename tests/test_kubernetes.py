@@ -106,9 +106,7 @@ def test_a_deleted_pods_ip_reused_by_another_pod_carries_none_of_its_allowances(
     n1.delete_pod("y/old")
     bed.namespace("z")
     new = n1.add_pod("z/new", {"app": "new"}, cni_args="IP=10.244.1.200")
-    # The node still maps the address to the deleted pod's MAC (no kubelet here
-    # announces the new one); forget it, as neighbour discovery soon would.
-    in_ns(n1.netns, "ip", "neigh", "flush", "to", "10.244.1.200")
+    bed.forget_neighbour("10.244.1.200")  # caches still hold the deleted pod's MAC
     bed.wait_converged()
     try:
         assert old.ip(4) == new.ip(4) == "10.244.1.200"
