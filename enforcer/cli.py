@@ -134,3 +134,49 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=server.serve, args=(stop,), daemon=True).start()
     enforcer.run(stop)
+
+
+@main.group()
+def cni() -> None:
+    """Install or remove the chained CNI plugin on this node."""
+
+
+_conf_dir = click.option("--conf-dir", default="/etc/cni/net.d", show_default=True, type=click.Path(exists=True, file_okay=False))
+_bin_dir = click.option("--bin-dir", default="/opt/cni/bin", show_default=True, type=click.Path(exists=True, file_okay=False))
+
+
+@cni.command("install")
+@_conf_dir
+@_bin_dir
+@click.option("--python", default="/usr/bin/python3", show_default=True, help="The node's Python (3.9 or newer) that runs the plugin.")
+@click.option("--state-dir", default=None, help="Plugin option stateDir (default /var/lib/nftpolicy).")
+@click.option("--socket", "socket_path", default=None, help="Plugin option socket (default /run/nftpolicy/cni.sock).")
+@click.option("--timeout", type=float, default=None, help="Plugin option timeoutSeconds (default 10).")
+@click.option("--fail-open", is_flag=True, help="Let pods run unprotected when the enforcer cannot be reached (default: held closed).")
+def cni_install(conf_dir: str, bin_dir: str, python: str, state_dir: str | None, socket_path: str | None,
+                timeout: float | None, fail_open: bool) -> None:
+    """Put the plugin in BIN_DIR and chain it right after bridge in the node's conflist."""
+    from enforcer.cni_install import InstallError, install
+
+    entry = {k: v for k, v in (("stateDir", state_dir), ("socket", socket_path), ("timeoutSeconds", timeout)) if v is not None}
+    if fail_open:
+        entry["failOpen"] = True
+    try:
+        path = install(conf_dir, bin_dir, entry, python)
+    except (InstallError, OSError) as e:
+        _fail(str(e))
+    click.echo(f"nftpolicy chained after bridge in {path}; plugin in {bin_dir}")
+
+
+@cni.command("uninstall")
+@_conf_dir
+@_bin_dir
+def cni_uninstall(conf_dir: str, bin_dir: str) -> None:
+    """Unchain the plugin from the node's conflist and remove it from BIN_DIR."""
+    from enforcer.cni_install import InstallError, uninstall
+
+    try:
+        path = uninstall(conf_dir, bin_dir)
+    except (InstallError, OSError) as e:
+        _fail(str(e))
+    click.echo(f"nftpolicy removed from {path or conf_dir} and {bin_dir}")

@@ -1,17 +1,35 @@
-"""The plugin executable that goes into the CNI bin directory.
+"""Putting the CNI plugin on a node, and taking it off again.
 
-A two-line Python script pinned to one interpreter and source tree: ``-IS``
-skips site-packages and the environment, so start-up stays at the
-interpreter's minimum (the plugin needs only the stdlib and this package).
+``install``: the plugin's few stdlib-only modules go into
+``<bin dir>/nftpolicy.d/`` and a two-line executable ``<bin dir>/nftpolicy``
+runs them with the node's own Python (``-IS``: no site-packages, no
+environment, so start-up stays at the interpreter's minimum); then
+``{"type": "nftpolicy"}`` is inserted right after ``bridge`` in the node's
+conflist. Idempotent; every other plugin keeps its place; the conflist is
+written atomically and the original is kept as a backup. ``uninstall``
+undoes both.
+
+The conflist in force is the first ``*.conflist``, ``*.conf`` or ``*.json``
+file of the conf dir in lexical order, as container runtimes pick it.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = "nftpolicy"
+# What the plugin imports: its own package and the record format it shares with the enforcer.
+PLUGIN_FILES = ("cni/__init__.py", "cni/plugin.py", "enforcer/__init__.py", "enforcer/records.py")
+BACKUP_SUFFIX = ".nftpolicy-backup"
+
+
+class InstallError(RuntimeError):
+    """The node's CNI configuration cannot be changed safely; nothing was changed."""
 
 
 def plugin_script(python: str = sys.executable, root: Path = PACKAGE_ROOT) -> str:
@@ -22,11 +40,93 @@ def plugin_script(python: str = sys.executable, root: Path = PACKAGE_ROOT) -> st
     )
 
 
-def install_plugin(bin_dir: str | Path, name: str = "nftpolicy") -> Path:
-    """Write the executable atomically into ``bin_dir``."""
-    target = Path(bin_dir) / name
-    tmp = target.with_name(f".{name}.tmp")
-    tmp.write_text(plugin_script())
-    tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    os.replace(tmp, target)
-    return target
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.nftpolicy-tmp")  # no .conf* suffix: runtimes ignore it
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def install_plugin(bin_dir: str | Path, python: str = "/usr/bin/python3") -> Path:
+    """Copy the plugin's modules and write its executable into ``bin_dir``."""
+    bin_dir = Path(bin_dir)
+    modules = bin_dir / f"{PLUGIN}.d"
+    for relative in PLUGIN_FILES:
+        target = modules / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(target, (PACKAGE_ROOT / relative).read_text())
+    executable = bin_dir / PLUGIN
+    _write_atomic(executable, plugin_script(python, modules), 0o755)
+    return executable
+
+
+def conf_files(conf_dir: str | Path) -> list[Path]:
+    """CNI configuration files in the order runtimes consider them."""
+    return sorted(p for p in Path(conf_dir).iterdir() if p.suffix in (".conflist", ".conf", ".json") and p.is_file())
+
+
+def active_conf(conf_dir: str | Path) -> Path:
+    files = conf_files(conf_dir)
+    if not files:
+        raise InstallError(f"{conf_dir}: no CNI configuration (*.conflist, *.conf, *.json) to chain nftpolicy into")
+    return files[0]
+
+
+def _load(path: Path) -> dict:
+    try:
+        conf = json.loads(path.read_text())
+    except ValueError as e:
+        raise InstallError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(conf, dict):
+        raise InstallError(f"{path}: must be a JSON object")
+    if "plugins" not in conf:
+        raise InstallError(f"{path}: a single-plugin configuration (no \"plugins\" list); nftpolicy must be chained "
+                           "after bridge in a .conflist: convert it first")
+    if not isinstance(conf["plugins"], list) or not all(isinstance(p, dict) for p in conf["plugins"]):
+        raise InstallError(f"{path}: plugins: must be a list of objects")
+    return conf
+
+
+def chained(conf: dict, entry: dict, path: Path) -> dict:
+    """The conflist with ``entry`` right after bridge; unchanged if it is there already."""
+    plugins = conf["plugins"]
+    types = [p.get("type") for p in plugins]
+    if "bridge" not in types:
+        raise InstallError(f"{path}: plugins: no bridge plugin to chain nftpolicy after (types: {types})")
+    at = types.index("bridge") + 1
+    if types.count(PLUGIN) == 1 and types.index(PLUGIN) == at:
+        return conf
+    others = [p for p in plugins if p.get("type") != PLUGIN]
+    at = [p.get("type") for p in others].index("bridge") + 1
+    return {**conf, "plugins": others[:at] + [entry] + others[at:]}
+
+
+def install(conf_dir: str | Path, bin_dir: str | Path, entry: dict | None = None, python: str = "/usr/bin/python3") -> Path:
+    """Install the plugin and chain it; returns the conflist changed. Checks before it writes."""
+    path = active_conf(conf_dir)
+    conf = _load(path)
+    new = chained(conf, {"type": PLUGIN, **(entry or {})}, path)
+    install_plugin(bin_dir, python)
+    if new != conf:
+        backup = path.with_name(path.name + BACKUP_SUFFIX)
+        if not backup.exists():
+            shutil.copy2(path, backup)
+        _write_atomic(path, json.dumps(new, indent=2) + "\n", stat.S_IMODE(path.stat().st_mode))
+    return path
+
+
+def uninstall(conf_dir: str | Path, bin_dir: str | Path) -> Path | None:
+    """Unchain the plugin (every other plugin stays as it is) and remove it.
+    A conflist it cannot read is refused, and then nothing is removed."""
+    files = conf_files(conf_dir)
+    path = files[0] if files else None
+    if path is not None:
+        conf = _load(path)
+        if any(p.get("type") == PLUGIN for p in conf["plugins"]):
+            kept = {**conf, "plugins": [p for p in conf["plugins"] if p.get("type") != PLUGIN]}
+            _write_atomic(path, json.dumps(kept, indent=2) + "\n", stat.S_IMODE(path.stat().st_mode))
+        path.with_name(path.name + BACKUP_SUFFIX).unlink(missing_ok=True)
+    bin_dir = Path(bin_dir)
+    (bin_dir / PLUGIN).unlink(missing_ok=True)
+    shutil.rmtree(bin_dir / f"{PLUGIN}.d", ignore_errors=True)
+    return path

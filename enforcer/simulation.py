@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from enforcer.cni_install import plugin_script
+from enforcer.cni_install import active_conf, install
 from enforcer.records import records_signature
 from enforcer.source import DirectorySource, signature_digest
 from rules.evaluate import verdict
@@ -186,25 +186,38 @@ class Node:
         self.underlay6 = f"fd00:56::{10 + index}"
         self.enforcer: subprocess.Popen | None = None
         self.pods: dict[str, Pod] = {}
-        self.fail_open = False
 
-    def conflist(self, version: str = "1.0.0") -> dict[str, Any]:
+    @property
+    def conf_dir(self) -> Path:
+        return self.dir / "net.d"
+
+    def base_conflist(self) -> dict[str, Any]:
+        """The node's pod network before nftpolicy: bridge with host-local IPAM."""
         return {
-            "cniVersion": version,
+            "cniVersion": "1.0.0",
             "name": "podnet",
             "plugins": [
                 {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
                  "ipam": {"type": "host-local", "dataDir": str(self.dir / "ipam"),
                           "ranges": [[{"subnet": self.cidr4}], [{"subnet": self.cidr6}]],
                           "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
-                {"type": "nftpolicy", "stateDir": str(self.state_dir), "socket": str(self.socket),
-                 "timeoutSeconds": 5, "failOpen": self.fail_open},
             ],
         }
 
+    def install_cni(self) -> None:
+        """Chain nftpolicy after bridge with the product's installer, as an operator would."""
+        install(self.conf_dir, self.bed.cni_bin, python=PYTHON, entry={
+            "stateDir": str(self.state_dir), "socket": str(self.socket), "timeoutSeconds": 5})
+
+    def conflist(self, version: str = "1.0.0") -> dict[str, Any]:
+        """The conflist in force (as a runtime reads it from the conf dir), at a given spec version."""
+        return {**json.loads(active_conf(self.conf_dir).read_text()), "cniVersion": version}
+
     def create(self) -> None:
         sh("ip", "netns", "add", self.netns)
-        self.dir.mkdir(parents=True)
+        self.conf_dir.mkdir(parents=True)
+        (self.conf_dir / "10-podnet.conflist").write_text(json.dumps(self.base_conflist(), indent=2))
+        self.install_cni()
         for sysctl in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
                        "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
             in_ns(self.netns, "sysctl", "-qw", sysctl)
@@ -360,9 +373,6 @@ class Testbed:
         self.cni_bin.mkdir()
         for plugin in ("bridge", "host-local"):
             (self.cni_bin / plugin).symlink_to(SYSTEM_CNI / plugin)
-        script = self.cni_bin / "nftpolicy"
-        script.write_text(plugin_script(PYTHON))
-        script.chmod(0o755)
         self.publish()
         sh("ip", "netns", "add", self.underlay)
         in_ns(self.underlay, "ip", "link", "add", "br0", "type", "bridge")
