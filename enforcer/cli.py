@@ -102,8 +102,9 @@ def demo() -> None:
 @click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between looks at the source and records.")
 @click.option("--cut-established/--keep-established", default=True, show_default=True,
               help="Remove conntrack entries of established connections that a change denies.")
+@click.option("--health-port", type=int, default=None, help="Serve /healthz and /readyz on this TCP port.")
 def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str,
-            socket_path: str, poll_interval: float, cut_established: bool) -> None:
+            socket_path: str, poll_interval: float, cut_established: bool, health_port: int | None) -> None:
     """Keep this node's nftables tables in step with the cluster state and CNI registrations.
 
     The state comes from exactly one of --source, --kubeconfig and --in-cluster.
@@ -133,6 +134,10 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=server.serve, args=(stop,), daemon=True).start()
+    if health_port is not None:
+        from enforcer import health
+
+        threading.Thread(target=health.serve, args=(health_port, enforcer, stop), daemon=True).start()
     enforcer.run(stop)
 
 

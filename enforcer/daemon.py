@@ -80,6 +80,7 @@ class Enforcer:
         self._wanted = 0  # sync generations asked for by CNI calls
         self._done = 0  # the newest generation a successful sync covered
         self.sync_count = 0
+        self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
         self.last_error: str | None = None
         self._status_error: str | None = None  # the source error the status file shows
 
@@ -202,6 +203,7 @@ class Enforcer:
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted > self._done or stop.is_set(), timeout=self.config.poll_interval)
                 target = self._wanted
+            self.last_loop = time.monotonic()
             changed = self.source.poll()
             error = self.source.error
             if error:

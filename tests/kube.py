@@ -166,9 +166,10 @@ class ControlPlane:
         return result.stdout
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        if not check:
-            return subprocess.run([*self._in_ns, str(self.bin / "kubectl"), "--kubeconfig", str(self.admin_kubeconfig), *args],
-                                  input=input, capture_output=True, text=True).stdout
+        if not check:  # stdout and stderr together, whatever the exit code
+            result = subprocess.run([*self._in_ns, str(self.bin / "kubectl"), "--kubeconfig", str(self.admin_kubeconfig), *args],
+                                    input=input, capture_output=True, text=True)
+            return result.stdout + result.stderr
         return self._kubectl_raw(["--kubeconfig", str(self.admin_kubeconfig), *args], input=input)
 
     def apply(self, *objects: dict) -> int:

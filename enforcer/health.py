@@ -1,0 +1,56 @@
+"""``/healthz`` and ``/readyz`` for the kubelet's probes.
+
+- healthz: the sync loop is turning (it looked at its inputs in the last
+  ``stale_after`` seconds). A stuck enforcer is restarted; its rules stay in
+  the kernel meanwhile.
+- readyz: a sync has committed, the last one did not fail, and the cluster
+  state is current (the API watch, or the source files, have no error).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from enforcer.daemon import Enforcer
+
+
+def health(enforcer: Enforcer, stale_after: float) -> tuple[bool, str]:
+    age = time.monotonic() - enforcer.last_loop
+    if age > stale_after:
+        return False, f"sync loop stalled for {age:.0f}s"
+    return True, "ok"
+
+
+def readiness(enforcer: Enforcer) -> tuple[bool, str]:
+    if enforcer.sync_count == 0:
+        return False, "no sync has committed yet"
+    if enforcer.last_error:
+        return False, f"last sync failed: {enforcer.last_error}"
+    if enforcer.source.error:
+        return False, f"cluster state not current: {enforcer.source.error}"
+    return True, "ok"
+
+
+def serve(port: int, enforcer: Enforcer, stop: threading.Event, stale_after: float = 30.0) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            checks = {"/healthz": lambda: health(enforcer, stale_after), "/readyz": lambda: readiness(enforcer)}
+            if self.path not in checks:
+                self.send_error(404)
+                return
+            ok, message = checks[self.path]()
+            body = (message + "\n").encode()
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every few seconds: not worth a log line
+            pass
+
+    server = ThreadingHTTPServer(("", port), Handler)
+    server.timeout = 0.5
+    threading.Thread(target=lambda: (stop.wait(), server.shutdown()), daemon=True).start()
+    server.serve_forever(poll_interval=0.5)
