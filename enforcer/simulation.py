@@ -46,7 +46,8 @@ AGENT = Path(__file__).resolve().parent / "probe_agent.py"
 TCP_PORTS = (80, 81, 8080)
 # Debian's plugins (1.1.1) stop at spec 1.0.0, whose result format 1.1.0 keeps:
 # in a 1.1.0 conflist they are run at 1.0.0, and nftpolicy at 1.1.0.
-NEWEST_VERSION = {"bridge": "1.0.0"}
+NEWEST_VERSION = {"bridge": "1.0.0", "portmap": "1.0.0", "bandwidth": "1.0.0", "firewall": "1.0.0"}
+HEALTH_PORT = 9964  # each enforcer's, inside its node's namespace
 UDP_PORTS = (53,)
 
 
@@ -192,7 +193,8 @@ class Node:
         return self.dir / "net.d"
 
     def base_conflist(self) -> dict[str, Any]:
-        """The node's pod network before nftpolicy: bridge with host-local IPAM."""
+        """The node's pod network before nftpolicy: bridge with host-local IPAM,
+        then the bed's ``extra_plugins`` (portmap, bandwidth, ...)."""
         return {
             "cniVersion": "1.0.0",
             "name": "podnet",
@@ -201,6 +203,7 @@ class Node:
                  "ipam": {"type": "host-local", "dataDir": str(self.dir / "ipam"),
                           "ranges": [[{"subnet": self.cidr4}], [{"subnet": self.cidr6}]],
                           "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
+                *self.bed.extra_plugins,
             ],
         }
 
@@ -296,7 +299,7 @@ class Node:
         self.enforcer = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.name,
              *self.bed.cluster.enforcer_args(), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
-             "--poll-interval", "0.1"],
+             "--poll-interval", "0.1", "--health-port", str(HEALTH_PORT)],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
@@ -340,7 +343,7 @@ class Node:
 class Testbed:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, root: Path, nodes: int = 1, cluster=None) -> None:
+    def __init__(self, root: Path, nodes: int = 1, cluster=None, extra_plugins: tuple[dict, ...] = ()) -> None:
         """``cluster``: where the state goes (``write``), how enforcers read it
         (``enforcer_args``) and whether they have (``in_force``); by default a
         ``FileCluster`` in ``root/source``."""
@@ -348,6 +351,7 @@ class Testbed:
         self.prefix = f"np{uuid.uuid4().hex[:6]}"
         self.counter = itertools.count(1)
         self.source = root / "source"
+        self.extra_plugins = list(extra_plugins)
         self.cluster = cluster
         self.cni_bin = root / "cni-bin"
         self.nodes = [Node(self, i + 1) for i in range(nodes)]
@@ -371,7 +375,7 @@ class Testbed:
         if self.cluster is None:
             self.cluster = FileCluster(self.source)
         self.cni_bin.mkdir()
-        for plugin in ("bridge", "host-local"):
+        for plugin in ("bridge", "host-local", "portmap", "bandwidth", "firewall"):
             (self.cni_bin / plugin).symlink_to(SYSTEM_CNI / plugin)
         self.publish()
         sh("ip", "netns", "add", self.underlay)

@@ -97,3 +97,25 @@ def test_status_reports_an_unreachable_enforcer(bed) -> None:
     assert run_plugin(node, "STATUS", plugin_conf(node, "1.1.0"))[0] == 0
     code, out = run_plugin(node, "STATUS", plugin_conf(node, "1.1.0", socket="/nonexistent/cni.sock"))
     assert code != 0 and out["code"] == 50
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
+def test_the_installed_chain_with_portmap_bandwidth_and_firewall_wires_protected_pods(tmp_path, version: str) -> None:
+    from builders import policy
+    from enforcer.simulation import Testbed
+
+    extra = ({"type": "portmap", "capabilities": {"portMappings": True}},
+             {"type": "bandwidth", "capabilities": {"bandwidth": True}}, {"type": "firewall", "backend": "iptables"})
+    with Testbed(tmp_path / "bed", nodes=1, extra_plugins=extra) as bed:
+        node = bed.nodes[0]
+        assert [p["type"] for p in node.conflist()["plugins"]] == ["bridge", "nftpolicy", "portmap", "bandwidth", "firewall"]
+        bed.namespace("x")
+        node.start_enforcer()
+        a = node.add_pod("x/a", {"app": "a"}, version=version)
+        b = node.add_pod("x/b", {"app": "b"}, version=version)
+        bed.wait_converged()
+        assert b.result_of(b.send(op="tcp", host=a.ip(4), port=80, timeout=1))
+        bed.apply_policies(policy("x/deny", {"podSelector": {"matchLabels": {"app": "a"}}}))
+        bed.wait_converged()
+        assert not b.result_of(b.send(op="tcp", host=a.ip(4), port=80, timeout=1))
+        node.delete_pod("x/a", version)

@@ -203,3 +203,21 @@ def test_an_invalid_source_file_keeps_what_is_enforced(bed) -> None:
         bad.unlink()
     enforce(bed)
     assert tcp(y_b, a.ip(4))
+
+
+def test_health_and_readiness_endpoints(bed) -> None:
+    enforce(bed)
+    node = bed.nodes[0]
+    for path in ("healthz", "readyz"):
+        out = in_ns(node.netns, "curl", "-fsS", f"http://127.0.0.1:9964/{path}").stdout
+        assert out.strip() == "ok", (path, out)
+    bad = bed.source / "typo.yaml"
+    bad.write_text("kind: NetworkPolicy\nmetadata: {name: typo, namespace: x}\nspec: {policyTypes: [Sideways]}\n")
+    try:
+        deadline = time.monotonic() + 5
+        while (result := in_ns(node.netns, "curl", "-sS", "-w", " %{http_code}", "http://127.0.0.1:9964/readyz")).stdout.endswith(" 200"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert result.stdout.endswith(" 503") and "x/typo: spec.policyTypes[0]" in result.stdout
+    finally:
+        bad.unlink()
