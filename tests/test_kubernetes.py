@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -199,3 +200,30 @@ def test_what_the_loader_rejects_the_api_server_rejects_too(cluster, spec: dict)
     out = cp.kubectl("apply", "--dry-run=server", "-f", "-", check=False,
                      input=json.dumps(policy("x/invalid", spec)))
     assert any(m in out for m in ("is invalid", "unknown field", "cannot unmarshal")), out
+
+
+def test_the_operator_guide_on_the_test_bed(cluster, tmp_path) -> None:
+    """The guide's steps that can run without a kubelet: apply the kustomize base,
+    install and uninstall the plugin with the CLI on a node's conflist, and explain
+    a flow from what ``kubectl get -o yaml`` prints."""
+    cp, bed = cluster
+    cp.kubectl("apply", "-k", str(REPO / "manifests" / "base"))
+    assert "nftpolicy" in cp.kubectl("-n", "nftpolicy-system", "get", "daemonset", "nftpolicy", "-o", "name")
+
+    node = bed.nodes[0]
+    conf, bin_ = tmp_path / "net.d", tmp_path / "bin"
+    conf.mkdir(), bin_.mkdir()
+    (conf / "10-podnet.conflist").write_text(json.dumps(node.base_conflist()))
+    cli = [sys.executable, "-m", "enforcer", "cni"]
+    installed = subprocess.run([*cli, "install", "--conf-dir", str(conf), "--bin-dir", str(bin_)], capture_output=True, text=True)
+    assert installed.returncode == 0 and "chained after bridge" in installed.stdout, installed.stderr
+    assert [p["type"] for p in json.loads((conf / "10-podnet.conflist").read_text())["plugins"]] == ["bridge", "nftpolicy"]
+    removed = subprocess.run([*cli, "uninstall", "--conf-dir", str(conf), "--bin-dir", str(bin_)], capture_output=True, text=True)
+    assert removed.returncode == 0 and json.loads((conf / "10-podnet.conflist").read_text()) == node.base_conflist()
+
+    converge(bed, DENY_X, FROM_TEAM_B)
+    state = tmp_path / "state.yaml"
+    state.write_text(cp.kubectl("get", "namespaces,pods,networkpolicies", "-A", "-o", "yaml"))
+    explain = subprocess.run([sys.executable, "-m", "enforcer", "explain", "-f", str(state), "--from", "y/b", "--to", "x/a",
+                              "--port", "80/tcp", "--format", "json"], capture_output=True, text=True)
+    assert explain.returncode == 0 and json.loads(explain.stdout)["deciding_rules"] == ["x/from-team-b ingress[0]"], explain.stdout + explain.stderr
