@@ -132,7 +132,7 @@ class Enforcer:
         self.sync_count += 1
         self.last_error = None
         log.info("sync %d: %d commands in %.1f ms", self.sync_count, text.count("\n"), (time.monotonic() - started) * 1000)
-        self._release_held(desired)
+        self._release_held()
         self._write_status()
         inet = self.applied[("inet", "nftpolicy")]
         if self.cutter is not None and self.config.cut_established and before is not None and before != inet:
@@ -159,7 +159,7 @@ class Enforcer:
         tmp.write_text(json.dumps(status))
         os.replace(tmp, path)
 
-    def _release_held(self, desired: Ruleset) -> None:
+    def _release_held(self) -> None:
         """Bring up the veths of pods held closed at ADD, now that they are programmed."""
         for record in self.records:
             if record.held and self.is_programmed(record) and self.links is not None:

@@ -69,12 +69,18 @@ def sctp_init(src_port: int, dst_port: int, tag: int) -> bytes:
     return struct.pack("!HHI", src_port, dst_port, 0) + struct.pack("<I", checksum) + chunk
 
 
-def _serve_tcp(family: int, port: int) -> None:
-    s = socket.socket(family, socket.SOCK_STREAM)
+def _bound(family: int, kind: int, port: int) -> socket.socket:
+    """A socket bound to every address of one family (IPv6 sockets IPv6 only)."""
+    s = socket.socket(family, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    return s
+
+
+def _serve_tcp(family: int, port: int) -> None:
+    s = _bound(family, socket.SOCK_STREAM, port)
     s.listen(128)
     while True:
         conn, _ = s.accept()
@@ -82,11 +88,7 @@ def _serve_tcp(family: int, port: int) -> None:
 
 
 def _serve_tcp_echo(family: int, port: int) -> None:
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    s = _bound(family, socket.SOCK_STREAM, port)
     s.listen(128)
 
     def echo(conn: socket.socket) -> None:
@@ -100,10 +102,7 @@ def _serve_tcp_echo(family: int, port: int) -> None:
 
 
 def _serve_udp(family: int, port: int) -> None:
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    s = _bound(family, socket.SOCK_DGRAM, port)
     while True:
         data, peer = s.recvfrom(2048)
         s.sendto(data, peer)
