@@ -1,8 +1,9 @@
 """The ``nftpolicy`` command: a thin click layer over the enforcer's functions.
 
-Exit codes (``ExitCode``): 0 success (for ``explain``: the flow is allowed),
-1 ``explain`` found the flow denied, 2 invalid input (a malformed or invalid
-object, an unknown pod, a bad option).
+Exit codes (``ExitCode``): 0 success (for ``explain``: the flow is allowed;
+for ``verify``: no drift), 1 ``explain`` found the flow denied, 2 invalid
+input (a malformed or invalid object, an unknown pod, a bad option), 3
+``verify`` found the kernel differs from what the cluster state calls for.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from enum import IntEnum
 from pathlib import Path
 
@@ -25,6 +27,7 @@ class ExitCode(IntEnum):
     OK = 0
     DENIED = 1
     INVALID_INPUT = 2
+    DRIFT = 3
 
 
 def _fail(message: str) -> None:
@@ -185,3 +188,59 @@ def cni_uninstall(conf_dir: str, bin_dir: str) -> None:
     except (InstallError, OSError) as e:
         _fail(str(e))
     click.echo(f"nftpolicy removed from {path or conf_dir} and {bin_dir}")
+
+
+@main.command()
+@click.option("--node", required=True, help="This node's name.")
+@click.option("--source", "source_dir", type=click.Path(exists=True), help="Directory (or file) of Kubernetes YAML.")
+@click.option("--kubeconfig", type=click.Path(exists=True), help="Read the cluster state from the API with this kubeconfig.")
+@click.option("--in-cluster", is_flag=True, help="Read the cluster state from the API with the pod's service account.")
+@click.option("--state-dir", default="/var/lib/nftpolicy", show_default=True, type=click.Path(), help="The CNI pod records.")
+def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str) -> None:
+    """Compare this node's live nftables tables with what the cluster state calls for.
+
+    Prints each missing, extra or changed chain, set and map; exits 3 on drift.
+    """
+    from enforcer.daemon import record_interfaces
+    from enforcer.kernel import Kernel, KernelError
+    from enforcer.records import read_all_records
+    from rules.drift import table_drift
+    from rules.translate import desired_ruleset
+
+    if sum(map(bool, (source_dir, kubeconfig, in_cluster))) != 1:
+        _fail("verify: give exactly one of --source DIR, --kubeconfig PATH, --in-cluster")
+    if source_dir:
+        from enforcer.source import DirectorySource
+
+        source = DirectorySource(source_dir)
+        source.poll()
+        if source.state is None:
+            _fail(source.error or f"{source_dir}: no cluster state")
+    else:
+        from enforcer.api_source import ApiSource, api_client
+
+        source = ApiSource(api_client(kubeconfig))
+        stop = threading.Event()
+        source.start(stop)
+        deadline = time.monotonic() + 30
+        while not source.poll():
+            if time.monotonic() > deadline:
+                _fail(f"the API did not answer in 30 s: {source.error}")
+            time.sleep(0.1)
+        stop.set()
+    records, errors = read_all_records(state_dir)
+    interfaces, more = record_interfaces(records)
+    for e in errors + more:
+        click.echo(f"nftpolicy: {e}", err=True)
+    kernel = Kernel()
+    drift = []
+    try:
+        for table in desired_ruleset(source.state, node, interfaces).tables:
+            drift += table_drift(table, kernel.read(table.family, table.name))
+    except KernelError as e:
+        _fail(f"cannot read the kernel's tables: {e}")
+    for line in drift:
+        click.echo(line)
+    if drift:
+        sys.exit(ExitCode.DRIFT)
+    click.echo(f"in sync: the kernel's nftpolicy tables are what the cluster state calls for on node {node}")

@@ -65,6 +65,17 @@ def record_interface(record: PodRecord) -> PodInterface:
     )
 
 
+def record_interfaces(records: list[PodRecord]) -> tuple[list[PodInterface], list[str]]:
+    """The registered interfaces, and an error line for each record that cannot be one."""
+    interfaces, errors = [], []
+    for record in records:
+        try:
+            interfaces.append(record_interface(record))
+        except ValueError as e:
+            errors.append(f"record {record.container_id} ({record.key}): ips: {e}")
+    return interfaces, errors
+
+
 class Enforcer:
     def __init__(self, config: EnforcerConfig, source: Source, kernel: Kernel, links=None, cutter=None) -> None:
         self.config = config
@@ -93,12 +104,7 @@ class Enforcer:
         self._reported_errors = set(errors)
 
     def _interfaces(self) -> list[PodInterface]:
-        interfaces, errors = [], []
-        for record in self.records:
-            try:
-                interfaces.append(record_interface(record))
-            except ValueError as e:
-                errors.append(f"record {record.container_id} ({record.key}): ips: {e}")
+        interfaces, errors = record_interfaces(self.records)
         self._report(errors)
         return interfaces
 
@@ -148,6 +154,7 @@ class Enforcer:
         self._status_error = self.source.error
         status = {
             "node": self.config.node,
+            "pid": os.getpid(),
             "syncs": self.sync_count,
             "source": self.source.loaded,
             "records": signature_digest(self._records_signature or ()),

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from rules.nft import Chain, Hook, Set, Table
+from rules.nft_json import table_from_json
 
 
 class KernelError(RuntimeError):
@@ -64,6 +65,11 @@ class Kernel:
                     types = tuple(s["type"]) if isinstance(s["type"], list) else (s["type"],)
                     sets.append(Set(s["name"], types, s.get("comment"), tuple(s.get("flags", ())), None, kind == "map"))
         return Table(family, name, None, tuple(chains), tuple(sets))
+
+    def read(self, family: str, name: str) -> Table | None:
+        """The whole table, rules and elements included (for audits, not the hot path)."""
+        items = self._list_json(f"list table {family} {name}")
+        return None if items is None else table_from_json(items, family, name)
 
     def list_text(self, family: str, name: str) -> str:
         rc, out, err = self._nft.cmd(f"list table {family} {name}")

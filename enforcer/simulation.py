@@ -330,7 +330,8 @@ class Node:
         while True:
             records = signature_digest(records_signature(self.state_dir))
             status = self.status()
-            if status.get("records") == records and self.bed.cluster.in_force(status):
+            current = self.enforcer is None or status.get("pid") == self.enforcer.pid  # not a previous enforcer's
+            if current and status.get("records") == records and self.bed.cluster.in_force(status):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} did not converge: {status}\n{self.log()[-3000:]}")

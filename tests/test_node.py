@@ -5,6 +5,8 @@ node-2: y/a, z/c)."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -221,3 +223,28 @@ def test_health_and_readiness_endpoints(bed) -> None:
         assert result.stdout.endswith(" 503") and "x/typo: spec.policyTypes[0]" in result.stdout
     finally:
         bad.unlink()
+
+
+def verify(bed, node) -> subprocess.CompletedProcess:
+    return in_ns(node.netns, sys.executable, "-m", "enforcer", "verify", "--node", node.name, "--source", str(bed.source),
+                 "--state-dir", str(node.state_dir), check=False)
+
+
+def test_verify_reports_hand_made_changes_as_drift(bed) -> None:
+    enforce(bed, ALLOW_B_TO_A)
+    node = bed.nodes[0]
+    clean = verify(bed, node)
+    assert clean.returncode == 0 and "in sync" in clean.stdout, clean.stdout + clean.stderr
+    chain = next(line.split()[1] for line in node.nft("list", "chains", "inet").splitlines() if "policy-ingress" in line)
+    handle = node.nft("-a", "list", "chain", "inet", "nftpolicy", chain).split("# handle ")[-1].split()[0]
+    node.nft("delete", "rule", "inet", "nftpolicy", chain, "handle", handle)
+    peer_set = next(s.split()[1] for s in node.nft("list", "sets", "inet").splitlines() if s.strip().startswith("set peer-"))
+    node.nft("add", "element", "inet", "nftpolicy", peer_set, "{ 10.9.9.9 }")
+    drift = verify(bed, node)
+    assert drift.returncode == 3, drift.stdout + drift.stderr
+    assert f"changed: table inet nftpolicy chain {chain}" in drift.stdout
+    assert f"changed: table inet nftpolicy set {peer_set}" in drift.stdout and "+ '10.9.9.9'" in drift.stdout
+    node.stop_enforcer()  # a restart takes the tables over and repairs them
+    node.start_enforcer()
+    node.wait_converged()
+    assert verify(bed, node).returncode == 0

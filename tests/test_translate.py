@@ -165,3 +165,23 @@ def test_overlapping_and_adjacent_ports_are_merged_for_the_kernel() -> None:
         {"protocol": "TCP"}, {"port": 79, "endPort": 81}, {"port": 90, "protocol": "UDP"}, {"port": 91, "protocol": "UDP"}]}]}))
     text = render_text(desired_ruleset(s, "n1"))
     assert "meta l4proto . th dport { tcp . 0-65535, udp . 90-91 }" in text
+
+
+@pytest.mark.kernel
+def test_tables_read_back_from_the_kernel_show_no_drift() -> None:
+    """Every shape of rule and set the translator writes parses back from
+    ``nft -j list`` into the same objects (what verify and audits rely on)."""
+    import ipaddress
+
+    from rules.drift import table_drift
+    from rules.model import PodInterface
+    from rules.nft_json import table_from_json
+
+    s = state(*BASE, *case_policies())
+    interfaces = [PodInterface("x", "a", "c1", "veth0a", "02:00:00:00:00:0a", (ipaddress.ip_address("10.0.1.1"), ipaddress.ip_address("fd00:1::1")))]
+    for ruleset in (desired_ruleset(s, "n1", interfaces), desired_ruleset(s, "n2", [])):
+        with netns() as ns:
+            assert nft(ns, "-f", "-", stdin=render_text(ruleset)).returncode == 0
+            for table in ruleset.tables:
+                listed = json.loads(nft(ns, "-j", "list", "table", table.family, table.name).stdout)["nftables"]
+                assert table_drift(table, table_from_json(listed, table.family, table.name)) == []
