@@ -106,8 +106,11 @@ def demo() -> None:
 @click.option("--cut-established/--keep-established", default=True, show_default=True,
               help="Remove conntrack entries of established connections that a change denies.")
 @click.option("--health-port", type=int, default=None, help="Serve /healthz and /readyz on this TCP port.")
+@click.option("--verify-interval", default=60.0, show_default=True,
+              help="Seconds between reading the live tables back to find and undo hand-made changes (0: never).")
 def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str,
-            socket_path: str, poll_interval: float, cut_established: bool, health_port: int | None) -> None:
+            socket_path: str, poll_interval: float, cut_established: bool, health_port: int | None,
+            verify_interval: float) -> None:
     """Keep this node's nftables tables in step with the cluster state and CNI registrations.
 
     The state comes from exactly one of --source, --kubeconfig and --in-cluster.
@@ -130,7 +133,7 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
 
         api = api_client(kubeconfig)
         source, origin = ApiSource(api), api.configuration.host
-    config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established)
+    config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established, verify_interval=verify_interval)
     enforcer = Enforcer(config, source, Kernel(), Links(), ConnectionCutter() if cut_established else None)
     server = CniServer(socket_path, enforcer)
     stop = threading.Event()

@@ -26,6 +26,7 @@ from enforcer.records import PodRecord, read_all_records, records_signature, wri
 from enforcer.source import signature_digest
 from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
+from rules.drift import table_drift
 from rules.plan import plan
 from rules.translate import desired_ruleset
 
@@ -52,6 +53,9 @@ class EnforcerConfig:
     poll_interval: float = 0.2
     cut_established: bool = True
     max_backoff: float = 5.0
+    # How often the live tables are read back whole and compared with the last
+    # commit, so hand-made changes are found and undone (0: never).
+    verify_interval: float = 60.0
 
 
 def record_interface(record: PodRecord) -> PodInterface:
@@ -91,6 +95,7 @@ class Enforcer:
         self._wanted = 0  # sync generations asked for by CNI calls
         self._done = 0  # the newest generation a successful sync covered
         self.sync_count = 0
+        self.drift_repairs = 0
         self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
         self.last_error: str | None = None
         self._status_error: str | None = None  # the source error the status file shows
@@ -180,6 +185,17 @@ class Enforcer:
         ports = bridge.set("pod-ports") if bridge else None
         return ports is not None and Str(record.host_ifname) in ports.elements
 
+    def detect_drift(self) -> list[str]:
+        """Compare the live tables with the last commit; on drift, forget the commit
+        so the next sync takes the tables over from the kernel and repairs them."""
+        drift = [line for table in self.applied.values()
+                 for line in table_drift(table, self.kernel.read(table.family, table.name))]
+        if drift:
+            log.warning("the kernel's tables were changed behind our back, repairing:\n%s", "\n".join(drift))
+            self.applied.clear()
+            self.drift_repairs += 1
+        return drift
+
     def reload_records(self) -> bool:
         signature = records_signature(self.config.state_dir)
         if signature == self._records_signature:
@@ -204,6 +220,7 @@ class Enforcer:
     def run(self, stop: threading.Event) -> None:
         backoff = 0.0
         retry_at = 0.0
+        verify_at = time.monotonic() + self.config.verify_interval
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
         self.source.start(stop)
         while not stop.is_set():
@@ -218,6 +235,12 @@ class Enforcer:
             if error != self._status_error:
                 self._write_status()
             changed |= self.reload_records()
+            if self.config.verify_interval and time.monotonic() >= verify_at and self.applied:
+                verify_at = time.monotonic() + self.config.verify_interval
+                try:
+                    self.detect_drift()
+                except KernelError as e:
+                    log.error("cannot read the live tables back: %s", e)
             due = not self.applied and time.monotonic() >= retry_at
             if not (changed or target > self._done or due):
                 continue

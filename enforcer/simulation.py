@@ -299,7 +299,7 @@ class Node:
         self.enforcer = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.name,
              *self.bed.cluster.enforcer_args(), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
-             "--poll-interval", "0.1", "--health-port", str(HEALTH_PORT)],
+             "--poll-interval", "0.1", "--health-port", str(HEALTH_PORT), "--verify-interval", "1"],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10

@@ -244,7 +244,8 @@ def test_verify_reports_hand_made_changes_as_drift(bed) -> None:
     assert drift.returncode == 3, drift.stdout + drift.stderr
     assert f"changed: table inet nftpolicy chain {chain}" in drift.stdout
     assert f"changed: table inet nftpolicy set {peer_set}" in drift.stdout and "+ '10.9.9.9'" in drift.stdout
-    node.stop_enforcer()  # a restart takes the tables over and repairs them
-    node.start_enforcer()
-    node.wait_converged()
-    assert verify(bed, node).returncode == 0
+    deadline = time.monotonic() + 10  # the enforcer reads its tables back every second (the bed's setting) and repairs them
+    while verify(bed, node).returncode != 0:
+        assert time.monotonic() < deadline, node.log()[-2000:]
+        time.sleep(0.2)
+    assert "changed behind our back, repairing" in node.log()
