@@ -64,16 +64,24 @@ def render(paths: tuple[str, ...], node: str, fmt: str) -> None:
 
 
 @main.command()
-@_files
+@click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
+              help="Manifest file or directory (YAML or JSON; multi-document and kind: List). Repeatable.")
+@click.option("--live", is_flag=True, help="Trace the flow through this node's live kernel rules instead (IPs only).")
 @click.option("--from", "src", required=True, metavar="NS/POD|IP", help="Source of the flow.")
 @click.option("--to", "dst", required=True, metavar="NS/POD|IP", help="Destination of the flow.")
 @click.option("--port", required=True, metavar="N[/PROTO]", help="Destination port; protocol TCP (default), UDP or SCTP.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def explain(paths: tuple[str, ...], src: str, dst: str, port: str, fmt: str) -> None:
+def explain(paths: tuple[str, ...], live: bool, src: str, dst: str, port: str, fmt: str) -> None:
     """Say whether a new connection is allowed, and which policy rules decide it.
 
-    Exits 0 when allowed and 1 when denied.
+    From manifests (-f), by the reference evaluator; or, with --live, by the
+    kernel rule of this node that decides it. Exits 0 when allowed and 1 when denied.
     """
+    if live == bool(paths):
+        _fail("explain: give either -f PATH... or --live")
+    if live:
+        _explain_live(src, dst, port, fmt)
+        return
     try:
         explanation = offline.explain(paths, src, dst, port)
     except (InvalidObject, offline.UsageError) as e:
@@ -84,6 +92,28 @@ def explain(paths: tuple[str, ...], src: str, dst: str, port: str, fmt: str) -> 
     else:
         click.echo(explanation.as_text(), nl=False)
     sys.exit(ExitCode.OK if explanation.verdict.allowed else ExitCode.DENIED)
+
+
+def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:
+    from enforcer.kernel import Kernel, KernelError
+    from enforcer.live import explain_live
+
+    try:
+        number, protocol = offline.parse_port(port)
+        answer = explain_live(Kernel(), src, dst, number, protocol)
+    except offline.UsageError as e:
+        _fail(str(e))
+    except ValueError:
+        _fail(f"--live takes IP addresses: {src} -> {dst}")
+    except KernelError as e:
+        _fail(str(e))
+    if fmt == "json":
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        rule = answer["rule"]
+        decided = f'{rule["chain"]}: {rule["rule"]}' if rule else "the base chain's policy (accept)"
+        click.echo(f"{'ALLOWED' if answer['allowed'] else 'DENIED'}  {src} -> {dst} {answer['protocol']}/{number}\n  decided by {decided}")
+    sys.exit(ExitCode.OK if answer["allowed"] else ExitCode.DENIED)
 
 
 @main.command()

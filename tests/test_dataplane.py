@@ -8,12 +8,18 @@ and probes every pair of pods, on one node and across nodes.
 """
 from __future__ import annotations
 
+import json
 import random
+import sys
 
 import pytest
 
 from builders import policy as np, random_policy
+from enforcer.simulation import in_ns
 from probes import assert_matrix
+from rules.evaluate import verdict
+from rules.load import state_from_objects
+from rules.model import Protocol
 
 
 CASES = {
@@ -77,3 +83,34 @@ def test_random_policies_match_the_evaluator(bed, seed: int) -> None:
     for port, protocol in ((80, "TCP"), (81, "TCP"), (53, "UDP")):
         assert_matrix(bed, port, protocol, 4)
     assert_matrix(bed, 80, "TCP", 6)
+
+
+LIVE_EXPLAIN = """
+import json, sys
+from enforcer.kernel import Kernel
+from enforcer.live import explain_live
+from rules.model import Protocol
+kernel = Kernel()
+for src, dst, port in json.loads(sys.argv[1]):
+    print(json.dumps(explain_live(kernel, src, dst, port, Protocol.TCP)))
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", [n for n in CASES if "SCTP" not in n and "UDP" not in n])
+def test_live_explain_names_the_kernel_rule_the_evaluator_expects(bed, name: str) -> None:
+    """Flows between node-1's pods, traced through node-1's live rules, decide as the
+    evaluator does, and the deciding kernel rule's comment is a rule the evaluator names."""
+    bed.apply_policies(*CASES[name][0])
+    bed.wait_converged()
+    node = bed.nodes[0]
+    state = state_from_objects(bed.objects)
+    pods = list(node.pods.values())
+    flows = [(s.ip(4), d.ip(4), port) for s in pods for d in pods if s is not d for port in (80, 8080)]
+    out = in_ns(node.netns, sys.executable, "-c", LIVE_EXPLAIN, json.dumps(flows)).stdout.splitlines()
+    for (src, dst, port), line in zip(flows, out, strict=True):
+        live, v = json.loads(line), verdict(state, src, dst, port, Protocol.TCP)
+        assert live["allowed"] == v.allowed, (src, dst, port, live, v.reason)
+        if v.allowed and v.ingress and v.ingress.isolated_by:
+            assert any(live["rule"]["comment"].startswith(f"{r} ") or live["rule"]["comment"].startswith(f"{r}.")
+                       or live["rule"]["comment"] == str(r) for r in v.ingress.allowed_by), (live["rule"], v.deciding_rules)
