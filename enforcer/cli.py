@@ -277,3 +277,44 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
     if drift:
         sys.exit(ExitCode.DRIFT)
     click.echo(f"in sync: the kernel's nftpolicy tables are what the cluster state calls for on node {node}")
+
+
+@main.command()
+@click.option("--node", default="", help="This node's name, for the report.")
+@click.option("--state-dir", default="/var/lib/nftpolicy", show_default=True, type=click.Path(), help="The CNI pod records.")
+@click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
+              help="Cluster state (YAML), to name remote peers by pod. Repeatable.")
+@click.option("--namespace", default=None, help="Only pods of this namespace.")
+@click.option("--pod", "pod_key", default=None, metavar="NS/POD", help="Only this pod.")
+@click.option("--policy", "policy_key", default=None, metavar="NS/NAME", help="Only pods this policy isolates.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+def dump(node: str, state_dir: str, paths: tuple[str, ...], namespace: str | None, pod_key: str | None,
+         policy_key: str | None, fmt: str) -> None:
+    """What the live kernel of this node enforces, per local pod: isolation, the
+    policies that select it, each rule with its peers and counters.
+
+    JSON and YAML follow the versioned schema nftpolicy.dump/v1.
+    """
+    import yaml
+
+    from enforcer.kernel import Kernel, KernelError
+    from enforcer.live import dump_live
+    from rules.audit import as_table
+    from rules.load import load_state
+
+    try:
+        report = dump_live(Kernel(), node, state_dir, load_state(paths) if paths else None)
+    except (KernelError, InvalidObject) as e:
+        _fail(str(e))
+    report["pods"] = [
+        p for p in report["pods"]
+        if (namespace is None or p["pod"].split("/")[0] == namespace)
+        and (pod_key is None or p["pod"] == pod_key)
+        and (policy_key is None or policy_key in p["ingress"]["policies"] + p["egress"]["policies"])
+    ]
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    elif fmt == "yaml":
+        click.echo(yaml.safe_dump(report, sort_keys=False), nl=False)
+    else:
+        click.echo(as_table(report), nl=False)

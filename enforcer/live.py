@@ -33,3 +33,23 @@ def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: Protoc
             "chain": deciding.chain, "rule": deciding.rule.text(), "comment": deciding.rule.comment},
         "path": [{"chain": s.chain, "rule": s.rule.text()} for s in result.steps],
     }
+
+
+def dump_live(kernel: Kernel, node: str, state_dir: str, state=None) -> dict[str, Any]:
+    """This node's live rules per local pod, named from the CNI records (and,
+    given a cluster state, remote peers named too)."""
+    from enforcer.records import read_all_records
+    from rules.audit import dump
+
+    table = kernel.read("inet", "nftpolicy")
+    if table is None:
+        raise KernelError("no table inet nftpolicy on this node: is the enforcer running?")
+    names: dict[str, str] = {}
+    if state is not None:
+        names.update({str(ip): p.key for p in state.pods if p.is_policy_target for ip in p.ips})
+    records, _ = read_all_records(state_dir)
+    pods = {}
+    for r in records:
+        names.update({ip: r.key for ip in r.ips})
+        pods[r.key] = (r.ips[0], r.host_ifname)
+    return dump(table, node, pods, names)

@@ -188,6 +188,12 @@ class VMap:
 
 @dataclass(frozen=True)
 class Counter:
+    """A rule's packet and byte counter; the counts are what the kernel read
+    back, and never make two rules differ."""
+
+    packets: int = field(default=0, compare=False)
+    bytes: int = field(default=0, compare=False)
+
     def text(self) -> str:
         return "counter"
 

@@ -85,7 +85,8 @@ def _statement(j: dict) -> Any:
     if "vmap" in j:
         return VMap(_expr(j["vmap"]["key"]), j["vmap"]["data"].lstrip("@"))
     if "counter" in j:
-        return Counter()
+        counts = j["counter"] or {}
+        return Counter(counts.get("packets", 0), counts.get("bytes", 0))
     return _verdict(j) or Unknown(json.dumps(j, sort_keys=True))
 
 

@@ -4,6 +4,7 @@ IP reuse. Real packets on the bed of conftest.py (node-1: x/a, x/b, y/b;
 node-2: y/a, z/c)."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -159,12 +160,14 @@ def test_an_unregistered_pod_port_passes_nothing(bed) -> None:
     enforce(bed)
     pod = node.add_pod("z/bare", publish=False)
     assert tcp(pod, bed.pod("x/a").ip(4))
+    node.stop_enforcer()  # it would put the elements back: the port stays as bridge alone left it
     in_ns(node.netns, "nft", "delete", "element", "bridge", "nftpolicy", "pod-ports", f'{{ "{pod.host_ifname}" }}')
     in_ns(node.netns, "nft", "delete", "element", "bridge", "nftpolicy", "port-macs",
           f'{{ "{pod.host_ifname}" . {pod.result["interfaces"][-1]["mac"]} }}')
     try:
         assert not tcp(pod, bed.pod("x/a").ip(4)) and not tcp(bed.pod("x/a"), pod.ip(4))
     finally:
+        node.start_enforcer()
         node.delete_pod("z/bare")
         bed.wait_converged()
 
@@ -249,3 +252,22 @@ def test_verify_reports_hand_made_changes_as_drift(bed) -> None:
         assert time.monotonic() < deadline, node.log()[-2000:]
         time.sleep(0.2)
     assert "changed behind our back, repairing" in node.log()
+
+
+def test_dump_shows_each_pods_live_rules_peers_and_counters(bed) -> None:
+    enforce(bed, ALLOW_B_TO_A, DENY_X)
+    node = bed.nodes[0]
+    a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
+    assert tcp(b, a.ip(4)) and not tcp(y_b, a.ip(4))
+    out = in_ns(node.netns, sys.executable, "-m", "enforcer", "dump", "--node", node.name, "--state-dir", str(node.state_dir),
+                "-f", str(bed.source), "--pod", "x/a", "--format", "json").stdout
+    report = json.loads(out)
+    assert report["schemaVersion"] == "nftpolicy.dump/v1" and [p["pod"] for p in report["pods"]] == ["x/a"]
+    ingress = report["pods"][0]["ingress"]
+    assert ingress["isolated"] and sorted(ingress["policies"]) == ["x/a-from-b", "x/deny"]
+    allow = next(r for r in ingress["rules"] if r["rule"].startswith("x/a-from-b ingress[0].from[0]") and r["match"].startswith("ip saddr"))
+    assert allow["packets"] >= 1 and f"x/b ({b.ip(4)})" in allow["peers"][0]["members"]
+    assert ingress["denied"]["packets"] >= 1
+    assert not report["pods"][0]["egress"]["isolated"]
+    table = in_ns(node.netns, sys.executable, "-m", "enforcer", "dump", "--state-dir", str(node.state_dir), "--policy", "x/deny").stdout
+    assert "x/a" in table and "isolated by" in table
