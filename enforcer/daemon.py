@@ -95,6 +95,9 @@ class Enforcer:
         self._wanted = 0  # sync generations asked for by CNI calls
         self._done = 0  # the newest generation a successful sync covered
         self.sync_count = 0
+        self.sync_failures = 0
+        self.sync_seconds = 0.0  # total time spent in successful syncs
+        self.last_commands = 0  # size of the last committed transaction
         self.drift_repairs = 0
         self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
         self.last_error: str | None = None
@@ -136,13 +139,17 @@ class Enforcer:
         except KernelError as e:
             self.applied.clear()  # observe the kernel again before the next try
             self.last_error = str(e)
+            self.sync_failures += 1
             log.error("sync failed, previous ruleset stays in force: %s", e)
             return False
         before = self.applied.get(("inet", "nftpolicy"))
         self.applied = {(t.family, t.name): t for t in desired.tables}
         self.sync_count += 1
         self.last_error = None
-        log.info("sync %d: %d commands in %.1f ms", self.sync_count, text.count("\n"), (time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        self.sync_seconds += elapsed
+        self.last_commands = text.count("\n")
+        log.info("sync %d: %d commands in %.1f ms", self.sync_count, self.last_commands, elapsed * 1000)
         self._release_held()
         self._write_status()
         inet = self.applied[("inet", "nftpolicy")]

@@ -1,4 +1,4 @@
-"""``/healthz`` and ``/readyz`` for the kubelet's probes.
+"""``/healthz`` and ``/readyz`` for the kubelet's probes, ``/metrics`` for Prometheus.
 
 - healthz: the sync loop is turning (it looked at its inputs in the last
   ``stale_after`` seconds). A stuck enforcer is restarted; its rules stay in
@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from enforcer.daemon import Enforcer
+from enforcer.metrics import metrics
 
 
 def health(enforcer: Enforcer, stale_after: float) -> tuple[bool, str]:
@@ -35,7 +36,8 @@ def readiness(enforcer: Enforcer) -> tuple[bool, str]:
 def serve(port: int, enforcer: Enforcer, stop: threading.Event, stale_after: float = 30.0) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            checks = {"/healthz": lambda: health(enforcer, stale_after), "/readyz": lambda: readiness(enforcer)}
+            checks = {"/healthz": lambda: health(enforcer, stale_after), "/readyz": lambda: readiness(enforcer),
+                      "/metrics": lambda: (True, metrics(enforcer).rstrip("\n"))}
             if self.path not in checks:
                 self.send_error(404)
                 return

@@ -271,3 +271,16 @@ def test_dump_shows_each_pods_live_rules_peers_and_counters(bed) -> None:
     assert not report["pods"][0]["egress"]["isolated"]
     table = in_ns(node.netns, sys.executable, "-m", "enforcer", "dump", "--state-dir", str(node.state_dir), "--policy", "x/deny").stdout
     assert "x/a" in table and "isolated by" in table
+
+
+def test_metrics_count_syncs_objects_and_per_policy_packets(bed) -> None:
+    enforce(bed, ALLOW_B_TO_A)
+    node = bed.nodes[0]
+    a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
+    assert tcp(b, a.ip(4)) and not tcp(y_b, a.ip(4))
+    text = in_ns(node.netns, "curl", "-fsS", "http://127.0.0.1:9964/metrics").stdout
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["nftpolicy_syncs_total"] >= 1 and values["nftpolicy_source_up"] == 1
+    assert values['nftpolicy_objects{table="inet nftpolicy",kind="chains"}'] > 2
+    assert values['nftpolicy_policy_rule_packets_total{rule="x/a-from-b ingress[0].from[0]"}'] >= 1
+    assert values['nftpolicy_denied_packets_total{direction="ingress",policies="x/a-from-b"}'] >= 1

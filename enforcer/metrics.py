@@ -1,0 +1,69 @@
+"""Prometheus metrics, in the text exposition format, for ``/metrics``.
+
+Sync counts, time and failures, the last transaction's size, drift repairs,
+the size of what is in force, and per-policy counters read from the kernel's
+rule counters at scrape time: packets each policy rule allowed, and packets
+dropped for each set of policies isolating pods.
+"""
+from __future__ import annotations
+
+from rules.nft import Counter, Verdict
+from enforcer.daemon import Enforcer
+from enforcer.kernel import KernelError
+
+
+def _label(value: str) -> str:
+    """A label value as the exposition format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics(enforcer: Enforcer) -> str:
+    lines = [
+        "# HELP nftpolicy_syncs_total Transactions committed.",
+        "# TYPE nftpolicy_syncs_total counter",
+        f"nftpolicy_syncs_total {enforcer.sync_count}",
+        "# HELP nftpolicy_sync_failures_total Transactions the kernel refused (the previous ruleset stayed).",
+        "# TYPE nftpolicy_sync_failures_total counter",
+        f"nftpolicy_sync_failures_total {enforcer.sync_failures}",
+        "# HELP nftpolicy_sync_seconds_total Time spent computing and committing transactions.",
+        "# TYPE nftpolicy_sync_seconds_total counter",
+        f"nftpolicy_sync_seconds_total {enforcer.sync_seconds:.6f}",
+        "# HELP nftpolicy_last_transaction_commands Commands in the last committed transaction.",
+        "# TYPE nftpolicy_last_transaction_commands gauge",
+        f"nftpolicy_last_transaction_commands {enforcer.last_commands}",
+        "# HELP nftpolicy_drift_repairs_total Hand-made changes to the tables found and undone.",
+        "# TYPE nftpolicy_drift_repairs_total counter",
+        f"nftpolicy_drift_repairs_total {enforcer.drift_repairs}",
+        "# HELP nftpolicy_source_up Whether the cluster state is current (1) or the last good one is in force (0).",
+        "# TYPE nftpolicy_source_up gauge",
+        f"nftpolicy_source_up {0 if enforcer.source.error else 1}",
+        "# HELP nftpolicy_objects Objects of the committed tables, by kind.",
+        "# TYPE nftpolicy_objects gauge",
+    ]
+    for table in enforcer.applied.values():
+        counts = {"chains": len(table.chains), "rules": sum(len(c.rules) for c in table.chains),
+                  "sets": len(table.sets), "elements": sum(len(s.elements) for s in table.sets)}
+        lines += [f'nftpolicy_objects{{table="{table.family} {table.name}",kind="{k}"}} {v}' for k, v in counts.items()]
+    lines += ["# HELP nftpolicy_policy_rule_packets_total Packets of new connections a policy rule allowed.",
+              "# TYPE nftpolicy_policy_rule_packets_total counter",
+              "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
+              "# TYPE nftpolicy_denied_packets_total counter"]
+    try:
+        live = enforcer.kernel.read("inet", "nftpolicy") if enforcer.applied else None
+    except KernelError:
+        live = None
+    allowed: dict[str, int] = {}
+    for chain in live.chains if live else ():
+        for rule in chain.rules:
+            counter = next((s for s in rule.statements if isinstance(s, Counter)), None)
+            verdict = next((s for s in rule.statements if isinstance(s, Verdict)), None)
+            if counter is None or verdict is None:
+                continue
+            if chain.name.startswith("policy-") and rule.comment:
+                allowed[rule.comment] = allowed.get(rule.comment, 0) + counter.packets
+            elif chain.name.startswith("isolate-") and verdict.kind == "drop":
+                policies = ",".join(r.comment.rsplit(" ", 1)[0] for r in chain.rules if r.comment and r is not rule)
+                direction = chain.name.split("-")[1]
+                lines.append(f'nftpolicy_denied_packets_total{{direction="{direction}",policies="{_label(policies)}"}} {counter.packets}')
+    lines += [f'nftpolicy_policy_rule_packets_total{{rule="{_label(r)}"}} {n}' for r, n in sorted(allowed.items())]
+    return "\n".join(lines) + "\n"
