@@ -233,21 +233,39 @@ def verify(bed, node) -> subprocess.CompletedProcess:
                  "--state-dir", str(node.state_dir), check=False)
 
 
+def tamper(node) -> tuple[str, str]:
+    """Delete a policy rule and add a peer element by hand, in one batch; returns (chain, set)."""
+    chain = next(line.split()[1] for line in node.nft("list", "chains", "inet").splitlines() if "policy-ingress" in line)
+    handle = node.nft("-a", "list", "chain", "inet", "nftpolicy", chain).split("# handle ")[-1].split()[0]
+    peer_set = next(s.split()[1] for s in node.nft("list", "sets", "inet").splitlines() if s.strip().startswith("set peer-"))
+    in_ns(node.netns, "nft", "-f", "-", input=f"delete rule inet nftpolicy {chain} handle {handle}\n"
+                                              f"add element inet nftpolicy {peer_set} {{ 10.9.9.9 }}\n")
+    return chain, peer_set
+
+
 def test_verify_reports_hand_made_changes_as_drift(bed) -> None:
     enforce(bed, ALLOW_B_TO_A)
     node = bed.nodes[0]
     clean = verify(bed, node)
     assert clean.returncode == 0 and "in sync" in clean.stdout, clean.stdout + clean.stderr
-    chain = next(line.split()[1] for line in node.nft("list", "chains", "inet").splitlines() if "policy-ingress" in line)
-    handle = node.nft("-a", "list", "chain", "inet", "nftpolicy", chain).split("# handle ")[-1].split()[0]
-    node.nft("delete", "rule", "inet", "nftpolicy", chain, "handle", handle)
-    peer_set = next(s.split()[1] for s in node.nft("list", "sets", "inet").splitlines() if s.strip().startswith("set peer-"))
-    node.nft("add", "element", "inet", "nftpolicy", peer_set, "{ 10.9.9.9 }")
-    drift = verify(bed, node)
-    assert drift.returncode == 3, drift.stdout + drift.stderr
-    assert f"changed: table inet nftpolicy chain {chain}" in drift.stdout
-    assert f"changed: table inet nftpolicy set {peer_set}" in drift.stdout and "+ '10.9.9.9'" in drift.stdout
-    deadline = time.monotonic() + 10  # the enforcer reads its tables back every second (the bed's setting) and repairs them
+    node.stop_enforcer()  # nobody repairs while we look
+    try:
+        chain, peer_set = tamper(node)
+        drift = verify(bed, node)
+        assert drift.returncode == 3, drift.stdout + drift.stderr
+        assert f"changed: table inet nftpolicy chain {chain}" in drift.stdout
+        assert f"changed: table inet nftpolicy set {peer_set}" in drift.stdout and "+ '10.9.9.9'" in drift.stdout
+    finally:
+        node.start_enforcer()
+        node.wait_converged()
+    assert verify(bed, node).returncode == 0, "the restarted enforcer took the tables over and repaired them"
+
+
+def test_the_enforcer_repairs_hand_made_changes_while_it_runs(bed) -> None:
+    enforce(bed, ALLOW_B_TO_A)
+    node = bed.nodes[0]
+    tamper(node)
+    deadline = time.monotonic() + 10  # it reads its tables back every second (the bed's setting)
     while verify(bed, node).returncode != 0:
         assert time.monotonic() < deadline, node.log()[-2000:]
         time.sleep(0.2)
