@@ -138,9 +138,12 @@ def demo() -> None:
 @click.option("--health-port", type=int, default=None, help="Serve /healthz and /readyz on this TCP port.")
 @click.option("--verify-interval", default=60.0, show_default=True,
               help="Seconds between reading the live tables back to find and undo hand-made changes (0: never).")
+@click.option("--log-group", type=int, default=None, help="Log denied new connections (rate-limited) to this NFLOG group.")
+@click.option("--deny-log", type=click.Path(dir_okay=False), default=None,
+              help="With --log-group: write the denied flows here as JSON lines (default: standard output).")
 def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str,
             socket_path: str, poll_interval: float, cut_established: bool, health_port: int | None,
-            verify_interval: float) -> None:
+            verify_interval: float, log_group: int | None, deny_log: str | None) -> None:
     """Keep this node's nftables tables in step with the cluster state and CNI registrations.
 
     The state comes from exactly one of --source, --kubeconfig and --in-cluster.
@@ -163,13 +166,19 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
 
         api = api_client(kubeconfig)
         source, origin = ApiSource(api), api.configuration.host
-    config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established, verify_interval=verify_interval)
+    config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established,
+                            verify_interval=verify_interval, log_group=log_group)
     enforcer = Enforcer(config, source, Kernel(), Links(), ConnectionCutter() if cut_established else None)
     server = CniServer(socket_path, enforcer)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=server.serve, args=(stop,), daemon=True).start()
+    if log_group is not None:
+        from enforcer import deny_log as denied
+
+        out = open(deny_log, "a") if deny_log else sys.stdout
+        threading.Thread(target=denied.run, args=(log_group, enforcer, out, stop), daemon=True).start()
     if health_port is not None:
         from enforcer import health
 
@@ -265,10 +274,14 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
     interfaces, more = record_interfaces(records)
     for e in errors + more:
         click.echo(f"nftpolicy: {e}", err=True)
+    try:  # the enforcer's own settings that shape the tables
+        log_group = json.loads((Path(state_dir) / "status.json").read_text()).get("logGroup")
+    except (OSError, ValueError):
+        log_group = None
     kernel = Kernel()
     drift = []
     try:
-        for table in desired_ruleset(source.state, node, interfaces).tables:
+        for table in desired_ruleset(source.state, node, interfaces, log_group).tables:
             drift += table_drift(table, kernel.read(table.family, table.name))
     except KernelError as e:
         _fail(f"cannot read the kernel's tables: {e}")

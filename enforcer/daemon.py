@@ -56,6 +56,7 @@ class EnforcerConfig:
     # How often the live tables are read back whole and compared with the last
     # commit, so hand-made changes are found and undone (0: never).
     verify_interval: float = 60.0
+    log_group: int | None = None  # NFLOG group for denied new connections (None: not logged)
 
 
 def record_interface(record: PodRecord) -> PodInterface:
@@ -118,7 +119,7 @@ class Enforcer:
 
     def desired(self) -> Ruleset:
         assert self.source.state is not None
-        return desired_ruleset(self.source.state, self.config.node, self._interfaces())
+        return desired_ruleset(self.source.state, self.config.node, self._interfaces(), self.config.log_group)
 
     # --- sync ------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class Enforcer:
             "source": self.source.loaded,
             "records": signature_digest(self._records_signature or ()),
             "sourceError": self._status_error,
+            "logGroup": self.config.log_group,  # part of what the tables should be: verify reads it
         }
         path = self.config.state_dir / "status.json"
         path.parent.mkdir(parents=True, exist_ok=True)

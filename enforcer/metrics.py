@@ -62,7 +62,8 @@ def metrics(enforcer: Enforcer) -> str:
             if chain.name.startswith("policy-") and rule.comment:
                 allowed[rule.comment] = allowed.get(rule.comment, 0) + counter.packets
             elif chain.name.startswith("isolate-") and verdict.kind == "drop":
-                policies = ",".join(r.comment.rsplit(" ", 1)[0] for r in chain.rules if r.comment and r is not rule)
+                policies = ",".join(r.comment.rsplit(" ", 1)[0] for r in chain.rules
+                                    if r.comment and any(isinstance(s, Verdict) and s.kind == "jump" for s in r.statements))
                 direction = chain.name.split("-")[1]
                 lines.append(f'nftpolicy_denied_packets_total{{direction="{direction}",policies="{_label(policies)}"}} {counter.packets}')
     lines += [f'nftpolicy_policy_rule_packets_total{{rule="{_label(r)}"}} {n}' for r, n in sorted(allowed.items())]

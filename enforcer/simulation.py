@@ -299,7 +299,8 @@ class Node:
         self.enforcer = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.name,
              *self.bed.cluster.enforcer_args(), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
-             "--poll-interval", "0.1", "--health-port", str(HEALTH_PORT), "--verify-interval", "1"],
+             "--poll-interval", "0.1", "--health-port", str(HEALTH_PORT), "--verify-interval", "1",
+             "--log-group", "100", "--deny-log", str(self.deny_log)],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
@@ -307,6 +308,10 @@ class Node:
             if time.monotonic() > deadline or self.enforcer.poll() is not None:
                 raise RuntimeError(f"enforcer of {self.name} did not start:\n{self.log()}")
             time.sleep(0.05)
+
+    @property
+    def deny_log(self) -> Path:
+        return self.dir / "denied.jsonl"
 
     def stop_enforcer(self, sig: int = signal.SIGTERM) -> None:
         if self.enforcer:

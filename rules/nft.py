@@ -202,6 +202,35 @@ class Counter:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A rate limit: matches while under ``rate`` per ``per`` (with a burst)."""
+
+    rate: int
+    per: str = "second"
+    burst: int = 5
+
+    def text(self) -> str:
+        return f"limit rate {self.rate}/{self.per} burst {self.burst} packets"
+
+    def json(self) -> Any:
+        return {"limit": {"rate": self.rate, "burst": self.burst, "per": self.per}}
+
+
+@dataclass(frozen=True)
+class Log:
+    """Send the packet to an NFLOG group, with a prefix that says why."""
+
+    prefix: str
+    group: int
+
+    def text(self) -> str:
+        return f'log prefix "{self.prefix}" group {self.group}'
+
+    def json(self) -> Any:
+        return {"log": {"prefix": self.prefix, "group": self.group}}
+
+
+@dataclass(frozen=True)
 class Verdict:
     kind: str  # accept, drop, return, jump, goto
     target: str | None = None
@@ -213,7 +242,7 @@ class Verdict:
         return {self.kind: {"target": self.target} if self.target else None}
 
 
-Statement = Union[Match, VMap, Counter, Verdict]
+Statement = Union[Match, VMap, Counter, Limit, Log, Verdict]
 
 ACCEPT = Verdict("accept")
 DROP = Verdict("drop")

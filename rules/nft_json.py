@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rules.nft import AnonSet, Chain, Concat, Counter, Ct, Flags, Hook, Match, Meta, Payload, Prefix, Range, Rule, Set, SetRef, Str, Table, Verdict, VMap
+from rules.nft import AnonSet, Chain, Concat, Counter, Ct, Flags, Hook, Limit, Log, Match, Meta, Payload, Prefix, Range, Rule, Set, SetRef, Str, Table, Verdict, VMap
 
 IFNAME_KEYS = ("iifname", "oifname")
 
@@ -84,6 +84,10 @@ def _statement(j: dict) -> Any:
         return Match(left, _value(m["right"], types), m["op"])
     if "vmap" in j:
         return VMap(_expr(j["vmap"]["key"]), j["vmap"]["data"].lstrip("@"))
+    if "limit" in j:
+        return Limit(j["limit"]["rate"], j["limit"].get("per", "second"), j["limit"].get("burst", 5))
+    if "log" in j:
+        return Log(j["log"].get("prefix", ""), j["log"].get("group", 0))
     if "counter" in j:
         counts = j["counter"] or {}
         return Counter(counts.get("packets", 0), counts.get("bytes", 0))

@@ -58,6 +58,8 @@ from rules.nft import (
     Ct,
     Flags,
     Hook,
+    Limit,
+    Log,
     Match,
     Meta,
     Payload,
@@ -79,6 +81,7 @@ TABLE = "nftpolicy"
 FAMILIES = (4, 6)
 FORWARD_PRIORITY = 0  # filter: after kube-proxy's DNAT, so Service traffic is policed on the pod address
 NAME_MAX = 200  # nft allows 256; leaves room for prefixes and suffixes
+DENY_LOG_RATE, DENY_LOG_BURST = 10, 20  # denied packets logged per second per isolation chain
 
 DISPATCH_CHAIN = "ingress-dispatch"
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
@@ -340,13 +343,21 @@ def _dispatch_map(direction: Direction, family: int, entries: list[tuple]) -> Se
     )
 
 
-def desired_ruleset(state: ClusterState, node: str, interfaces: Iterable[PodInterface] | None = None) -> Ruleset:
+def deny_log_prefix(direction: Direction, isolate_chain: str) -> str:
+    """What a denied packet's log line starts with: the direction and the chain that dropped it."""
+    return f"nftpolicy {direction.field} {isolate_chain} "
+
+
+def desired_ruleset(
+    state: ClusterState, node: str, interfaces: Iterable[PodInterface] | None = None, log_group: int | None = None
+) -> Ruleset:
     """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``.
 
     ``interfaces`` are the CNI registrations of the node's pods. With them
     (the enforcer), local pods take their IPs from CNI and the bridge table
     binds each pod port to its pod's sources. Without them (offline
-    rendering), only the policy table is rendered.
+    rendering), only the policy table is rendered. With ``log_group``, denied
+    new connections are also logged to that NFLOG group, rate-limited.
     """
     if interfaces is not None:
         interfaces = tuple(interfaces)
@@ -366,12 +377,18 @@ def desired_ruleset(state: ClusterState, node: str, interfaces: Iterable[PodInte
                     name = policy_chain_name(p, direction)
                     if name not in policy_chains:
                         policy_chains[name] = builder.policy_chain(p, direction)
+                logging = (
+                    (Rule((Limit(DENY_LOG_RATE, "second", DENY_LOG_BURST), Log(deny_log_prefix(direction, isolate), log_group)),
+                          f"log denied {direction.field} to NFLOG group {log_group}, rate-limited"),)
+                    if log_group is not None else ()
+                )
                 isolate_chains[isolate] = Chain(
                     isolate,
                     f"pods isolated for {direction.field} by {', '.join(p.key for p in policies)}",
                     None,
                     (
                         *(Rule((jump(policy_chain_name(p, direction)),), f"{p.key} {direction.field}") for p in policies),
+                        *logging,
                         Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"),
                     ),
                 )

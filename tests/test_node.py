@@ -302,3 +302,21 @@ def test_metrics_count_syncs_objects_and_per_policy_packets(bed) -> None:
     assert values['nftpolicy_objects{table="inet nftpolicy",kind="chains"}'] > 2
     assert values['nftpolicy_policy_rule_packets_total{rule="x/a-from-b ingress[0].from[0]"}'] >= 1
     assert values['nftpolicy_denied_packets_total{direction="ingress",policies="x/a-from-b"}'] >= 1
+
+
+def test_denied_flows_are_logged_with_pods_port_direction_and_policies(bed) -> None:
+    enforce(bed, ALLOW_B_TO_A)
+    node = bed.nodes[0]
+    a, y_b = bed.pod("x/a"), bed.pod("y/b")
+    assert not tcp(y_b, a.ip(4), port=8080)
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(l) for l in node.deny_log.read_text().splitlines()] if node.deny_log.exists() else []
+        hit = [l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 8080]
+        if hit or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert hit, lines
+    assert hit[0] | {"time": None} == {"time": None, "node": node.name, "direction": "ingress", "protocol": "TCP", "port": 8080,
+                                       "src": {"ip": y_b.ip(4), "pod": "y/b"}, "dst": {"ip": a.ip(4), "pod": "x/a"},
+                                       "policies": ["x/a-from-b"]}

@@ -179,7 +179,7 @@ def test_tables_read_back_from_the_kernel_show_no_drift() -> None:
 
     s = state(*BASE, *case_policies())
     interfaces = [PodInterface("x", "a", "c1", "veth0a", "02:00:00:00:00:0a", (ipaddress.ip_address("10.0.1.1"), ipaddress.ip_address("fd00:1::1")))]
-    for ruleset in (desired_ruleset(s, "n1", interfaces), desired_ruleset(s, "n2", [])):
+    for ruleset in (desired_ruleset(s, "n1", interfaces, log_group=100), desired_ruleset(s, "n2", [])):
         with netns() as ns:
             assert nft(ns, "-f", "-", stdin=render_text(ruleset)).returncode == 0
             for table in ruleset.tables:

@@ -1,0 +1,55 @@
+"""The denied-flow log: packets the isolation chains drop (rate-limited, sent
+to an NFLOG group by ``log`` rules) written as JSON lines with the pods on
+both ends, the port, the protocol, the direction and the policies that
+isolate the pod."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import TextIO
+
+from enforcer.daemon import Enforcer
+from enforcer.nflog import LoggedPacket, NflogReader
+
+log = logging.getLogger("nftpolicy.denied")
+
+
+def describe(packet: LoggedPacket, enforcer: Enforcer) -> dict | None:
+    """The log line for one packet; None when the prefix is not one of ours."""
+    words = packet.prefix.split()
+    if len(words) != 3 or words[0] != "nftpolicy":
+        return None
+    _, direction, chain_name = words
+    state = enforcer.source.state
+    owners = {str(ip): p.key for p in (state.pods if state else ()) if p.is_policy_target for ip in p.ips}
+    owners.update({ip: r.key for r in enforcer.records for ip in r.ips})
+    table = enforcer.applied.get(("inet", "nftpolicy"))
+    chain = table.chain(chain_name) if table else None
+    policies = [r.comment.rsplit(" ", 1)[0] for r in (chain.rules if chain else ()) if r.comment and r.comment.endswith(f" {direction}")]
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "node": enforcer.config.node,
+        "direction": direction,
+        "src": {"ip": packet.src, "pod": owners.get(packet.src)},
+        "dst": {"ip": packet.dst, "pod": owners.get(packet.dst)},
+        "protocol": packet.protocol,
+        "port": packet.port,
+        "policies": policies,
+    }
+
+
+def run(group: int, enforcer: Enforcer, out: TextIO, stop: threading.Event) -> None:
+    reader = NflogReader(group)
+    try:
+        while not stop.is_set():
+            for packet in reader.packets(timeout=0.5):
+                line = describe(packet, enforcer)
+                if line is not None:
+                    out.write(json.dumps(line) + "\n")
+                    out.flush()
+    except OSError as e:
+        log.error("denied-flow log on NFLOG group %d stopped: %s", group, e)
+    finally:
+        reader.close()
