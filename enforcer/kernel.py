@@ -70,9 +70,3 @@ class Kernel:
         """The whole table, rules and elements included (for audits, not the hot path)."""
         items = self._list_json(f"list table {family} {name}")
         return None if items is None else table_from_json(items, family, name)
-
-    def list_text(self, family: str, name: str) -> str:
-        rc, out, err = self._nft.cmd(f"list table {family} {name}")
-        if rc != 0:
-            raise KernelError(err.strip())
-        return out
