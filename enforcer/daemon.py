@@ -117,9 +117,9 @@ class Enforcer:
         self._report(errors)
         return interfaces
 
-    def desired(self) -> Ruleset:
+    def desired(self, interfaces: list[PodInterface]) -> Ruleset:
         assert self.source.state is not None
-        return desired_ruleset(self.source.state, self.config.node, self._interfaces(), self.config.log_group)
+        return desired_ruleset(self.source.state, self.config.node, interfaces, self.config.log_group)
 
     # --- sync ------------------------------------------------------------
 
@@ -128,7 +128,8 @@ class Enforcer:
         if self.source.state is None:
             return False  # nothing good loaded yet: leave the kernel as it is
         started = time.monotonic()
-        desired = self.desired()
+        interfaces = self._interfaces()  # read once: the ruleset and the conntrack cut both use them
+        desired = self.desired(interfaces)
         script = []
         for table in desired.tables:
             key = (table.family, table.name)
@@ -155,7 +156,7 @@ class Enforcer:
         self._write_status()
         inet = self.applied[("inet", "nftpolicy")]
         if self.cutter is not None and self.config.cut_established and before is not None and before != inet:
-            local_ips = {ip for i in self._interfaces() for ip in i.ips}
+            local_ips = {ip for i in interfaces for ip in i.ips}
             cut = self.cutter.cut_denied(inet, local_ips)
             if cut:
                 log.info("cut %d established connections that policy now denies", cut)
