@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import threading
+import time
 from typing import Any, Callable
 
 from kubernetes import client, config
@@ -32,6 +33,7 @@ from rules.model import ClusterState
 
 log = logging.getLogger("nftpolicy.api")
 
+LIST_PAGE = 500  # objects per list page, as client-go's reflector asks
 WATCH_SECONDS = int(os.environ.get("NFTPOLICY_WATCH_SECONDS", "300"))  # the server ends each watch after this
 
 
@@ -74,6 +76,9 @@ class ApiSource:
         self._seen: dict[str, int] = {k.kind: 0 for k in self.kinds}  # newest resourceVersion applied, per kind
         self.state: ClusterState | None = None
         self.loaded: str | None = None
+        self.changed_at: float | None = None  # when the oldest change in ``state`` reached the cache
+        self._first_unoffered: float | None = None
+        self._wake: Callable[[], None] = lambda: None
 
     # --- what the daemon reads ---------------------------------------------
 
@@ -88,13 +93,15 @@ class ApiSource:
             if self._version == self._offered or len(self._listed) < len(self.kinds):
                 return False
             self._offered = self._version
+            self.changed_at, self._first_unoffered = self._first_unoffered, None
             objects = {kind: list(cache.values()) for kind, cache in self._cache.items()}
             seen = dict(self._seen)
         self.state = ClusterState.build(objects["Namespace"], objects["Pod"], objects["NetworkPolicy"])
         self.loaded = json.dumps(seen, sort_keys=True)  # what the state includes, per kind
         return True
 
-    def start(self, stop: threading.Event) -> None:
+    def start(self, stop: threading.Event, wake: Callable[[], None] = lambda: None) -> None:
+        self._wake = wake
         for kind in self.kinds:
             threading.Thread(target=self._run, args=(kind, stop), name=f"watch-{kind.kind}", daemon=True).start()
 
@@ -114,19 +121,25 @@ class ApiSource:
             return None
 
     def _relist(self, kind: _Kind) -> str:
-        response = kind.list_fn(_preload_content=False, _request_timeout=(5, 60))
-        body = json.loads(response.data)
-        fresh = {}
-        for raw in body.get("items", []):
-            parsed = self._parse(kind, raw)
-            if parsed:
-                fresh[parsed[0]] = parsed[1]
+        """List in pages (one consistent snapshot), so the raw JSON held at once stays bounded."""
+        fresh, token = {}, None
+        while True:
+            response = kind.list_fn(limit=LIST_PAGE, _continue=token, _preload_content=False, _request_timeout=(5, 60))
+            body = json.loads(response.data)
+            for raw in body.pop("items", None) or ():
+                parsed = self._parse(kind, raw)
+                if parsed:
+                    fresh[parsed[0]] = parsed[1]
+            token = body["metadata"].get("continue")
+            if not token:
+                break
         with self._lock:
             kept = {k: v for k, v in self._cache[kind.kind].items() if k not in fresh and f"{kind.kind} {k}" in self._errors}
             self._cache[kind.kind] = {**kept, **fresh}
             self._listed.add(kind.kind)
             self._seen[kind.kind] = _int(body["metadata"]["resourceVersion"])
-            self._version += 1
+            self._changed()
+        self._wake()
         log.info("listed %d %s objects", len(fresh), kind.kind)
         return body["metadata"]["resourceVersion"]
 
@@ -143,7 +156,14 @@ class ApiSource:
                 self._cache[kind_name][key] = parsed[1]
                 self._errors.pop(f"{kind_name} {key}", None)
             self._seen[kind_name] = max(self._seen[kind_name], _int(meta.get("resourceVersion")))
-            self._version += 1
+            self._changed()
+        self._wake()
+
+    def _changed(self) -> None:
+        """Under the lock: the cache changed since the last state offered."""
+        self._version += 1
+        if self._first_unoffered is None:
+            self._first_unoffered = time.monotonic()
 
     def _watch(self, kind: _Kind, version: str, stop: threading.Event) -> str | None:
         """Follow the watch until it ends; the version to resume from, or None to relist."""

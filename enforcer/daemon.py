@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from enforcer.kernel import Kernel, KernelError
 from enforcer.records import PodRecord, read_all_records, records_signature, write_record
@@ -28,9 +28,11 @@ from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
 from rules.drift import table_drift
 from rules.plan import plan
-from rules.translate import desired_ruleset
+from rules.translate import SetMemo, desired_ruleset
 
 log = logging.getLogger("nftpolicy.enforcer")
+
+LATENCY_WINDOW = 1024  # change-to-commit latencies kept for /metrics
 
 
 class Source(Protocol):
@@ -39,8 +41,10 @@ class Source(Protocol):
     state: ClusterState | None  # the last good state; None until there is one
     error: str | None  # why newer input is not in force
     loaded: str | None  # identifies what ``state`` was built from
+    changed_at: float | None  # monotonic time of the oldest change ``state`` holds that an earlier state did not
 
-    def start(self, stop: threading.Event) -> None: ...
+    def start(self, stop: threading.Event, wake: Callable[[], None]) -> None:
+        """Start watching; call ``wake`` whenever there is news for ``poll``."""
 
     def poll(self) -> bool: ...
 
@@ -94,6 +98,10 @@ class Enforcer:
         self._reported_errors: set[str] = set()
         self._cond = threading.Condition()
         self._wanted = 0  # sync generations asked for by CNI calls
+        self._woken = False  # the source has news
+        self._memo = SetMemo()  # sets of the last render, reused when their pods did not change
+        self._pending_change: float | None = None  # when the oldest change not yet committed reached us
+        self.change_latencies: list[float] = []  # change seen -> committed, seconds, newest last (bounded)
         self._done = 0  # the newest generation a successful sync covered
         self.sync_count = 0
         self.sync_failures = 0
@@ -119,7 +127,7 @@ class Enforcer:
 
     def desired(self, interfaces: list[PodInterface]) -> Ruleset:
         assert self.source.state is not None
-        return desired_ruleset(self.source.state, self.config.node, interfaces, self.config.log_group)
+        return desired_ruleset(self.source.state, self.config.node, interfaces, self.config.log_group, self._memo)
 
     # --- sync ------------------------------------------------------------
 
@@ -151,7 +159,13 @@ class Enforcer:
         elapsed = time.monotonic() - started
         self.sync_seconds += elapsed
         self.last_commands = text.count("\n")
-        log.info("sync %d: %d commands in %.1f ms", self.sync_count, self.last_commands, elapsed * 1000)
+        latency = ""
+        if self._pending_change is not None:
+            seen_to_commit = time.monotonic() - self._pending_change
+            self._pending_change = None
+            self.change_latencies = self.change_latencies[-(LATENCY_WINDOW - 1):] + [seen_to_commit]
+            latency = f", change seen -> committed {seen_to_commit * 1000:.1f} ms"
+        log.info("sync %d: %d commands in %.1f ms%s", self.sync_count, self.last_commands, elapsed * 1000, latency)
         self._release_held()
         self._write_status()
         inet = self.applied[("inet", "nftpolicy")]
@@ -225,6 +239,12 @@ class Enforcer:
             self._cond.notify_all()
             return self._cond.wait_for(lambda: self._done >= generation, timeout=timeout)
 
+    def wake(self) -> None:
+        """The source has news: look now rather than at the next poll."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
     # --- loop ------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
@@ -232,13 +252,17 @@ class Enforcer:
         retry_at = 0.0
         verify_at = time.monotonic() + self.config.verify_interval
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
-        self.source.start(stop)
+        self.source.start(stop, self.wake)
         while not stop.is_set():
             with self._cond:
-                self._cond.wait_for(lambda: self._wanted > self._done or stop.is_set(), timeout=self.config.poll_interval)
+                self._cond.wait_for(lambda: self._wanted > self._done or self._woken or stop.is_set(),
+                                    timeout=self.config.poll_interval)
                 target = self._wanted
+                self._woken = False
             self.last_loop = time.monotonic()
             changed = self.source.poll()
+            if changed and self._pending_change is None:
+                self._pending_change = self.source.changed_at
             error = self.source.error
             if error:
                 self._report([f"source {self.config.source}: {error} (the last good state stays in force)"])

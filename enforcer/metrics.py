@@ -17,6 +17,13 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _summary(name: str, values: list[float]) -> list[str]:
+    ordered = sorted(values)
+    lines = [f'{name}{{quantile="{q}"}} {ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.6f}'
+             for q in (0.5, 0.9, 0.99) if ordered]
+    return lines + [f"{name}_sum {sum(ordered):.6f}", f"{name}_count {len(ordered)}"]
+
+
 def metrics(enforcer: Enforcer) -> str:
     lines = [
         "# HELP nftpolicy_syncs_total Transactions committed.",
@@ -37,6 +44,9 @@ def metrics(enforcer: Enforcer) -> str:
         "# HELP nftpolicy_source_up Whether the cluster state is current (1) or the last good one is in force (0).",
         "# TYPE nftpolicy_source_up gauge",
         f"nftpolicy_source_up {0 if enforcer.source.error else 1}",
+        "# HELP nftpolicy_change_commit_seconds From a change reaching the enforcer to its commit (recent syncs).",
+        "# TYPE nftpolicy_change_commit_seconds summary",
+        *_summary("nftpolicy_change_commit_seconds", enforcer.change_latencies),
         "# HELP nftpolicy_objects Objects of the committed tables, by kind.",
         "# TYPE nftpolicy_objects gauge",
     ]

@@ -8,6 +8,7 @@ enforced stays enforced until the files are fixed.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 from rules.load import InvalidObject, load_state
@@ -21,8 +22,9 @@ class DirectorySource:
         self.state: ClusterState | None = None  # the last good state
         self.error: str | None = None  # why the files on disk are not in force
         self.loaded: str | None = None  # digest of the files the good state came from
+        self.changed_at: float | None = None  # when poll saw the files change
 
-    def start(self, stop) -> None:
+    def start(self, stop, wake) -> None:
         """Nothing runs in the background: ``poll`` looks at the files."""
 
     def digest(self) -> str:
@@ -46,6 +48,7 @@ class DirectorySource:
         if signature == self._signature:
             return False
         self._signature = signature
+        self.changed_at = time.monotonic()
         try:
             self.state = load_state([self.path])
         except InvalidObject as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Iterable, Mapping
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -211,7 +212,7 @@ class Pod:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @cached_property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
 
@@ -281,11 +282,25 @@ class ClusterState:
     nodes: tuple[Node, ...] = ()
     _ns_index: dict[str, Namespace] = field(default_factory=dict, compare=False, repr=False)
     _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, compare=False, repr=False)
+    # Indexes that keep selection proportional to what a selector names, not
+    # to cluster size: policy-target pods by (namespace, label key, value),
+    # and policies by namespace.
+    _targets_by_label: dict[tuple[str, str, str], list[Pod]] = field(default_factory=dict, compare=False, repr=False)
+    _policies_by_ns: dict[str, list[NetworkPolicy]] = field(default_factory=dict, compare=False, repr=False)
+    _targets_by_port_name: dict[str, list[Pod]] = field(default_factory=dict, compare=False, repr=False)
+    _ns_labels: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._ns_index.update({n.name: n for n in self.namespaces})
         for pod in self.pods:
             self._pods_by_ns.setdefault(pod.namespace, []).append(pod)
+            if pod.is_policy_target:
+                for key, value in pod.labels:
+                    self._targets_by_label.setdefault((pod.namespace, key, value), []).append(pod)
+                for name in {p.name for p in pod.ports if p.name}:
+                    self._targets_by_port_name.setdefault(name, []).append(pod)
+        for policy in self.policies:
+            self._policies_by_ns.setdefault(policy.namespace, []).append(policy)
 
     @classmethod
     def build(
@@ -305,13 +320,34 @@ class ClusterState:
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """Labels of a namespace; an unknown namespace still has its name label."""
-        ns = self._ns_index.get(name)
-        labels = ns.label_map if ns else {}
-        labels.setdefault(NAMESPACE_NAME_LABEL, name)
+        labels = self._ns_labels.get(name)
+        if labels is None:
+            ns = self._ns_index.get(name)
+            labels = self._ns_labels[name] = {NAMESPACE_NAME_LABEL: name, **(ns.label_map if ns else {})}
         return labels
 
     def pods_in(self, namespace: str) -> list[Pod]:
         return self._pods_by_ns.get(namespace, [])
+
+    def policies_in(self, namespace: str) -> list[NetworkPolicy]:
+        return self._policies_by_ns.get(namespace, [])
+
+    def targets_selected(self, namespace: str, selector: LabelSelector | None) -> list[Pod]:
+        """The policy-target pods of a namespace that a pod selector matches (None: all)."""
+        if selector is None or not selector.match_labels:
+            candidates = [p for p in self.pods_in(namespace) if p.is_policy_target]
+            rest = selector
+        else:
+            indexed = min(selector.match_labels, key=lambda kv: len(self._targets_by_label.get((namespace, *kv), ())))
+            candidates = self._targets_by_label.get((namespace, *indexed), [])
+            rest = LabelSelector(tuple(kv for kv in selector.match_labels if kv != indexed), selector.match_expressions)
+        if rest is None or rest == LabelSelector():
+            return candidates
+        return [p for p in candidates if rest.matches(p.label_map)]
+
+    def targets_with_port_name(self, name: str) -> list[Pod]:
+        """The policy-target pods that declare a container port of this name."""
+        return self._targets_by_port_name.get(name, [])
 
     def namespace_names(self) -> list[str]:
         """Every namespace that exists or holds pods."""

@@ -54,6 +54,8 @@ def plan(desired: Table, current: Table | None) -> Transaction:
     for name in gone_chains:
         tx.flush_chain(name)
     for old, new in kept_sets:
+        if old.elements == new.elements:
+            continue  # the common case, and cheap: an unchanged set is usually the same tuple
         if old.elements is None:
             tx.flush_set(new)
             tx.add_elements(new, new.elements)

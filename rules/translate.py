@@ -30,10 +30,11 @@ with distinct selectors; elements with the pods those selectors name.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from rules.model import (
     ClusterState,
@@ -75,7 +76,7 @@ from rules.nft import (
     jump,
 )
 from rules.ports import bridge_table, with_interfaces
-from rules.selection import peer_selects_pod, policy_selects
+from rules.selection import policy_selects
 
 TABLE = "nftpolicy"
 FAMILIES = (4, 6)
@@ -87,6 +88,7 @@ DISPATCH_CHAIN = "ingress-dispatch"
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def short_hash(*parts: str) -> str:
     """Eight stable characters that keep names unique after truncation."""
     digest = hashlib.sha256("\0".join(parts).encode()).digest()
@@ -178,13 +180,37 @@ def _sorted_ips(ips: Iterable) -> tuple[str, ...]:
     return tuple(str(ip) for ip in sorted(set(ips), key=lambda ip: (ip.version, int(ip))))
 
 
+class SetMemo:
+    """The named sets of the previous render, each with the inputs it was built
+    from (the pods it names, as the same objects). A render reuses a set whose
+    inputs compare equal, so its cost follows what changed, not cluster size;
+    the enforcer keeps one across syncs. Rendering with or without a memo gives
+    equal rulesets."""
+
+    def __init__(self) -> None:
+        self._previous: dict[str, tuple[tuple, Set]] = {}
+        self._current: dict[str, tuple[tuple, Set]] = {}
+
+    def get(self, name: str, inputs: tuple, build: Callable[[], Set]) -> Set:
+        hit = self._previous.get(name)
+        if hit is None or hit[0] != inputs:
+            hit = (inputs, build())
+        self._current[name] = hit
+        return hit[1]
+
+    def finish(self) -> None:
+        """Keep only what the render just used."""
+        self._previous, self._current = self._current, {}
+
+
 class _Builder:
     """Accumulates the named sets that rules refer to, so each is made once."""
 
-    def __init__(self, state: ClusterState) -> None:
+    def __init__(self, state: ClusterState, memo: SetMemo | None) -> None:
         self.state = state
+        self.memo = memo or SetMemo()
         self.sets: dict[str, Set] = {}
-        self.targets = [p for p in state.pods if p.is_policy_target]
+        self._namespaces: dict[SelectorScope, list[str]] = {}
 
     def peer_set(self, peer: Peer, policy_namespace: str, family: int) -> str:
         if peer.ip_block is not None:
@@ -198,38 +224,49 @@ class _Builder:
         scope = SelectorScope.of(peer, policy_namespace)
         name = scope.set_name(family)
         if name not in self.sets:
-            scoped_peer, ns = scope.as_peer()
-            members = (
-                ip
-                for namespace in scope.namespaces(self.state)
-                for pod in self.state.pods_in(namespace)
-                if peer_selects_pod(self.state, scoped_peer, ns, pod)
-                for ip in pod.ips
-                if ip.version == family
+            pods = tuple(
+                pod
+                for namespace in self._scope_namespaces(scope)
+                for pod in self.state.targets_selected(namespace, scope.pod_selector)
             )
-            self.sets[name] = Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
+            members = (ip for pod in pods for ip in pod.ips if ip.version == family)
+            self.sets[name] = self.memo.get(
+                name, pods, lambda: Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
+            )
         return name
+
+    def _scope_namespaces(self, scope: SelectorScope) -> list[str]:
+        """Namespace selectors repeat across policies: match each once per render."""
+        key = SelectorScope(scope.namespace, scope.namespace_selector, None)
+        if key not in self._namespaces:
+            self._namespaces[key] = scope.namespaces(self.state)
+        return self._namespaces[key]
 
     def named_port_set(self, protocol: Protocol, port_name: str, family: int) -> str:
         name = named_port_set_name(protocol, port_name, family)
         if name not in self.sets:
-            elements = sorted(
-                {
-                    (ip, number)
-                    for pod in self.targets
-                    if (number := pod.named_port(port_name, protocol)) is not None
-                    for ip in pod.ips
-                    if ip.version == family
-                },
-                key=lambda e: (int(e[0]), e[1]),
-            )
-            self.sets[name] = Set(
-                name,
-                (_addr_type(family), "inet_service"),
-                f"pods giving {protocol.value} port {port_name!r} a number",
-                (),
-                tuple(Concat((str(ip), number)) for ip, number in elements),
-            )
+            pods = tuple(self.state.targets_with_port_name(port_name))
+
+            def build() -> Set:
+                elements = sorted(
+                    {
+                        (ip, number)
+                        for pod in pods
+                        if (number := pod.named_port(port_name, protocol)) is not None
+                        for ip in pod.ips
+                        if ip.version == family
+                    },
+                    key=lambda e: (int(e[0]), e[1]),
+                )
+                return Set(
+                    name,
+                    (_addr_type(family), "inet_service"),
+                    f"pods giving {protocol.value} port {port_name!r} a number",
+                    (),
+                    tuple(Concat((str(ip), number)) for ip, number in elements),
+                )
+
+            self.sets[name] = self.memo.get(name, pods, build)
         return name
 
     # --- one policy rule -------------------------------------------------
@@ -328,7 +365,7 @@ def local_pods(state: ClusterState, node: str) -> list[Pod]:
 
 
 def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> tuple[NetworkPolicy, ...]:
-    return tuple(p for p in state.policies if direction in p.policy_types and policy_selects(p, pod))
+    return tuple(p for p in state.policies_in(pod.namespace) if direction in p.policy_types and policy_selects(p, pod))
 
 
 def _dispatch_map(direction: Direction, family: int, entries: list[tuple]) -> Set:
@@ -349,7 +386,11 @@ def deny_log_prefix(direction: Direction, isolate_chain: str) -> str:
 
 
 def desired_ruleset(
-    state: ClusterState, node: str, interfaces: Iterable[PodInterface] | None = None, log_group: int | None = None
+    state: ClusterState,
+    node: str,
+    interfaces: Iterable[PodInterface] | None = None,
+    log_group: int | None = None,
+    memo: SetMemo | None = None,
 ) -> Ruleset:
     """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``.
 
@@ -357,12 +398,13 @@ def desired_ruleset(
     (the enforcer), local pods take their IPs from CNI and the bridge table
     binds each pod port to its pod's sources. Without them (offline
     rendering), only the policy table is rendered. With ``log_group``, denied
-    new connections are also logged to that NFLOG group, rate-limited.
+    new connections are also logged to that NFLOG group, rate-limited. A
+    ``memo`` kept across calls makes a render cost what changed since the last.
     """
     if interfaces is not None:
         interfaces = tuple(interfaces)
         state = with_interfaces(state, node, interfaces)
-    builder = _Builder(state)
+    builder = _Builder(state, memo)
     policy_chains: dict[str, Chain] = {}
     isolate_chains: dict[str, Chain] = {}
     dispatch: dict[tuple[Direction, int], list] = {(d, f): [] for d in Direction for f in FAMILIES}
@@ -406,4 +448,5 @@ def desired_ruleset(
         sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name))
         + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
     )
+    builder.memo.finish()
     return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces)))
