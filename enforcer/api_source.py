@@ -88,9 +88,15 @@ class ApiSource:
             return "; ".join(f"{k}: {e}" for k, e in sorted(self._errors.items())) or None
 
     def poll(self) -> bool:
-        """A new state when the cache changed and every kind has been listed."""
+        """A new state when the cache changed and every kind has been listed.
+        Versions seen without a change show in ``loaded`` all the same: the
+        state in force includes them."""
         with self._lock:
-            if self._version == self._offered or len(self._listed) < len(self.kinds):
+            if len(self._listed) < len(self.kinds):
+                return False
+            if self._version == self._offered:
+                if self.state is not None:
+                    self.loaded = json.dumps(self._seen, sort_keys=True)
                 return False
             self._offered = self._version
             self.changed_at, self._first_unoffered = self._first_unoffered, None
@@ -134,7 +140,10 @@ class ApiSource:
             if not token:
                 break
         with self._lock:
-            kept = {k: v for k, v in self._cache[kind.kind].items() if k not in fresh and f"{kind.kind} {k}" in self._errors}
+            old = self._cache[kind.kind]
+            kept = {k: v for k, v in old.items() if k not in fresh and f"{kind.kind} {k}" in self._errors}
+            # Equal objects keep their identity: the renderer reuses what it built from them.
+            fresh = {k: old[k] if old.get(k) == v else v for k, v in fresh.items()}
             self._cache[kind.kind] = {**kept, **fresh}
             self._listed.add(kind.kind)
             self._seen[kind.kind] = _int(body["metadata"]["resourceVersion"])
@@ -149,14 +158,21 @@ class ApiSource:
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         parsed = None if event["type"] == "DELETED" else self._parse(kind, raw)
         with self._lock:
+            cache = self._cache[kind_name]
             if event["type"] == "DELETED":
-                self._cache[kind_name].pop(key, None)
+                relevant = cache.pop(key, None) is not None
                 self._errors.pop(f"{kind_name} {key}", None)
             elif parsed:
-                self._cache[kind_name][key] = parsed[1]
+                # Most updates (status conditions, annotations, heartbeats) change
+                # nothing the engine keeps: no new state, no sync.
+                relevant = cache.get(key) != parsed[1]
+                cache[key] = parsed[1]
                 self._errors.pop(f"{kind_name} {key}", None)
+            else:
+                relevant = False
             self._seen[kind_name] = max(self._seen[kind_name], _int(meta.get("resourceVersion")))
-            self._changed()
+            if relevant:
+                self._changed()
         self._wake()
 
     def _changed(self) -> None:

@@ -27,7 +27,7 @@ from enforcer.source import signature_digest
 from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
 from rules.drift import table_drift
-from rules.plan import plan
+from rules.plan import plan, preload
 from rules.translate import SetMemo, desired_ruleset
 
 log = logging.getLogger("nftpolicy.enforcer")
@@ -111,6 +111,7 @@ class Enforcer:
         self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
         self.last_error: str | None = None
         self._status_error: str | None = None  # the source error the status file shows
+        self._status_loaded: str | None = None  # the source version the status file shows
 
     # --- state -----------------------------------------------------------
 
@@ -138,13 +139,17 @@ class Enforcer:
         started = time.monotonic()
         interfaces = self._interfaces()  # read once: the ruleset and the conntrack cut both use them
         desired = self.desired(interfaces)
-        script = []
+        preloads, switch = [], []
         for table in desired.tables:
             key = (table.family, table.name)
             current = self.applied[key] if key in self.applied else self.kernel.observe(*key)
-            script.append(plan(table, current).text())
-        text = "".join(script)
+            steps, current = preload(table, current)
+            preloads += [step.text() for step in steps]
+            switch.append(plan(table, current).text())
+        text = "".join(switch)  # every table's switch in one transaction
         try:
+            for step in preloads:
+                self.kernel.apply(step)
             self.kernel.apply(text)
         except KernelError as e:
             self.applied.clear()  # observe the kernel again before the next try
@@ -158,7 +163,7 @@ class Enforcer:
         self.last_error = None
         elapsed = time.monotonic() - started
         self.sync_seconds += elapsed
-        self.last_commands = text.count("\n")
+        self.last_commands = text.count("\n") + sum(step.count("\n") for step in preloads)
         latency = ""
         if self._pending_change is not None:
             seen_to_commit = time.monotonic() - self._pending_change
@@ -180,6 +185,7 @@ class Enforcer:
         """What is in force, for health checks and tests: digests of the source
         files and the records the last commit was computed from."""
         self._status_error = self.source.error
+        self._status_loaded = self.source.loaded
         status = {
             "node": self.config.node,
             "pid": os.getpid(),
@@ -266,8 +272,8 @@ class Enforcer:
             error = self.source.error
             if error:
                 self._report([f"source {self.config.source}: {error} (the last good state stays in force)"])
-            if error != self._status_error:
-                self._write_status()
+            if error != self._status_error or (not changed and self.applied and self.source.loaded != self._status_loaded):
+                self._write_status()  # a new error, or news that changed nothing in force
             changed |= self.reload_records()
             if self.config.verify_interval and time.monotonic() >= verify_at and self.applied:
                 verify_at = time.monotonic() + self.config.verify_interval

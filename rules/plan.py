@@ -71,3 +71,43 @@ def plan(desired: Table, current: Table | None) -> Transaction:
     for s in gone_sets:
         tx.delete_set(s)
     return tx
+
+
+PRELOAD_ELEMENTS = 5000  # most set elements one transaction loads ahead of the switch
+
+
+def preload(desired: Table, current: Table | None, budget: int = PRELOAD_ELEMENTS) -> tuple[list[Transaction], Table | None]:
+    """Transactions of at most ``budget`` elements that create and fill the
+    sets ``desired`` adds, and the table as it will be after them: plan the
+    switch from that.
+
+    A large transaction holds the kernel's nftables mutex, and so every other
+    netlink writer on the node, for its whole length. New sets are not
+    referenced by any rule until the switch, so loading them early changes no
+    verdict; the switch still swaps every rule, map entry and changed element
+    at once. A crash between the steps leaves unreferenced sets behind, which
+    the next sync (observing the kernel) flushes and refills, or deletes.
+    Small changes need no preload.
+    """
+    have = {s.name for s in current.sets} if current else set()
+    # Verdict maps name chains that only the switch creates; they hold local pods and stay small.
+    new_sets = [s for s in desired.sets if s.name not in have and not s.map_verdicts]
+    if sum(len(s.elements) for s in new_sets) <= budget:
+        return [], current
+    steps = [Transaction(desired.family, desired.name)]
+    if current is None:
+        steps[0].add_table(desired.comment)
+    room = budget
+    for s in new_sets:
+        steps[-1].add_set(s)
+        elements = list(s.elements)
+        while elements:
+            if room == 0:
+                steps.append(Transaction(desired.family, desired.name))
+                room = budget
+            chunk, elements = elements[:room], elements[room:]
+            steps[-1].add_elements(s, chunk)
+            room -= len(chunk)
+    after = Table(desired.family, desired.name, desired.comment,
+                  current.chains if current else (), (current.sets if current else ()) + tuple(new_sets))
+    return steps, after

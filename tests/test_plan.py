@@ -9,7 +9,7 @@ import random
 from builders import namespace, pod, policy, random_policy, state
 from netns import netns, nft, table_state
 from rules.nft import Chain, Set, Table, create_transaction
-from rules.plan import plan
+from rules.plan import plan, preload
 from rules.translate import desired_ruleset
 
 BASE = [
@@ -81,6 +81,49 @@ def test_planned_changes_leave_the_kernel_as_a_fresh_load_would() -> None:
         current = None
         for objects in STEPS:
             desired = table(*objects)
+            result = nft(ns, "-f", "-", stdin=plan(desired, current).text())
+            assert result.returncode == 0, result.stderr
+            current = desired
+            nft(fresh, "flush", "ruleset")
+            assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
+            assert table_state(ns) == table_state(fresh)
+
+
+def _elements(tx) -> int:
+    return sum(len(payload[1]) for verb, kind, payload in tx.ops if kind == "element")
+
+
+def test_a_small_change_needs_no_preload() -> None:
+    before, after = table(*BASE, ALLOW_B), table(*BASE, ALLOW_B, DENY_ALL)
+    assert preload(after, before) == ([], before)
+
+
+def test_large_new_sets_load_in_bounded_steps_that_create_no_rule_or_map() -> None:
+    steps, after = preload(table(*BASE, ALLOW_B, DENY_ALL), None, budget=2)
+    assert len(steps) > 1 and all(_elements(step) <= 2 for step in steps)
+    assert all(kind in ("table", "set", "element") for step in steps for _, kind, _ in step.ops)
+    assert after is not None and not after.chains and not any(s.map_verdicts for s in after.sets)
+
+
+def _verdicts(ns: str) -> list:
+    """Chains, rules and verdict maps: what decides a packet."""
+    if nft(ns, "list", "table", "inet", "nftpolicy").returncode != 0:
+        return []
+    return [o for o in table_state(ns) if o[0] in ("chain", "rule", "map")]
+
+
+@pytest.mark.kernel
+def test_preloaded_steps_then_the_switch_leave_the_kernel_as_a_fresh_load_would() -> None:
+    with netns() as ns, netns() as fresh:
+        current = None
+        for objects in STEPS:
+            desired = table(*objects)
+            rules_before = _verdicts(ns)
+            steps, current = preload(desired, current, budget=2)
+            for step in steps:
+                assert nft(ns, "-f", "-", stdin=step.text()).returncode == 0
+            # until the switch, every rule and map entry is the previous one
+            assert _verdicts(ns) == rules_before
             result = nft(ns, "-f", "-", stdin=plan(desired, current).text())
             assert result.returncode == 0, result.stderr
             current = desired
