@@ -13,15 +13,15 @@ not use (annotations are strings, never evaluated).
 """
 from __future__ import annotations
 
-import json
+import _socket  # not ``socket``: its enum import costs start-up time
 import os
-import socket
 import sys
 
 TYPE_CHECKING = False  # typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
     from typing import Any, Mapping, TextIO
 
+from enforcer import lean_json
 from enforcer.records import DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, read_all_records, read_record, remove_record, write_record
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
@@ -99,14 +99,31 @@ def attachment(prev: Mapping[str, Any], netns: str, ifname: str) -> tuple[str, s
 
 def call_enforcer(socket_path: str, command: str, container_id: str, timeout: float) -> dict[str, Any]:
     """One request to the local enforcer; raises OSError when it cannot answer in time."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = _connect(socket_path, timeout)
+    try:
+        s.sendall((lean_json.dumps({"command": command, "containerId": container_id}) + "\n").encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        s.close()
+    if not reply:
+        raise OSError("the enforcer closed the connection without answering")
+    return lean_json.loads(reply.decode())
+
+
+def _connect(socket_path: str, timeout: float) -> _socket.socket:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         s.settimeout(timeout)
         s.connect(socket_path)
-        s.sendall((json.dumps({"command": command, "containerId": container_id}) + "\n").encode())
-        line = s.makefile().readline()
-    if not line:
-        raise OSError("the enforcer closed the connection without answering")
-    return json.loads(line)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def tag_interface(host_ifname: str, record: PodRecord) -> None:
@@ -224,9 +241,7 @@ class Plugin:
 
     def status(self) -> None:
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(self.timeout)
-                s.connect(self.socket)
+            _connect(self.socket, self.timeout).close()
         except OSError as e:
             raise CniError(PLUGIN_NOT_AVAILABLE, f"enforcer at {self.socket} unreachable: {e}") from e
 
@@ -241,20 +256,20 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
     try:
         raw = stdin.read() if command else ""
         try:
-            conf = json.loads(raw) if raw.strip() else {}
+            conf = lean_json.loads(raw) if raw.strip() else {}
         except ValueError as e:
             raise CniError(DECODE_FAILURE, f"network configuration on stdin is not JSON: {e}") from e
         if not isinstance(conf, dict):
             raise CniError(DECODE_FAILURE, "network configuration on stdin must be a JSON object")
         version = conf.get("cniVersion") or version
         if command == "VERSION":
-            json.dump(_version_reply(version), stdout)
+            stdout.write(lean_json.dumps(_version_reply(version)))
             return 0
         if version not in SUPPORTED_VERSIONS:
             raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported", f"supported: {', '.join(SUPPORTED_VERSIONS)}")
         plugin = Plugin(env, conf)
         if command == "ADD":
-            json.dump(plugin.add(), stdout)
+            stdout.write(lean_json.dumps(plugin.add()))
         elif command == "DEL":
             plugin.delete()
         elif command == "CHECK":
@@ -268,7 +283,7 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
         error = {"cniVersion": version, "code": e.code, "msg": e.msg}
         if e.details:
             error["details"] = e.details
-        json.dump(error, stdout)
+        stdout.write(lean_json.dumps(error))
         return 1
 
 

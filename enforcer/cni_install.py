@@ -24,7 +24,7 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "nftpolicy"
 # What the plugin imports: its own package and the record format it shares with the enforcer.
-PLUGIN_FILES = ("cni/__init__.py", "cni/plugin.py", "enforcer/__init__.py", "enforcer/records.py")
+PLUGIN_FILES = ("cni/__init__.py", "cni/plugin.py", "enforcer/__init__.py", "enforcer/records.py", "enforcer/lean_json.py")
 BACKUP_SUFFIX = ".nftpolicy-backup"
 
 

@@ -99,6 +99,7 @@ class Enforcer:
         self._cond = threading.Condition()
         self._wanted = 0  # sync generations asked for by CNI calls
         self._woken = False  # the source has news
+        self._cut_request: tuple[Table, set] | None = None  # for the cut thread: the newest table and local IPs
         self._memo = SetMemo()  # sets of the last render, reused when their pods did not change
         self._pending_change: float | None = None  # when the oldest change not yet committed reached us
         self.change_latencies: list[float] = []  # change seen -> committed, seconds, newest last (bounded)
@@ -175,11 +176,23 @@ class Enforcer:
         self._write_status()
         inet = self.applied[("inet", "nftpolicy")]
         if self.cutter is not None and self.config.cut_established and before is not None and before != inet:
-            local_ips = {ip for i in interfaces for ip in i.ips}
-            cut = self.cutter.cut_denied(inet, local_ips)
-            if cut:
-                log.info("cut %d established connections that policy now denies", cut)
+            with self._cond:  # the cut thread takes the newest table; older requests are covered by it
+                self._cut_request = (inet, {ip for i in interfaces for ip in i.ips})
+                self._cond.notify_all()
         return True
+
+    def _cut_loop(self, stop: threading.Event) -> None:
+        """Delete conntrack entries of flows the newest committed table denies.
+        Off the sync path: scanning a busy node's conntrack table takes a while,
+        and neither a CNI ADD nor the next change should wait for it."""
+        while not stop.is_set():
+            with self._cond:
+                self._cond.wait_for(lambda: self._cut_request is not None or stop.is_set(), timeout=1.0)
+                request, self._cut_request = self._cut_request, None
+            if request is not None:
+                cut = self.cutter.cut_denied(*request)
+                if cut:
+                    log.info("cut %d established connections that policy now denies", cut)
 
     def _write_status(self) -> None:
         """What is in force, for health checks and tests: digests of the source
@@ -259,6 +272,8 @@ class Enforcer:
         verify_at = time.monotonic() + self.config.verify_interval
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
         self.source.start(stop, self.wake)
+        if self.cutter is not None:
+            threading.Thread(target=self._cut_loop, args=(stop,), name="conntrack-cut", daemon=True).start()
         while not stop.is_set():
             with self._cond:
                 self._cond.wait_for(lambda: self._wanted > self._done or self._woken or stop.is_set(),

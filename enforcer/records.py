@@ -10,9 +10,10 @@ and an enforcer that starts finds every local pod's interface in it.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import namedtuple
+
+from enforcer import lean_json
 
 DEFAULT_STATE_DIR = "/var/lib/nftpolicy"
 DEFAULT_SOCKET = "/run/nftpolicy/cni.sock"
@@ -31,11 +32,11 @@ class PodRecord(namedtuple("PodRecord", _FIELDS, defaults=("", "", False))):
         return f"{self.namespace}/{self.name}"
 
     def to_json(self) -> str:
-        return json.dumps({**self._asdict(), "ips": list(self.ips)}, sort_keys=True)
+        return lean_json.dumps(dict(sorted({**self._asdict(), "ips": list(self.ips)}.items())))
 
     @classmethod
     def from_json(cls, text: str) -> PodRecord:
-        data = json.loads(text)
+        data = lean_json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         unknown = set(data) - set(_FIELDS)
