@@ -66,7 +66,13 @@ class Kernel:
                     sets.append(Set(s["name"], types, s.get("comment"), tuple(s.get("flags", ())), None, kind == "map"))
         return Table(family, name, None, tuple(chains), tuple(sets))
 
-    def read(self, family: str, name: str) -> Table | None:
-        """The whole table, rules and elements included (for audits, not the hot path)."""
-        items = self._list_json(f"list table {family} {name}")
+    def read(self, family: str, name: str, elements: bool = True) -> Table | None:
+        """The whole table, rules with their counters included (for audits, not
+        the hot path); set elements only if asked for, since dumping large sets is
+        the costly part."""
+        self._nft.set_terse_output(not elements)
+        try:
+            items = self._list_json(f"list table {family} {name}")
+        finally:
+            self._nft.set_terse_output(False)
         return None if items is None else table_from_json(items, family, name)

@@ -59,7 +59,7 @@ def metrics(enforcer: Enforcer) -> str:
               "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
               "# TYPE nftpolicy_denied_packets_total counter"]
     try:
-        live = enforcer.kernel.read("inet", "nftpolicy") if enforcer.applied else None
+        live = enforcer.kernel.read("inet", "nftpolicy", elements=False) if enforcer.applied else None
     except KernelError:
         live = None
     allowed: dict[str, int] = {}

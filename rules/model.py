@@ -280,15 +280,15 @@ class ClusterState:
     pods: tuple[Pod, ...] = ()
     policies: tuple[NetworkPolicy, ...] = ()
     nodes: tuple[Node, ...] = ()
-    _ns_index: dict[str, Namespace] = field(default_factory=dict, compare=False, repr=False)
-    _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, compare=False, repr=False)
+    _ns_index: dict[str, Namespace] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, init=False, compare=False, repr=False)
     # Indexes that keep selection proportional to what a selector names, not
     # to cluster size: policy-target pods by (namespace, label key, value),
     # and policies by namespace.
-    _targets_by_label: dict[tuple[str, str, str], list[Pod]] = field(default_factory=dict, compare=False, repr=False)
-    _policies_by_ns: dict[str, list[NetworkPolicy]] = field(default_factory=dict, compare=False, repr=False)
-    _targets_by_port_name: dict[str, list[Pod]] = field(default_factory=dict, compare=False, repr=False)
-    _ns_labels: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
+    _targets_by_label: dict[tuple[str, str, str], list[Pod]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _policies_by_ns: dict[str, list[NetworkPolicy]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _targets_by_port_name: dict[str, list[Pod]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _ns_labels: dict[str, dict[str, str]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._ns_index.update({n.name: n for n in self.namespaces})

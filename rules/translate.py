@@ -18,8 +18,10 @@ Shape of the ``inet nftpolicy`` table (stable names, greppable in
     set peer-HASH-v4|v6        IPs of the pods a selector peer names, one per
                                distinct (namespace scope, selector)
     set cidr-HASH-v4|v6        an ipBlock: cidr minus except, as intervals
-    set port-PROTO-NAME-v4|v6  pod IP . port for every pod that gives a named
-                               port that number
+    set local-port-PROTO-NAME-v4|v6  pod IP . port for each of this node's
+                               pods that gives a named port that number
+                               (ingress: the destination is always local)
+    set port-PROTO-NAME-v4|v6  the same for every pod (egress)
 
 Per-packet cost: established traffic stops at the first rule; a new
 connection costs two hash lookups plus the rules of the policies that select
@@ -156,8 +158,9 @@ def ip_block_set_name(block: IPBlock) -> str:
     return f"cidr-{short_hash(block.describe())}-v{block.cidr.version}"
 
 
-def named_port_set_name(protocol: Protocol, name: str, family: int) -> str:
-    return f"port-{protocol.value.lower()}-{name}-v{family}"
+def named_port_set_name(protocol: Protocol, name: str, family: int, direction: Direction) -> str:
+    scope = "local-" if direction is Direction.INGRESS else ""
+    return f"{scope}port-{protocol.value.lower()}-{name}-v{family}"
 
 
 def ip_block_elements(block: IPBlock) -> tuple:
@@ -206,8 +209,9 @@ class SetMemo:
 class _Builder:
     """Accumulates the named sets that rules refer to, so each is made once."""
 
-    def __init__(self, state: ClusterState, memo: SetMemo | None) -> None:
+    def __init__(self, state: ClusterState, node: str, memo: SetMemo | None) -> None:
         self.state = state
+        self.node = node
         self.memo = memo or SetMemo()
         self.sets: dict[str, Set] = {}
         self._namespaces: dict[SelectorScope, list[str]] = {}
@@ -242,10 +246,14 @@ class _Builder:
             self._namespaces[key] = scope.namespaces(self.state)
         return self._namespaces[key]
 
-    def named_port_set(self, protocol: Protocol, port_name: str, family: int) -> str:
-        name = named_port_set_name(protocol, port_name, family)
+    def named_port_set(self, protocol: Protocol, port_name: str, family: int, direction: Direction) -> str:
+        """Ingress chains only ever see traffic to this node's pods, so theirs
+        holds only those; egress can go anywhere, so its set holds every pod."""
+        name = named_port_set_name(protocol, port_name, family, direction)
         if name not in self.sets:
-            pods = tuple(self.state.targets_with_port_name(port_name))
+            pods = tuple(p for p in self.state.targets_with_port_name(port_name)
+                         if direction is Direction.EGRESS or p.node == self.node)
+            whose = "this node's pods" if direction is Direction.INGRESS else "pods"
 
             def build() -> Set:
                 elements = sorted(
@@ -261,7 +269,7 @@ class _Builder:
                 return Set(
                     name,
                     (_addr_type(family), "inet_service"),
-                    f"pods giving {protocol.value} port {port_name!r} a number",
+                    f"{whose} giving {protocol.value} port {port_name!r} a number",
                     (),
                     tuple(Concat((str(ip), number)) for ip, number in elements),
                 )
@@ -299,7 +307,7 @@ class _Builder:
                         matches.append(Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(group))))
                     elif kind == "named":
                         protocol, port_name = group
-                        set_name = self.named_port_set(protocol, port_name, family)
+                        set_name = self.named_port_set(protocol, port_name, family, direction)
                         dport = Payload(protocol.value.lower(), "dport")
                         matches.append(Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(set_name)))
                     where = f"{policy.key} {direction.field}[{index}]"
@@ -404,7 +412,7 @@ def desired_ruleset(
     if interfaces is not None:
         interfaces = tuple(interfaces)
         state = with_interfaces(state, node, interfaces)
-    builder = _Builder(state, memo)
+    builder = _Builder(state, node, memo)
     policy_chains: dict[str, Chain] = {}
     isolate_chains: dict[str, Chain] = {}
     dispatch: dict[tuple[Direction, int], list] = {(d, f): [] for d in Direction for f in FAMILIES}

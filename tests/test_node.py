@@ -96,9 +96,9 @@ def test_established_connections_are_cut_when_policy_denies_them(bed) -> None:
     assert b.result_of(b.send(op="tcp-open", host=a.ip(4), port=7, conn="long", timeout=1))
     assert b.result_of(b.send(op="tcp-roundtrip", conn="long", timeout=1))
     enforce(bed, DENY_X)
-    started = time.monotonic()
-    assert not b.result_of(b.send(op="tcp-roundtrip", conn="long", timeout=1))
-    assert time.monotonic() - started < 2
+    deadline = time.monotonic() + 2  # the cut follows the commit, off the sync path
+    while b.result_of(b.send(op="tcp-roundtrip", conn="long", timeout=0.2)):
+        assert time.monotonic() < deadline, "the established connection was not cut within 2 s of the commit"
 
 
 def test_service_traffic_is_policed_on_the_pod_address_after_dnat(bed) -> None:
