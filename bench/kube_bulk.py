@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes import client, config
 
@@ -138,7 +139,7 @@ class Api:
         for kind, collection in COLLECTIONS.items():
             token = ""
             while True:
-                page = self.request("GET", f"{collection}?limit={LIST_PAGE}" + (f"&continue={token}" if token else ""))
+                page = self.request("GET", f"{collection}?limit={LIST_PAGE}" + (f"&continue={quote(token)}" if token else ""))
                 objects += [{"kind": kind, **item} for item in page["items"]]
                 token = page["metadata"].get("continue")
                 if not token:

@@ -128,7 +128,7 @@ def scenario(objects: list[dict], node: str) -> Scenario:
 
 
 def with_port(policy: dict, port: int) -> dict:
-    """The policy with its first ingress rule's numeric port set to ``port``."""
+    """A merge patch setting the policy's first ingress rule's numeric port to ``port``."""
     ingress = copy.deepcopy(policy["spec"]["ingress"])
     ingress[0]["ports"][1]["port"] = port
     return {"spec": {"ingress": ingress}}
@@ -731,19 +731,21 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     b = node.add_pod(f"{PROBE_NS}/b", {"app": "b"})
     cp.apply(probe_policy("nobody"))
     node.wait_converged(timeout=60)
-    converged = enforcer.memory_mib()
 
-    print("policy changes", flush=True)
-    policy = policy_rounds(api, enforcer, s, args.rounds)
-    print("pod label changes", flush=True)
-    label = label_rounds(api, enforcer, s, args.rounds)
-    print("kubectl apply -> probe", flush=True)
-    probes = probe_rounds(cp, a, b, args.rounds)
-    print("new remote pod IPs", flush=True)
-    new_ip = new_ip_rounds(api, enforcer, s, args.rounds)
-    print("no-op changes", flush=True)
-    annotations = annotation_rounds(api, enforcer, s, args.rounds)
-    namespaces = namespace_rounds(api, enforcer, args.rounds)
+    rss = {"cold start": cold.memory["VmRSS"], "real pods": enforcer.memory_mib()["VmRSS"]}
+
+    def phase(name: str, measurement: Callable[[], Any]) -> Any:
+        print(name, flush=True)
+        result = measurement()
+        rss[name] = enforcer.memory_mib()["VmRSS"]
+        return result
+
+    policy = phase("policy changes", lambda: policy_rounds(api, enforcer, s, args.rounds))
+    label = phase("pod label changes", lambda: label_rounds(api, enforcer, s, args.rounds))
+    probes = phase("kubectl apply -> probe", lambda: probe_rounds(cp, a, b, args.rounds))
+    new_ip = phase("new remote pod IPs", lambda: new_ip_rounds(api, enforcer, s, args.rounds))
+    annotations = phase("annotations", lambda: annotation_rounds(api, enforcer, s, args.rounds))
+    namespaces = phase("namespaces", lambda: namespace_rounds(api, enforcer, args.rounds))
     steady = enforcer.memory_mib()
     metrics = [line for line in enforcer.metrics().splitlines() if line.startswith("nftpolicy_change_commit_seconds")]
     print("restart with the tables in place", flush=True)
@@ -779,8 +781,8 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     report.section("memory (enforcer process)")
     rss_base = baseline_rss_mib()
     report.line(f"baseline: Python with the enforcer's imports, nothing loaded: {rss_base:.0f} MiB")
-    report.line(f"VmRSS after cold start {cold.memory['VmRSS']:.0f} MiB, converged with real pods {converged['VmRSS']:.0f} MiB, "
-                f"after all changes {steady['VmRSS']:.0f} MiB ({steady['VmRSS'] / rss_base:.1f}x the baseline)")
+    report.line("VmRSS after each phase: " + ", ".join(f"{name} {mib:.0f}" for name, mib in rss.items()) + " MiB")
+    report.line(f"VmRSS at the end {steady['VmRSS']:.0f} MiB ({steady['VmRSS'] / rss_base:.1f}x the baseline)")
     report.line(f"VmHWM (peak) {steady['VmHWM']:.0f} MiB")
     report.target("RSS steady", f"{steady['VmRSS']:.0f} MiB", "< 150 MiB", steady["VmRSS"] < 150)
     report.target("RSS peak", f"{steady['VmHWM']:.0f} MiB", "< 200 MiB", steady["VmHWM"] < 200)
