@@ -669,11 +669,11 @@ def report_start(report: Report, title: str, s: Start, api_list: float | None, f
     if api_list is not None and floor is not None:
         report.line(f"baselines: API list of every object {api_list:.2f} s; bare commit of the same transactions "
                     f"{floor[1]:.2f} s ({floor[0]} commands); sum {api_list + floor[1]:.2f} s, ratio wall / sum {s.wall / (api_list + floor[1]):.1f}x")
-    report.line("timeline (s since start, from the enforcer's log):")
-    for at, message in s.timeline:
-        if "sync 2" in message:
-            break
+    report.line("timeline (s since start, from the enforcer's log, up to its first sync):")
+    for at, message in s.timeline or [(0.0, "(no log lines)")]:
         report.line(f"  {at:6.2f}  {message[:110]}")
+        if SYNC_LINE.search(message):
+            break
 
 
 # --- the run --------------------------------------------------------------------------------
