@@ -13,7 +13,8 @@ one node, under these rulesets of the node:
 - nftpolicy-N: the ruleset `rules.translate.desired_ruleset` renders for the
   node under test in a cluster of 10,000 pods and N policies (tests/scale.py),
   plus the two bench pods in namespace `bench` (default deny for ingress and
-  egress, client may reach server on the bench ports, server admits client);
+  egress, client may reach server on the bench ports, server admits every pod
+  of the cluster on them: its peer set holds all 10,000 remote pod IPs);
 - linear-N: what older iptables-style enforcers generate, written with nft so
   the comparison is the ruleset's shape, not the tool: after the conntrack
   accept, the server pod's chain holds one rule per policy and allowed peer
@@ -146,8 +147,9 @@ def bench_objects() -> list[dict[str, Any]]:
         policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
         policy("client-egress", {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
                                  "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": ports}]}),
+        # From every pod of the cluster: the server's peer set holds all 10,000 remote pod IPs.
         policy("server-ingress", {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
-                                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": ports}]}),
+                                  "ingress": [{"from": [{"namespaceSelector": {}}], "ports": ports}]}),
     ]
 
 
