@@ -85,7 +85,7 @@ from rules.load import parse_namespace, parse_network_policy, parse_pod  # noqa:
 from rules.model import ClusterState  # noqa: E402
 from rules.nft import Ruleset  # noqa: E402
 from rules.plan import plan, preload  # noqa: E402
-from rules.translate import SetMemo, desired_ruleset  # noqa: E402
+from rules.translate import RenderMemo, desired_ruleset  # noqa: E402
 from scale import NODE, scaled_objects  # noqa: E402
 
 PROBE_NS = "probe"
@@ -383,7 +383,7 @@ class Offline:
         self.nft = self.pool.submit(_new_nft).result()
         self.interfaces = record_interfaces(read_all_records(node.state_dir)[0])[0]
         self.cache = parsed(objects)
-        self.memo = SetMemo()
+        self.memo = RenderMemo()
         self.state, self.build_seconds = build_state(self.cache)
         started = time.perf_counter()
         self.ruleset = self.render(self.state)

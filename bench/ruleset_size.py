@@ -29,7 +29,7 @@ from scale import NODE, scaled_state  # noqa: E402
 from rules.model import ClusterState, Pod, PolicyPort  # noqa: E402
 from rules.nft import render_text  # noqa: E402
 from rules.plan import plan  # noqa: E402
-from rules.translate import SetMemo, desired_ruleset  # noqa: E402
+from rules.translate import RenderMemo, desired_ruleset  # noqa: E402
 
 SIZES = [(1000, 100), (5000, 500), (10000, 1000)]
 
@@ -89,7 +89,7 @@ CHANGES: dict[str, Callable[[ClusterState], ClusterState]] = {
 def one_change(state: ClusterState, change: Callable[[ClusterState], ClusterState], rounds: int = 5) -> tuple[int, float]:
     """Commands in the transaction, and the median render + plan time with a
     warm memo, toggling between the two states."""
-    memo = SetMemo()
+    memo = RenderMemo()
     states = [state, change(state)]
     current = desired_ruleset(state, NODE, memo=memo).tables[0]
     sizes, times = [], []

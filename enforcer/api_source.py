@@ -71,6 +71,11 @@ class ApiSource:
         self._listed: set[str] = set()
         self._lock = threading.Lock()
         self._version = 0  # bumped on every change to the cache
+        # What changed since the last state offered: pods by key (None: deleted),
+        # and whether any namespace or policy did. A new state is the last one
+        # with these applied, so a watch event costs what it changes.
+        self._pod_changes: dict[str, Any] = {}
+        self._others_changed = False
         self._offered = 0
         self._errors: dict[str, str] = {}
         self._seen: dict[str, int] = {k.kind: 0 for k in self.kinds}  # newest resourceVersion applied, per kind
@@ -100,9 +105,22 @@ class ApiSource:
                 return False
             self._offered = self._version
             self.changed_at, self._first_unoffered = self._first_unoffered, None
-            objects = {kind: list(cache.values()) for kind, cache in self._cache.items()}
+            pods, self._pod_changes = self._pod_changes, {}
+            others, self._others_changed = self._others_changed, False
+            first = self.state is None
+            if first:
+                pods = dict(self._cache["Pod"])
+            if first or others:
+                namespaces = list(self._cache["Namespace"].values())
+                policies = list(self._cache["NetworkPolicy"].values())
             seen = dict(self._seen)
-        self.state = ClusterState.build(objects["Namespace"], objects["Pod"], objects["NetworkPolicy"])
+        if first:
+            self.state = ClusterState.build(namespaces, pods.values(), policies)
+        else:
+            assert self.state is not None
+            state = self.state.with_pods([p for p in pods.values() if p is not None],
+                                         [key for key, p in pods.items() if p is None])
+            self.state = state.with_objects(namespaces, policies) if others else state
         self.loaded = json.dumps(seen, sort_keys=True)  # what the state includes, per kind
         return True
 
@@ -144,10 +162,12 @@ class ApiSource:
             kept = {k: v for k, v in old.items() if k not in fresh and f"{kind.kind} {k}" in self._errors}
             # Equal objects keep their identity: the renderer reuses what it built from them.
             fresh = {k: old[k] if old.get(k) == v else v for k, v in fresh.items()}
-            self._cache[kind.kind] = {**kept, **fresh}
+            new = self._cache[kind.kind] = {**kept, **fresh}
+            first_listing = kind.kind not in self._listed  # even an empty list is news then
             self._listed.add(kind.kind)
+            self._note(kind.kind, {k: v for k, v in new.items() if old.get(k) is not v}, [k for k in old if k not in new],
+                       force=first_listing)
             self._seen[kind.kind] = _int(body["metadata"]["resourceVersion"])
-            self._changed()
         self._wake()
         log.info("listed %d %s objects", len(fresh), kind.kind)
         return body["metadata"]["resourceVersion"]
@@ -160,23 +180,28 @@ class ApiSource:
         with self._lock:
             cache = self._cache[kind_name]
             if event["type"] == "DELETED":
-                relevant = cache.pop(key, None) is not None
+                if cache.pop(key, None) is not None:
+                    self._note(kind_name, {}, [key])
                 self._errors.pop(f"{kind_name} {key}", None)
             elif parsed:
                 # Most updates (status conditions, annotations, heartbeats) change
                 # nothing the engine keeps: no new state, no sync.
-                relevant = cache.get(key) != parsed[1]
-                cache[key] = parsed[1]
+                if cache.get(key) != parsed[1]:
+                    cache[key] = parsed[1]
+                    self._note(kind_name, {key: parsed[1]}, [])
                 self._errors.pop(f"{kind_name} {key}", None)
-            else:
-                relevant = False
             self._seen[kind_name] = max(self._seen[kind_name], _int(meta.get("resourceVersion")))
-            if relevant:
-                self._changed()
         self._wake()
 
-    def _changed(self) -> None:
-        """Under the lock: the cache changed since the last state offered."""
+    def _note(self, kind: str, changed: dict[str, Any], removed: list[str], force: bool = False) -> None:
+        """Under the lock: objects of a kind changed since the last state offered."""
+        if not (changed or removed or force):
+            return
+        if kind == "Pod":
+            self._pod_changes.update(changed)
+            self._pod_changes.update(dict.fromkeys(removed))
+        else:
+            self._others_changed = True
         self._version += 1
         if self._first_unoffered is None:
             self._first_unoffered = time.monotonic()

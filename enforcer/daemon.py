@@ -28,7 +28,7 @@ from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
 from rules.drift import table_drift
 from rules.plan import plan, preload
-from rules.translate import SetMemo, desired_ruleset
+from rules.translate import RenderMemo, desired_ruleset
 
 log = logging.getLogger("nftpolicy.enforcer")
 
@@ -100,7 +100,7 @@ class Enforcer:
         self._wanted = 0  # sync generations asked for by CNI calls
         self._woken = False  # the source has news
         self._cut_request: tuple[Table, set] | None = None  # for the cut thread: the newest table and local IPs
-        self._memo = SetMemo()  # sets of the last render, reused when their pods did not change
+        self._memo = RenderMemo()  # sets of the last render, reused when their pods did not change
         self._pending_change: float | None = None  # when the oldest change not yet committed reached us
         self.change_latencies: list[float] = []  # change seen -> committed, seconds, newest last (bounded)
         self._done = 0  # the newest generation a successful sync covered

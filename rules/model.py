@@ -6,11 +6,13 @@ function of its inputs. Loading and validation live in ``rules.load``.
 """
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import InitVar, dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -272,33 +274,122 @@ class Node:
     ips: tuple[IPAddress, ...] = ()
 
 
+_versions = itertools.count(1)  # pod-set versions: never reused, so equal versions mean equal pods
+
+
+def _pod_order(pod: Pod) -> tuple[str, str]:
+    return pod.namespace, pod.name
+
+
+class PodIndex:
+    """Pods by key, namespace, (namespace, label) and named port, for one state.
+
+    Selection then costs what a selector names, not cluster size. ``updated``
+    makes the index of a changed state by copying only the lists a change
+    touches, so a watch event costs what it changes. Each namespace has a
+    version that changes whenever one of its pods does: a renderer that saw
+    the same versions saw the same pods. Lists keep pods in (namespace, name)
+    order, as a fresh build would.
+    """
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, Pod] = {}
+        self.ordered: list[Pod] = []
+        self.by_ns: dict[str, list[Pod]] = {}
+        self.targets_by_label: dict[tuple[str, str, str], list[Pod]] = {}
+        self.targets_by_port_name: dict[str, list[Pod]] = {}
+        self.ns_versions: dict[str, int] = {}
+        self.version = next(_versions)  # of the whole pod set
+        self._own: dict[int, list[Pod]] = {}  # the lists this index made, so may change in place (by id)
+
+    @classmethod
+    def of(cls, pods: Iterable[Pod]) -> PodIndex:
+        index = cls()
+        for pod in pods:
+            index.by_key[pod.key] = pod
+            index.ordered.append(pod)
+            for entries, key in index._lists_of(pod):
+                entries.setdefault(key, []).append(pod)
+        index.ns_versions = {ns: index.version for ns in index.by_ns}
+        return index
+
+    def _lists_of(self, pod: Pod) -> list[tuple[dict, Any]]:
+        """(index, key) of every list the pod belongs in."""
+        where: list[tuple[dict, Any]] = [(self.by_ns, pod.namespace)]
+        if pod.is_policy_target:
+            where += [(self.targets_by_label, (pod.namespace, k, v)) for k, v in pod.labels]
+            where += [(self.targets_by_port_name, name) for name in sorted({p.name for p in pod.ports if p.name})]
+        return where
+
+    def updated(self, changed: Iterable[Pod], removed: Iterable[str]) -> PodIndex:
+        """The index with pods added or replaced (by key) and removed; self is unchanged.
+        Pods equal to the ones they replace change nothing."""
+        new = PodIndex()
+        new.by_key, new.ordered = dict(self.by_key), list(self.ordered)
+        new.by_ns, new.targets_by_label = dict(self.by_ns), dict(self.targets_by_label)
+        new.targets_by_port_name, new.ns_versions = dict(self.targets_by_port_name), dict(self.ns_versions)
+        touched = False
+        for key in removed:
+            old = new.by_key.pop(key, None)
+            if old is not None:
+                new._remove(old)
+                touched = True
+        for pod in changed:
+            old = new.by_key.get(pod.key)
+            if old == pod:
+                continue
+            if old is not None:
+                new._remove(old)
+            new.by_key[pod.key] = pod
+            new._insert(pod)
+            touched = True
+        return new if touched else self
+
+    def _list(self, entries: dict, key: Any) -> list[Pod]:
+        """The list under ``key``, copied once before this index first changes it."""
+        current = entries.get(key)
+        if current is None or id(current) not in self._own:
+            current = entries[key] = list(current or ())
+            self._own[id(current)] = current  # held, so its id is not reused while we look
+        return current
+
+    def _remove(self, pod: Pod) -> None:
+        self.ordered.pop(bisect.bisect_left(self.ordered, _pod_order(pod), key=_pod_order))
+        for entries, key in self._lists_of(pod):
+            members = self._list(entries, key)
+            members.pop(bisect.bisect_left(members, _pod_order(pod), key=_pod_order))
+            if not members:
+                del entries[key]
+        self.ns_versions[pod.namespace] = self.version
+
+    def _insert(self, pod: Pod) -> None:
+        bisect.insort(self.ordered, pod, key=_pod_order)
+        for entries, key in self._lists_of(pod):
+            bisect.insort(self._list(entries, key), pod, key=_pod_order)
+        self.ns_versions[pod.namespace] = self.version
+
+
 @dataclass(frozen=True)
 class ClusterState:
-    """A snapshot of everything the engine reads; built once, then queried."""
+    """A snapshot of everything the engine reads; built once, then queried.
+
+    ``pod_index``, when given, must index exactly ``pods`` (``with_pods`` makes
+    such pairs); otherwise the index is built from ``pods``.
+    """
 
     namespaces: tuple[Namespace, ...] = ()
     pods: tuple[Pod, ...] = ()
     policies: tuple[NetworkPolicy, ...] = ()
     nodes: tuple[Node, ...] = ()
+    pod_index: InitVar[PodIndex | None] = None
+    _pods: PodIndex = field(init=False, compare=False, repr=False)
     _ns_index: dict[str, Namespace] = field(default_factory=dict, init=False, compare=False, repr=False)
-    _pods_by_ns: dict[str, list[Pod]] = field(default_factory=dict, init=False, compare=False, repr=False)
-    # Indexes that keep selection proportional to what a selector names, not
-    # to cluster size: policy-target pods by (namespace, label key, value),
-    # and policies by namespace.
-    _targets_by_label: dict[tuple[str, str, str], list[Pod]] = field(default_factory=dict, init=False, compare=False, repr=False)
     _policies_by_ns: dict[str, list[NetworkPolicy]] = field(default_factory=dict, init=False, compare=False, repr=False)
-    _targets_by_port_name: dict[str, list[Pod]] = field(default_factory=dict, init=False, compare=False, repr=False)
     _ns_labels: dict[str, dict[str, str]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, pod_index: PodIndex | None) -> None:
+        object.__setattr__(self, "_pods", pod_index or PodIndex.of(self.pods))
         self._ns_index.update({n.name: n for n in self.namespaces})
-        for pod in self.pods:
-            self._pods_by_ns.setdefault(pod.namespace, []).append(pod)
-            if pod.is_policy_target:
-                for key, value in pod.labels:
-                    self._targets_by_label.setdefault((pod.namespace, key, value), []).append(pod)
-                for name in {p.name for p in pod.ports if p.name}:
-                    self._targets_by_port_name.setdefault(name, []).append(pod)
         for policy in self.policies:
             self._policies_by_ns.setdefault(policy.namespace, []).append(policy)
 
@@ -313,10 +404,37 @@ class ClusterState:
         """A state in canonical order, so equal inputs render equal output."""
         return cls(
             namespaces=tuple(sorted(namespaces, key=lambda n: n.name)),
-            pods=tuple(sorted(pods, key=lambda p: (p.namespace, p.name))),
+            pods=tuple(sorted(pods, key=_pod_order)),
             policies=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
             nodes=tuple(sorted(nodes, key=lambda n: n.name)),
         )
+
+    def with_pods(self, changed: Iterable[Pod] = (), removed: Iterable[str] = ()) -> ClusterState:
+        """This (canonical) state with pods added or replaced by key, and removed by
+        key: the pod index is updated, not rebuilt."""
+        index = self._pods.updated(changed, removed)
+        if index is self._pods:
+            return self
+        return ClusterState(self.namespaces, tuple(index.ordered), self.policies, self.nodes, pod_index=index)
+
+    def with_objects(self, namespaces: Iterable[Namespace] | None = None,
+                     policies: Iterable[NetworkPolicy] | None = None) -> ClusterState:
+        """This state with all its namespaces or policies replaced; pods and their index kept."""
+        return ClusterState(
+            tuple(sorted(namespaces, key=lambda n: n.name)) if namespaces is not None else self.namespaces,
+            self.pods,
+            tuple(sorted(policies, key=lambda p: (p.namespace, p.name))) if policies is not None else self.policies,
+            self.nodes,
+            pod_index=self._pods,
+        )
+
+    def pods_version_all(self) -> int:
+        """Changes whenever any pod does."""
+        return self._pods.version
+
+    def pods_version(self, namespace: str) -> int:
+        """Changes whenever a pod of the namespace does (0: it never had pods)."""
+        return self._pods.ns_versions.get(namespace, 0)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         """Labels of a namespace; an unknown namespace still has its name label."""
@@ -327,7 +445,7 @@ class ClusterState:
         return labels
 
     def pods_in(self, namespace: str) -> list[Pod]:
-        return self._pods_by_ns.get(namespace, [])
+        return self._pods.by_ns.get(namespace, [])
 
     def policies_in(self, namespace: str) -> list[NetworkPolicy]:
         return self._policies_by_ns.get(namespace, [])
@@ -338,8 +456,9 @@ class ClusterState:
             candidates = [p for p in self.pods_in(namespace) if p.is_policy_target]
             rest = selector
         else:
-            indexed = min(selector.match_labels, key=lambda kv: len(self._targets_by_label.get((namespace, *kv), ())))
-            candidates = self._targets_by_label.get((namespace, *indexed), [])
+            by_label = self._pods.targets_by_label
+            indexed = min(selector.match_labels, key=lambda kv: len(by_label.get((namespace, *kv), ())))
+            candidates = by_label.get((namespace, *indexed), [])
             rest = LabelSelector(tuple(kv for kv in selector.match_labels if kv != indexed), selector.match_expressions)
         if rest is None or rest == LabelSelector():
             return candidates
@@ -347,14 +466,14 @@ class ClusterState:
 
     def targets_with_port_name(self, name: str) -> list[Pod]:
         """The policy-target pods that declare a container port of this name."""
-        return self._targets_by_port_name.get(name, [])
+        return self._pods.targets_by_port_name.get(name, [])
 
     def namespace_names(self) -> list[str]:
         """Every namespace that exists or holds pods."""
-        return sorted(set(self._ns_index) | set(self._pods_by_ns))
+        return sorted(set(self._ns_index) | set(self._pods.by_ns))
 
     def pod(self, key: str) -> Pod | None:
-        return next((p for p in self.pods if p.key == key), None)
+        return self._pods.by_key.get(key)
 
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
         """The policy-target pod that owns an address, if any."""

@@ -41,13 +41,11 @@ def with_interfaces(state: ClusterState, node: str, interfaces: Iterable[PodInte
     A registered pod the API does not know yet is added without labels: policies
     that select every pod of its namespace already protect it.
     """
-    registered = {i.key: i for i in interfaces}
-    pods = []
-    for pod in state.pods:
-        reg = registered.pop(pod.key, None)
-        pods.append(replace(pod, node=node, ips=reg.ips) if reg else pod)
-    pods += [Pod(i.namespace, i.name, node=node, ips=i.ips, uid=i.container_id) for i in registered.values()]
-    return ClusterState.build(state.namespaces, pods, state.policies, state.nodes)
+    local = []
+    for i in interfaces:
+        pod = state.pod(i.key)
+        local.append(replace(pod, node=node, ips=i.ips) if pod else Pod(i.namespace, i.name, node=node, ips=i.ips, uid=i.container_id))
+    return state.with_pods(local)
 
 
 def _port_pairs(interfaces: Iterable[PodInterface], version: int) -> tuple:

@@ -36,7 +36,7 @@ import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from rules.model import (
     ClusterState,
@@ -163,6 +163,7 @@ def named_port_set_name(protocol: Protocol, name: str, family: int, direction: D
     return f"{scope}port-{protocol.value.lower()}-{name}-v{family}"
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_block_elements(block: IPBlock) -> tuple:
     """cidr minus every except, as the fewest disjoint prefixes."""
     remaining = [block.cidr]
@@ -183,40 +184,69 @@ def _sorted_ips(ips: Iterable) -> tuple[str, ...]:
     return tuple(str(ip) for ip in sorted(set(ips), key=lambda ip: (ip.version, int(ip))))
 
 
-class SetMemo:
-    """The named sets of the previous render, each with the inputs it was built
-    from (the pods it names, as the same objects). A render reuses a set whose
-    inputs compare equal, so its cost follows what changed, not cluster size;
-    the enforcer keeps one across syncs. Rendering with or without a memo gives
-    equal rulesets."""
+class _MemoSet(NamedTuple):
+    versions: tuple  # the pod-set versions it was built at
+    inputs: tuple  # the pods it names
+    set: Set
+
+
+class RenderMemo:
+    """What the previous render built, for the next to reuse; the enforcer
+    keeps one across syncs, so a render costs what changed since the last one.
+
+    - A named set is reused without looking at a pod when the versions of the
+      namespaces it draws from are the ones it was built at; otherwise when the
+      pods it names compare equal (after a relist, say).
+    - A policy's chain is reused when the policy compares equal, with the sets
+      its rules need.
+
+    Rendering with or without a memo gives equal rulesets."""
 
     def __init__(self) -> None:
-        self._previous: dict[str, tuple[tuple, Set]] = {}
-        self._current: dict[str, tuple[tuple, Set]] = {}
+        self._sets: dict[str, _MemoSet] = {}
+        self._chains: dict[str, tuple[NetworkPolicy, Chain, tuple]] = {}
+        self._used_sets: dict[str, _MemoSet] = {}
+        self._used_chains: dict[str, tuple[NetworkPolicy, Chain, tuple]] = {}
 
-    def get(self, name: str, inputs: tuple, build: Callable[[], Set]) -> Set:
-        hit = self._previous.get(name)
-        if hit is None or hit[0] != inputs:
-            hit = (inputs, build())
-        self._current[name] = hit
-        return hit[1]
+    def set(self, name: str, versions: tuple, inputs: Callable[[], tuple], build: Callable[[tuple], Set]) -> Set:
+        hit = self._sets.get(name)
+        if hit is None or hit.versions != versions:
+            pods = inputs()
+            hit = hit._replace(versions=versions) if hit is not None and hit.inputs == pods else _MemoSet(versions, pods, build(pods))
+        self._used_sets[name] = hit
+        return hit.set
+
+    def chain(self, name: str, policy: NetworkPolicy) -> tuple[Chain, tuple] | None:
+        """The chain and set needs rendered for an equal policy last time, if any."""
+        hit = self._chains.get(name)
+        if hit is None or hit[0] != policy:
+            return None
+        self._used_chains[name] = hit
+        return hit[1], hit[2]
+
+    def keep_chain(self, name: str, policy: NetworkPolicy, chain: Chain, needs: tuple) -> None:
+        self._used_chains[name] = (policy, chain, needs)
 
     def finish(self) -> None:
         """Keep only what the render just used."""
-        self._previous, self._current = self._current, {}
+        self._sets, self._used_sets = self._used_sets, {}
+        self._chains, self._used_chains = self._used_chains, {}
 
 
 class _Builder:
     """Accumulates the named sets that rules refer to, so each is made once."""
 
-    def __init__(self, state: ClusterState, node: str, memo: SetMemo | None) -> None:
+    def __init__(self, state: ClusterState, node: str, memo: RenderMemo | None) -> None:
         self.state = state
         self.node = node
-        self.memo = memo or SetMemo()
+        self.memo = memo or RenderMemo()
         self.sets: dict[str, Set] = {}
         self._namespaces: dict[SelectorScope, list[str]] = {}
+        self._needs: list[tuple] | None = None  # while a chain renders: the sets its rules asked for
 
     def peer_set(self, peer: Peer, policy_namespace: str, family: int) -> str:
+        if self._needs is not None:
+            self._needs.append(("peer_set", peer, policy_namespace, family))
         if peer.ip_block is not None:
             block = peer.ip_block
             name = ip_block_set_name(block)
@@ -228,15 +258,17 @@ class _Builder:
         scope = SelectorScope.of(peer, policy_namespace)
         name = scope.set_name(family)
         if name not in self.sets:
-            pods = tuple(
-                pod
-                for namespace in self._scope_namespaces(scope)
-                for pod in self.state.targets_selected(namespace, scope.pod_selector)
-            )
-            members = (ip for pod in pods for ip in pod.ips if ip.version == family)
-            self.sets[name] = self.memo.get(
-                name, pods, lambda: Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
-            )
+            namespaces = self._scope_namespaces(scope)
+
+            def pods() -> tuple:
+                return tuple(pod for ns in namespaces for pod in self.state.targets_selected(ns, scope.pod_selector))
+
+            def build(pods: tuple) -> Set:
+                members = (ip for pod in pods for ip in pod.ips if ip.version == family)
+                return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
+
+            versions = tuple((ns, self.state.pods_version(ns)) for ns in namespaces)
+            self.sets[name] = self.memo.set(name, versions, pods, build)
         return name
 
     def _scope_namespaces(self, scope: SelectorScope) -> list[str]:
@@ -249,13 +281,17 @@ class _Builder:
     def named_port_set(self, protocol: Protocol, port_name: str, family: int, direction: Direction) -> str:
         """Ingress chains only ever see traffic to this node's pods, so theirs
         holds only those; egress can go anywhere, so its set holds every pod."""
+        if self._needs is not None:
+            self._needs.append(("named_port_set", protocol, port_name, family, direction))
         name = named_port_set_name(protocol, port_name, family, direction)
         if name not in self.sets:
-            pods = tuple(p for p in self.state.targets_with_port_name(port_name)
-                         if direction is Direction.EGRESS or p.node == self.node)
             whose = "this node's pods" if direction is Direction.INGRESS else "pods"
 
-            def build() -> Set:
+            def pods() -> tuple:
+                return tuple(p for p in self.state.targets_with_port_name(port_name)
+                             if direction is Direction.EGRESS or p.node == self.node)
+
+            def build(pods: tuple) -> Set:
                 elements = sorted(
                     {
                         (ip, number)
@@ -274,7 +310,8 @@ class _Builder:
                     tuple(Concat((str(ip), number)) for ip, number in elements),
                 )
 
-            self.sets[name] = self.memo.get(name, pods, build)
+            versions = (self.state.pods_version_all(), self.node if direction is Direction.INGRESS else None)
+            self.sets[name] = self.memo.set(name, versions, pods, build)
         return name
 
     # --- one policy rule -------------------------------------------------
@@ -319,9 +356,20 @@ class _Builder:
         return out
 
     def policy_chain(self, policy: NetworkPolicy, direction: Direction) -> Chain:
+        name = policy_chain_name(policy, direction)
+        hit = self.memo.chain(name, policy)
+        if hit is not None:
+            chain, needs = hit
+            for method, *args in needs:  # the sets its rules name, from this state
+                getattr(self, method)(*args)
+            return chain
+        self._needs = []
         rules = [r for i, rule in enumerate(policy.rules(direction)) for r in self.rules_for(policy, direction, i, rule)]
+        needs, self._needs = tuple(self._needs), None
         # The comment depends on the name alone: an existing chain keeps its comment when its rules change.
-        return Chain(policy_chain_name(policy, direction), f"{policy.key} {direction.field}", None, tuple(rules))
+        chain = Chain(name, f"{policy.key} {direction.field}", None, tuple(rules))
+        self.memo.keep_chain(name, policy, chain, needs)
+        return chain
 
 
 def _port_items(ports: tuple[PolicyPort, ...]) -> tuple:
@@ -398,7 +446,7 @@ def desired_ruleset(
     node: str,
     interfaces: Iterable[PodInterface] | None = None,
     log_group: int | None = None,
-    memo: SetMemo | None = None,
+    memo: RenderMemo | None = None,
 ) -> Ruleset:
     """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``.
 
