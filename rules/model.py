@@ -296,6 +296,7 @@ class PodIndex:
         self.by_key: dict[str, Pod] = {}
         self.ordered: list[Pod] = []
         self.by_ns: dict[str, list[Pod]] = {}
+        self.by_node: dict[str | None, list[Pod]] = {}
         self.targets_by_label: dict[tuple[str, str, str], list[Pod]] = {}
         self.targets_by_port_name: dict[str, list[Pod]] = {}
         self.ns_versions: dict[str, int] = {}
@@ -315,7 +316,7 @@ class PodIndex:
 
     def _lists_of(self, pod: Pod) -> list[tuple[dict, Any]]:
         """(index, key) of every list the pod belongs in."""
-        where: list[tuple[dict, Any]] = [(self.by_ns, pod.namespace)]
+        where: list[tuple[dict, Any]] = [(self.by_ns, pod.namespace), (self.by_node, pod.node)]
         if pod.is_policy_target:
             where += [(self.targets_by_label, (pod.namespace, k, v)) for k, v in pod.labels]
             where += [(self.targets_by_port_name, name) for name in sorted({p.name for p in pod.ports if p.name})]
@@ -326,7 +327,7 @@ class PodIndex:
         Pods equal to the ones they replace change nothing."""
         new = PodIndex()
         new.by_key, new.ordered = dict(self.by_key), list(self.ordered)
-        new.by_ns, new.targets_by_label = dict(self.by_ns), dict(self.targets_by_label)
+        new.by_ns, new.by_node, new.targets_by_label = dict(self.by_ns), dict(self.by_node), dict(self.targets_by_label)
         new.targets_by_port_name, new.ns_versions = dict(self.targets_by_port_name), dict(self.ns_versions)
         touched = False
         for key in removed:
@@ -446,6 +447,9 @@ class ClusterState:
 
     def pods_in(self, namespace: str) -> list[Pod]:
         return self._pods.by_ns.get(namespace, [])
+
+    def pods_on(self, node: str) -> list[Pod]:
+        return self._pods.by_node.get(node, [])
 
     def policies_in(self, namespace: str) -> list[NetworkPolicy]:
         return self._policies_by_ns.get(namespace, [])

@@ -150,6 +150,7 @@ class SelectorScope:
         peer, ns = self.as_peer()
         return peer.describe(ns)
 
+    @functools.lru_cache(maxsize=1 << 16)
     def set_name(self, family: int) -> str:
         return f"peer-{short_hash(repr(self))}-v{family}"
 
@@ -287,9 +288,11 @@ class _Builder:
         if name not in self.sets:
             whose = "this node's pods" if direction is Direction.INGRESS else "pods"
 
-            def pods() -> tuple:
-                return tuple(p for p in self.state.targets_with_port_name(port_name)
-                             if direction is Direction.EGRESS or p.node == self.node)
+            if direction is Direction.INGRESS:  # a few local pods: cheaper to look at than to version
+                local = tuple(p for p in self.state.pods_on(self.node) if p.is_policy_target and p.named_port(port_name, protocol))
+                pods, versions = (lambda: local), local
+            else:
+                pods, versions = (lambda: tuple(self.state.targets_with_port_name(port_name))), (self.state.pods_version_all(),)
 
             def build(pods: tuple) -> Set:
                 elements = sorted(
@@ -310,7 +313,6 @@ class _Builder:
                     tuple(Concat((str(ip), number)) for ip, number in elements),
                 )
 
-            versions = (self.state.pods_version_all(), self.node if direction is Direction.INGRESS else None)
             self.sets[name] = self.memo.set(name, versions, pods, build)
         return name
 
@@ -417,7 +419,7 @@ def _base_chains() -> list[Chain]:
 
 def local_pods(state: ClusterState, node: str) -> list[Pod]:
     """The pods this node enforces policy for: its own, with addresses, that policies can select."""
-    return [p for p in state.pods if p.node == node and p.is_policy_target and p.ips]
+    return [p for p in state.pods_on(node) if p.is_policy_target and p.ips]
 
 
 def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> tuple[NetworkPolicy, ...]:
