@@ -1,6 +1,4 @@
 """``python -m cni``: run as the CNI plugin."""
-import sys
+from cni.plugin import exit_with_main
 
-from cni.plugin import main
-
-sys.exit(main())
+exit_with_main()

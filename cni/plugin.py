@@ -289,3 +289,12 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
 
 def main() -> int:
     return run(os.environ, sys.stdin, sys.stdout)
+
+
+def exit_with_main() -> None:
+    """Run and leave without the interpreter's teardown, which costs every pod
+    1.5 ms: the output is flushed here and the record was fsynced."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -36,7 +36,7 @@ def plugin_script(python: str = sys.executable, root: Path = PACKAGE_ROOT) -> st
     return (
         f"#!{python} -IS\n"
         f"import sys; sys.path.insert(0, {str(root)!r})\n"
-        "from cni.plugin import main; sys.exit(main())\n"
+        "from cni.plugin import exit_with_main; exit_with_main()\n"
     )
 
 

@@ -11,6 +11,7 @@ backoff.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from enforcer.kernel import Kernel, KernelError
-from enforcer.records import PodRecord, read_all_records, records_signature, write_record
+from enforcer.records import PodRecord, RecordError, read_record, records_signature, write_record
 from enforcer.source import signature_digest
 from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
@@ -33,6 +34,7 @@ from rules.translate import RenderMemo, desired_ruleset
 log = logging.getLogger("nftpolicy.enforcer")
 
 LATENCY_WINDOW = 1024  # change-to-commit latencies kept for /metrics
+CUT_DELAY = 0.05  # seconds from a commit to the conntrack scan it asks for
 
 
 class Source(Protocol):
@@ -63,6 +65,7 @@ class EnforcerConfig:
     log_group: int | None = None  # NFLOG group for denied new connections (None: not logged)
 
 
+@functools.lru_cache(maxsize=4096)  # records rarely change: parse each one's addresses once
 def record_interface(record: PodRecord) -> PodInterface:
     return PodInterface(
         record.namespace,
@@ -95,6 +98,7 @@ class Enforcer:
         self.applied: dict[tuple[str, str], Table] = {}  # what we last committed; empty: observe the kernel
         self.records: list[PodRecord] = []
         self._records_signature: tuple | None = None
+        self._record_cache: dict[tuple, PodRecord] = {}  # by (file name, size, mtime)
         self._reported_errors: set[str] = set()
         self._cond = threading.Condition()
         self._wanted = 0  # sync generations asked for by CNI calls
@@ -188,11 +192,16 @@ class Enforcer:
         while not stop.is_set():
             with self._cond:
                 self._cond.wait_for(lambda: self._cut_request is not None or stop.is_set(), timeout=1.0)
+                if self._cut_request is None:
+                    continue
+            # A short pause lets a burst of commits (pods starting) coalesce into one
+            # scan, and keeps the scan off the CPU while CNI calls get their replies.
+            stop.wait(CUT_DELAY)
+            with self._cond:
                 request, self._cut_request = self._cut_request, None
-            if request is not None:
-                cut = self.cutter.cut_denied(*request)
-                if cut:
-                    log.info("cut %d established connections that policy now denies", cut)
+            cut = self.cutter.cut_denied(*request)
+            if cut:
+                log.info("cut %d established connections that policy now denies", cut)
 
     def _write_status(self) -> None:
         """What is in force, for health checks and tests: digests of the source
@@ -244,7 +253,22 @@ class Enforcer:
         if signature == self._records_signature:
             return False
         self._records_signature = signature
-        self.records, errors = read_all_records(self.config.state_dir)
+        # Only files whose name, size or mtime changed are read again: an ADD reads one record, not all.
+        cache, self._record_cache = self._record_cache, {}
+        records, errors = [], []
+        for entry in signature:
+            record = cache.get(entry)
+            if record is None:
+                try:
+                    record = read_record(self.config.state_dir, entry[0].removesuffix(".json"))
+                except RecordError as e:
+                    errors.append(str(e))
+                    continue
+                if record is None:
+                    continue  # removed while we looked
+            self._record_cache[entry] = record
+            records.append(record)
+        self.records = records
         self._report(errors)
         return True
 

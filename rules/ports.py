@@ -49,7 +49,8 @@ def with_interfaces(state: ClusterState, node: str, interfaces: Iterable[PodInte
 
 
 def _port_pairs(interfaces: Iterable[PodInterface], version: int) -> tuple:
-    return tuple(sorted({Concat((Str(i.host_ifname), str(ip))) for i in interfaces for ip in i.ips if ip.version == version}, key=repr))
+    pairs = sorted({(i.host_ifname, str(ip)) for i in interfaces for ip in i.ips if ip.version == version})
+    return tuple(Concat((Str(ifname), ip)) for ifname, ip in pairs)
 
 
 def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
