@@ -16,13 +16,15 @@ no client model objects are built.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
 import random
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -51,6 +53,30 @@ def _int(version: str | None) -> int:
         return int(version or 0)
     except ValueError:
         return 0
+
+
+_gc_pausers = 0
+_gc_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cycle collector off while a list page is parsed: parsing makes
+    hundreds of thousands of short-lived, acyclic objects, and collecting them
+    as they come costs 40% of the parse. Reference counting still frees them.
+    Counted, since the kinds list in parallel threads."""
+    global _gc_pausers
+    with _gc_lock:
+        if _gc_pausers == 0:
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0:
+                gc.enable()
 
 
 class _Kind:
@@ -149,11 +175,12 @@ class ApiSource:
         fresh, token = {}, None
         while True:
             response = kind.list_fn(limit=LIST_PAGE, _continue=token, _preload_content=False, _request_timeout=(5, 60))
-            body = json.loads(response.data)
-            for raw in body.pop("items", None) or ():
-                parsed = self._parse(kind, raw)
-                if parsed:
-                    fresh[parsed[0]] = parsed[1]
+            with _gc_paused():
+                body = json.loads(response.data)
+                for raw in body.pop("items", None) or ():
+                    parsed = self._parse(kind, raw)
+                    if parsed:
+                        fresh[parsed[0]] = parsed[1]
             token = body["metadata"].get("continue")
             if not token:
                 break

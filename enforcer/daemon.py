@@ -12,6 +12,7 @@ backoff.
 from __future__ import annotations
 
 import functools
+import gc
 import ipaddress
 import json
 import logging
@@ -166,6 +167,8 @@ class Enforcer:
         self.applied = {(t.family, t.name): t for t in desired.tables}
         self.sync_count += 1
         self.last_error = None
+        if self.sync_count == 1:
+            gc.freeze()  # what start-up loaded lives long: later collections need not walk it
         elapsed = time.monotonic() - started
         self.sync_seconds += elapsed
         self.last_commands = text.count("\n") + sum(step.count("\n") for step in preloads)
