@@ -364,6 +364,9 @@ class Transaction:
     def add_table(self, comment: str | None) -> None:
         self.ops.append(("add", "table", comment))
 
+    def delete_table(self) -> None:
+        self.ops.append(("delete", "table", None))
+
     def add_chain(self, chain: Chain) -> None:
         self.ops.append(("add", "chain", chain))
 

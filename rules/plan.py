@@ -18,10 +18,13 @@ exists or deleted while referenced:
 3. element changes in sets and maps that stay;
 4. rules of new and changed chains;
 5. delete chains that go away, then sets that go away.
+
+A table holding objects of our names that cannot become ours in place (a set
+of another type, a chain on another hook) is replaced whole, atomically.
 """
 from __future__ import annotations
 
-from rules.nft import Chain, Table, Transaction
+from rules.nft import Chain, Table, Transaction, create_transaction
 
 
 def plan(desired: Table, current: Table | None) -> Transaction:
@@ -40,9 +43,8 @@ def plan(desired: Table, current: Table | None) -> Transaction:
     new_sets = [s for s in desired.sets if s.name not in current_sets]
     kept_sets = [(current_sets[s.name], s) for s in desired.sets if s.name in current_sets]
     gone_sets = [current_sets[name] for name in current_sets if name not in desired_sets]
-    for old, new in kept_sets:
-        if (old.type, old.flags, old.map_verdicts) != (new.type, new.flags, new.map_verdicts):
-            raise ValueError(f"set {new.name} changed its type; set names must fix their type")
+    if _incompatible(current_chains, desired_chains, kept_sets):
+        return replace_table(desired)
 
     for chain in new_chains:
         tx.add_chain(Chain(chain.name, chain.comment, chain.hook))
@@ -70,6 +72,24 @@ def plan(desired: Table, current: Table | None) -> Transaction:
         tx.delete_chain(name)
     for s in gone_sets:
         tx.delete_set(s)
+    return tx
+
+
+def _incompatible(current_chains: dict[str, Chain], desired_chains: dict[str, Chain], kept_sets: list) -> bool:
+    """Objects of our names that cannot be changed into ours in place: a set of
+    another type, a chain hooked elsewhere (planted by hand, or left by another
+    version). Our own commits never produce them: names fix types and hooks."""
+    return any((old.type, old.flags, old.map_verdicts) != (new.type, new.flags, new.map_verdicts) for old, new in kept_sets) or any(
+        name in current_chains and current_chains[name].hook != chain.hook for name, chain in desired_chains.items()
+    )
+
+
+def replace_table(desired: Table) -> Transaction:
+    """Delete the table and create it anew, in one transaction: packets see the
+    old table or the new one, never neither."""
+    tx = Transaction(desired.family, desired.name)
+    tx.delete_table()
+    tx.ops += create_transaction(desired).ops
     return tx
 
 

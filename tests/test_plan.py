@@ -2,9 +2,12 @@
 and the same kernel state as loading the desired table from scratch."""
 from __future__ import annotations
 
-import pytest
-
+import pickle
 import random
+import subprocess
+import sys
+
+import pytest
 
 from builders import namespace, pod, policy, random_policy, state
 from netns import netns, nft, table_state
@@ -147,3 +150,40 @@ def test_long_random_sequences_of_changes_apply_cleanly() -> None:
             current = desired
         assert nft(fresh, "-f", "-", stdin=create_transaction(current).text()).returncode == 0
         assert table_state(ns) == table_state(fresh)
+
+
+def test_a_set_of_our_name_but_another_type_gets_the_table_replaced_in_one_transaction() -> None:
+    desired = table(*BASE, ALLOW_B)
+    peer = next(s for s in desired.sets if s.name.startswith("peer-") and s.name.endswith("-v4"))
+    planted = Set(peer.name, ("ipv6_addr",), None, (), None)
+    observed = Table(desired.family, desired.name, desired.comment, desired.chains,
+                     tuple(planted if s.name == peer.name else s for s in desired.sets))
+    lines = plan(desired, observed).text().splitlines()
+    assert lines[0] == "delete table inet nftpolicy" and lines[1].startswith("add table inet nftpolicy")
+    assert not any(line.startswith("flush") for line in lines)
+
+
+@pytest.mark.kernel
+def test_hand_planted_objects_of_our_names_are_replaced_and_our_own_tables_never_are() -> None:
+    desired = table(*BASE, ALLOW_B, DENY_ALL)
+    peer = next(s.name for s in desired.sets if s.name.startswith("peer-") and s.name.endswith("-v4"))
+    with netns() as ns, netns() as fresh:
+        assert nft(ns, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
+        observed = _observe(ns)
+        assert "delete table" not in verbs(plan(desired, observed)), "our own table is taken over in place"
+        nft(ns, "delete", "table", "inet", "nftpolicy")
+        planted = f"add table inet nftpolicy\nadd set inet nftpolicy {peer} {{ type ipv6_addr ; }}\n" \
+                  "add chain inet nftpolicy forward { type filter hook input priority 10 ; }\n"
+        assert nft(ns, "-f", "-", stdin=planted).returncode == 0
+        result = nft(ns, "-f", "-", stdin=plan(desired, _observe(ns)).text())
+        assert result.returncode == 0, result.stderr
+        assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
+        assert table_state(ns) == table_state(fresh)
+
+
+def _observe(ns: str) -> Table | None:
+    """What the enforcer sees of the table at start (names, types and hooks, no
+    contents), read by the enforcer's own kernel edge inside the namespace."""
+    code = "import pickle, sys; from enforcer.kernel import Kernel; sys.stdout.buffer.write(pickle.dumps(Kernel().observe('inet', 'nftpolicy')))"
+    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout
+    return pickle.loads(out)
