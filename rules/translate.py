@@ -166,15 +166,24 @@ def named_port_set_name(protocol: Protocol, name: str, family: int, direction: D
 
 @functools.lru_cache(maxsize=4096)
 def ip_block_elements(block: IPBlock) -> tuple:
-    """cidr minus every except, as the fewest disjoint prefixes."""
-    remaining = [block.cidr]
-    for excluded in block.except_:
-        remaining = [
-            part
-            for net in remaining
-            for part in ((net,) if not excluded.overlaps(net) else (() if net.subnet_of(excluded) else net.address_exclude(excluded)))
-        ]
-    nets = ipaddress.collapse_addresses(remaining)
+    """cidr minus every except, as the fewest disjoint prefixes: one sweep over
+    the sorted excepts, so 10,000 of them cost milliseconds."""
+    cidr = block.cidr
+    low, high = int(cidr.network_address), int(cidr.broadcast_address)
+    holes = sorted(
+        (max(low, int(e.network_address)), min(high, int(e.broadcast_address)))
+        for e in block.except_
+        if e.version == cidr.version and e.overlaps(cidr)
+    )
+    ranges, start = [], low
+    for first, last in holes:
+        if first > start:
+            ranges.append((start, first - 1))
+        start = max(start, last + 1)
+    if start <= high:
+        ranges.append((start, high))
+    address = type(cidr.network_address)
+    nets = (n for first, last in ranges for n in ipaddress.summarize_address_range(address(first), address(last)))
     return tuple(
         str(n.network_address) if n.prefixlen == n.max_prefixlen else Prefix(str(n.network_address), n.prefixlen)
         for n in nets
