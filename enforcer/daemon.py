@@ -146,14 +146,14 @@ class Enforcer:
         interfaces = self._interfaces()  # read once: the ruleset and the conntrack cut both use them
         desired = self.desired(interfaces)
         preloads, switch = [], []
-        for table in desired.tables:
-            key = (table.family, table.name)
-            current = self.applied[key] if key in self.applied else self.kernel.observe(*key)
-            steps, current = preload(table, current)
-            preloads += [step.text() for step in steps]
-            switch.append(plan(table, current).text())
-        text = "".join(switch)  # every table's switch in one transaction
         try:
+            for table in desired.tables:
+                key = (table.family, table.name)
+                current = self.applied[key] if key in self.applied else self.kernel.observe(*key)
+                steps, current = preload(table, current)
+                preloads += [step.text() for step in steps]
+                switch.append(plan(table, current).text())
+            text = "".join(switch)  # every table's switch in one transaction
             for step in preloads:
                 self.kernel.apply(step)
             self.kernel.apply(text)
@@ -243,8 +243,11 @@ class Enforcer:
     def detect_drift(self) -> list[str]:
         """Compare the live tables with the last commit; on drift, forget the commit
         so the next sync takes the tables over from the kernel and repairs them."""
-        drift = [line for table in self.applied.values()
-                 for line in table_drift(table, self.kernel.read(table.family, table.name))]
+        try:
+            drift = [line for table in self.applied.values()
+                     for line in table_drift(table, self.kernel.read(table.family, table.name))]
+        except KernelError as e:  # what cannot be read back cannot be trusted: take the tables over again
+            drift = [f"cannot read the live tables back: {e}"]
         if drift:
             log.warning("the kernel's tables were changed behind our back, repairing:\n%s", "\n".join(drift))
             self.applied.clear()
@@ -295,8 +298,8 @@ class Enforcer:
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.0
-        retry_at = 0.0
-        verify_at = time.monotonic() + self.config.verify_interval
+        self._retry_at = 0.0
+        self._verify_at = time.monotonic() + self.config.verify_interval
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
         self.source.start(stop, self.wake)
         if self.cutter is not None:
@@ -308,29 +311,38 @@ class Enforcer:
                 target = self._wanted
                 self._woken = False
             self.last_loop = time.monotonic()
-            changed = self.source.poll()
-            if changed and self._pending_change is None:
-                self._pending_change = self.source.changed_at
-            error = self.source.error
-            if error:
-                self._report([f"source {self.config.source}: {error} (the last good state stays in force)"])
-            if error != self._status_error or (not changed and self.applied and self.source.loaded != self._status_loaded):
-                self._write_status()  # a new error, or news that changed nothing in force
-            changed |= self.reload_records()
-            if self.config.verify_interval and time.monotonic() >= verify_at and self.applied:
-                verify_at = time.monotonic() + self.config.verify_interval
-                try:
-                    self.detect_drift()
-                except KernelError as e:
-                    log.error("cannot read the live tables back: %s", e)
-            due = not self.applied and time.monotonic() >= retry_at
-            if not (changed or target > self._done or due):
-                continue
-            if self.sync():
+            try:
+                synced = self._step(target)
+            except Exception as e:  # a bug or a surprise must not end enforcement: what is in the kernel stays
+                log.exception("unexpected error, the previous ruleset stays in force; retrying")
+                self.applied.clear()
+                self.last_error = f"{e.__class__.__name__}: {e}"
+                self.sync_failures += 1
+                synced = False
+            if synced:
                 backoff = 0.0
                 with self._cond:
                     self._done = max(self._done, target)
                     self._cond.notify_all()
-            else:
+            elif synced is False:
                 backoff = min(self.config.max_backoff, max(0.2, backoff * 2))
-                retry_at = time.monotonic() + backoff
+                self._retry_at = time.monotonic() + backoff
+
+    def _step(self, target: int) -> bool | None:
+        """Look at the inputs and sync if needed: True synced, False failed, None nothing to do."""
+        changed = self.source.poll()
+        if changed and self._pending_change is None:
+            self._pending_change = self.source.changed_at
+        error = self.source.error
+        if error:
+            self._report([f"source {self.config.source}: {error} (the last good state stays in force)"])
+        if error != self._status_error or (not changed and self.applied and self.source.loaded != self._status_loaded):
+            self._write_status()  # a new error, or news that changed nothing in force
+        changed |= self.reload_records()
+        if self.config.verify_interval and time.monotonic() >= self._verify_at and self.applied:
+            self._verify_at = time.monotonic() + self.config.verify_interval
+            self.detect_drift()
+        due = not self.applied and time.monotonic() >= self._retry_at
+        if not (changed or target > self._done or due):
+            return None
+        return self.sync()

@@ -40,7 +40,15 @@ class Kernel:
             if "No such file or directory" in err:
                 return None
             raise KernelError(err.strip())
-        return json.loads(out)["nftables"]
+        try:
+            return json.loads(out)["nftables"]
+        except (ValueError, KeyError, TypeError):
+            # nft 1.0.6 follows the JSON of a table another process owns with a
+            # "# progname" comment line; anything else unreadable is an error.
+            try:
+                return json.loads(out.split("\n", 1)[0])["nftables"]
+            except (ValueError, KeyError, TypeError):
+                raise KernelError(f"{command}: unreadable JSON listing: {out[:200]!r}") from None
 
     def observe(self, family: str, name: str) -> Table | None:
         """The table's chains and sets by name, without rules or elements
