@@ -257,7 +257,7 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
         raw = stdin.read() if command else ""
         try:
             conf = lean_json.loads(raw) if raw.strip() else {}
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise CniError(DECODE_FAILURE, f"network configuration on stdin is not JSON: {e}") from e
         if not isinstance(conf, dict):
             raise CniError(DECODE_FAILURE, "network configuration on stdin must be a JSON object")

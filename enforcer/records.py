@@ -109,7 +109,7 @@ def _read(path: str) -> PodRecord:
         text = f.read()
     try:
         return PodRecord.from_json(text)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:
         raise RecordError(f"{path}: corrupt record: {e}") from e
 
 

@@ -419,8 +419,12 @@ def load_documents(paths: Iterable[str | Path]) -> list[tuple[str, Any]]:
                 docs += [(str(file), d) for d in yaml.load_all(text, Loader=_YAML_LOADER)]
             except OSError as e:
                 raise InvalidObject(f"{file}: cannot read: {e.strerror}") from e
+            except UnicodeDecodeError as e:
+                raise InvalidObject(f"{file}: not UTF-8 text (byte {e.start})") from e
             except yaml.YAMLError as e:
                 raise InvalidObject(f"{file}: not valid YAML: {e}") from e
+            except RecursionError as e:
+                raise InvalidObject(f"{file}: nested too deeply to read") from e
     return docs
 
 
