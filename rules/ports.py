@@ -67,6 +67,10 @@ def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
         Rule((Match(iif, Str(POD_PORTS), "!="), ACCEPT), "not a pod port"),
         Rule((Match(Concat((iif, Payload("ether", "saddr"))), SetRef("port-macs"), "!="), Counter(), DROP),
              "source MAC is not the port's pod's, or the port is not registered"),
+        # ether type, not meta protocol: the kernel takes a VLAN tag out of the
+        # frame before this hook, and meta protocol then shows what it hid.
+        Rule((Match(Payload("ether", "type"), AnonSet(("ip", "ip6", "arp")), "!="), Counter(), DROP),
+             "VLAN tags and other ethertypes could hide a forged source or skip the policy table"),
         Rule((Match(Payload("arp", "saddr ip"), "0.0.0.0"), ACCEPT), "ARP probe"),
         Rule((Match(Concat((iif, Payload("arp", "saddr ether"))), SetRef("port-macs"), "!="), Counter(), DROP),
              "ARP sender MAC is not the pod's"),
@@ -79,8 +83,6 @@ def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
              "neighbour discovery, DAD and MLD from link-local or unspecified sources"),
         Rule((Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-ipv6"), "!="), Counter(), DROP),
              "IPv6 source is not the pod's"),
-        Rule((Match(Meta("protocol"), AnonSet(("ip", "ip6", "arp")), "!="), Counter(), DROP),
-             "other ethertypes (VLAN tags, ...) could hide a forged source"),
     )
     to_pods = (
         Rule((Match(oif, Str(POD_PORTS)), Match(oif, SetRef("pod-ports"), "!="), Counter(), DROP),
