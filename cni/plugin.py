@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from typing import Any, Mapping, TextIO
 
 from enforcer import lean_json
-from enforcer.records import DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, read_all_records, read_record, remove_record, write_record
+from enforcer.records import (DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, interface_name_problem, ip_problem,
+                              mac_problem, read_all_records, read_record, remove_record, write_record)
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 3600
 
 # Error codes of the CNI spec.
 INCOMPATIBLE_VERSION = 1
@@ -38,6 +40,7 @@ INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
 PLUGIN_NOT_AVAILABLE = 50
 NOT_PROGRAMMED = 100  # plugin-specific: CHECK found the pod's rules missing
+INTERNAL_ERROR = 101  # plugin-specific: a bug; reported as a CNI error, never as a traceback
 
 
 class CniError(Exception):
@@ -86,15 +89,26 @@ def attachment(prev: Mapping[str, Any], netns: str, ifname: str) -> tuple[str, s
         raise CniError(INVALID_CONFIG, "prevResult.interfaces: expected a host-side veth and a sandbox interface (is nftpolicy chained after bridge?)")
     # bridge lists [bridge, host veth, container]: the host veth is the last host-side one.
     host_ifname = host[-1]["name"]
+    mac = interfaces[pod_index].get("mac")
+    # These strings go into nft scripts and /sys paths: only well-formed ones pass.
+    for field, problem in ((f"prevResult.interfaces[{interfaces.index(host[-1])}].name", interface_name_problem(host_ifname)),
+                           (f"prevResult.interfaces[{pod_index}].mac", None if mac is None else mac_problem(mac))):
+        if problem:
+            raise CniError(INVALID_CONFIG, f"{field}: {problem}")
+    entries = prev.get("ips") or []
+    if not isinstance(entries, list):
+        raise CniError(INVALID_CONFIG, "prevResult.ips: must be a list")
     ips = []
-    for n, entry in enumerate(prev.get("ips") or []):
-        if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
-            raise CniError(INVALID_CONFIG, f"prevResult.ips[{n}].address: must be a CIDR string")
+    for n, entry in enumerate(entries):
+        address = entry.get("address") if isinstance(entry, dict) else None
+        ip, _, length = address.partition("/") if isinstance(address, str) else ("", "", "")
+        if ip_problem(ip) or not length.isdigit():
+            raise CniError(INVALID_CONFIG, f"prevResult.ips[{n}].address: must be an address with a prefix length, like 10.244.0.5/24")
         if entry.get("interface", pod_index) == pod_index:
-            ips.append(entry["address"].split("/")[0])
+            ips.append(ip)
     if not ips:
         raise CniError(INVALID_CONFIG, "prevResult.ips: the pod has no address")
-    return host_ifname, interfaces[pod_index].get("mac"), tuple(ips)
+    return host_ifname, mac, tuple(ips)
 
 
 def call_enforcer(socket_path: str, command: str, container_id: str, timeout: float) -> dict[str, Any]:
@@ -150,10 +164,12 @@ class Plugin:
         self.state_dir = conf.get("stateDir", DEFAULT_STATE_DIR)
         self.socket = conf.get("socket", DEFAULT_SOCKET)
         self.fail_open = conf.get("failOpen", False)
-        try:
-            self.timeout = float(conf.get("timeoutSeconds", DEFAULT_TIMEOUT))
-        except (TypeError, ValueError):
-            raise CniError(INVALID_CONFIG, "timeoutSeconds: must be a number") from None
+        self.timeout = conf.get("timeoutSeconds", DEFAULT_TIMEOUT)
+        for field, value in (("stateDir", self.state_dir), ("socket", self.socket)):
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise CniError(INVALID_CONFIG, f"{field}: must be a path")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or not 0 < self.timeout <= MAX_TIMEOUT:
+            raise CniError(INVALID_CONFIG, f"timeoutSeconds: must be a number of seconds above 0 and at most {MAX_TIMEOUT}")
         if not isinstance(self.fail_open, bool):
             raise CniError(INVALID_CONFIG, "failOpen: must be true or false")
         prev = conf.get("prevResult")
@@ -209,7 +225,7 @@ class Plugin:
         container_id, netns, ifname = _require_env(self.env, "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
         try:
             record = read_record(self.state_dir, container_id)
-        except RecordError as e:
+        except (RecordError, OSError) as e:
             raise CniError(IO_FAILURE, str(e)) from e
         if record is None:
             raise CniError(UNKNOWN_CONTAINER, f"no nftpolicy record for container {container_id}")
@@ -228,7 +244,9 @@ class Plugin:
         valid = self.conf.get("cni.dev/valid-attachments", [])
         if not isinstance(valid, list):
             raise CniError(INVALID_CONFIG, "cni.dev/valid-attachments: must be a list")
-        keep = {a.get("containerID") for a in valid if isinstance(a, dict)}
+        if not all(isinstance(a, dict) and isinstance(a.get("containerID"), str) for a in valid):
+            raise CniError(INVALID_CONFIG, "cni.dev/valid-attachments: each entry must have a string containerID")
+        keep = {a["containerID"] for a in valid}
         records, _ = read_all_records(self.state_dir)
         gone = [r.container_id for r in records if r.container_id not in keep]
         for container_id in gone:
@@ -283,8 +301,10 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
         error = {"cniVersion": version, "code": e.code, "msg": e.msg}
         if e.details:
             error["details"] = e.details
-        stdout.write(lean_json.dumps(error))
-        return 1
+    except Exception as e:  # a bug: the runtime still gets a CNI error, and the pod is not started
+        error = {"cniVersion": version, "code": INTERNAL_ERROR, "msg": f"nftpolicy internal error: {e.__class__.__name__}: {e}"}
+    stdout.write(lean_json.dumps(error))
+    return 1
 
 
 def main() -> int:

@@ -275,10 +275,11 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
     interfaces, more = record_interfaces(records)
     for e in errors + more:
         click.echo(f"nftpolicy: {e}", err=True)
+    status_path = Path(state_dir) / "status.json"
     try:  # the enforcer's own settings that shape the tables
-        log_group = json.loads((Path(state_dir) / "status.json").read_text()).get("logGroup")
-    except (OSError, ValueError):
-        log_group = None
+        log_group = json.loads(status_path.read_text()).get("logGroup") if status_path.exists() else None
+    except (OSError, ValueError, AttributeError) as e:
+        _fail(f"{status_path}: unreadable ({e}); the enforcer rewrites it within its verify interval")
     kernel = Kernel()
     drift = []
     try:

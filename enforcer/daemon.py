@@ -342,6 +342,7 @@ class Enforcer:
         if self.config.verify_interval and time.monotonic() >= self._verify_at and self.applied:
             self._verify_at = time.monotonic() + self.config.verify_interval
             self.detect_drift()
+            self._write_status()  # also mends a status file someone damaged
         due = not self.applied and time.monotonic() >= self._retry_at
         if not (changed or target > self._done or due):
             return None

@@ -10,6 +10,7 @@ and an enforcer that starts finds every local pod's interface in it.
 """
 from __future__ import annotations
 
+import _socket  # not ``socket``: this module is on the CNI plugin's start-up path
 import os
 
 from enforcer import lean_json
@@ -67,6 +68,9 @@ class PodRecord:
         unknown = set(data) - set(_FIELDS)
         if unknown:
             raise ValueError(f"unknown fields {sorted(unknown)}")
+        problems = _field_problems(data)
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**data)
 
 
@@ -74,13 +78,67 @@ class RecordError(ValueError):
     """A record file that cannot be read: named, never silently dropped."""
 
 
+# --- what a record may hold: checked by the plugin before it writes one, and
+# by the enforcer when it reads one, since these strings end up in nft scripts
+# and file paths.
+
+_IFNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@")
+_HEX = frozenset("0123456789abcdefABCDEF")
+MAX_CONTAINER_ID = 200
+
+
+def interface_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a host interface name (None: it can)."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 15 or name in (".", ".."):
+        return "must be an interface name of 1 to 15 characters"
+    if not set(name) <= _IFNAME_CHARS:
+        return "must hold only letters, digits and '-_.@'"
+    return None
+
+
+def mac_problem(mac: object) -> str | None:
+    parts = mac.split(":") if isinstance(mac, str) else []
+    if len(parts) != 6 or any(len(p) != 2 or not set(p) <= _HEX for p in parts):
+        return "must be a MAC address like 02:42:0a:00:00:01"
+    return None
+
+
+def ip_problem(ip: object) -> str | None:
+    """Why ``ip`` is not a plain IPv4 or IPv6 address (zones are refused too)."""
+    if isinstance(ip, str) and "%" not in ip:
+        for family in (_socket.AF_INET, _socket.AF_INET6):
+            try:
+                _socket.inet_pton(family, ip)
+                return None
+            except (OSError, ValueError):
+                continue
+    return "must be an IPv4 or IPv6 address"
+
+
+def _field_problems(data: dict) -> list[str]:
+    problems = [f"{k}: must be a string" for k in ("container_id", "namespace", "name", "uid", "netns", "ifname")
+                if not isinstance(data.get(k, ""), str)]
+    for field, problem in (("host_ifname", interface_name_problem(data.get("host_ifname"))),
+                           ("mac", None if data.get("mac") is None else mac_problem(data["mac"])),
+                           ("held", None if isinstance(data.get("held", False), bool) else "must be true or false")):
+        if problem:
+            problems.append(f"{field}: {problem}")
+    ips = data.get("ips")
+    if not isinstance(ips, (list, tuple)) or not ips:
+        problems.append("ips: must be a list of addresses")
+    else:
+        problems += [f"ips[{n}]: {p}" for n, ip in enumerate(ips) if (p := ip_problem(ip))]
+    return problems
+
+
 def records_dir(state_dir: str | os.PathLike) -> str:
     return os.path.join(state_dir, "pods")
 
 
 def record_path(state_dir: str | os.PathLike, container_id: str) -> str:
-    if not container_id or "/" in container_id or container_id.startswith("."):
-        raise RecordError(f"invalid container ID {container_id!r}")
+    if not isinstance(container_id, str) or not container_id or "/" in container_id or "\0" in container_id or container_id.startswith(".") \
+            or len(container_id) > MAX_CONTAINER_ID:
+        raise RecordError(f"invalid container ID {str(container_id)[:80]!r}")
     return os.path.join(records_dir(state_dir), f"{container_id}.json")
 
 
@@ -105,11 +163,11 @@ def write_record(state_dir: str | os.PathLike, record: PodRecord) -> None:
 
 
 def _read(path: str) -> PodRecord:
-    with open(path) as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        return PodRecord.from_json(text)
-    except (ValueError, TypeError, RecursionError) as e:
+        return PodRecord.from_json(data.decode())
+    except (ValueError, TypeError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise RecordError(f"{path}: corrupt record: {e}") from e
 
 

@@ -125,6 +125,8 @@ def _network(f: _Fields, value: Any, path: str) -> ipaddress.IPv4Network | ipadd
         f.error(path, "Required value")
         return None
     try:
+        if "%" in text:  # an IPv6 zone: the API refuses it, and nft cannot express it
+            raise ValueError(text)
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         f.error(path, f"must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64): {text!r}")
@@ -292,6 +294,8 @@ def _ips(f: _Fields, texts: Iterable[tuple[str, Any]]) -> tuple:
     for path, text in texts:
         try:
             ip = ipaddress.ip_address(f.string(text, path) or "")
+            if getattr(ip, "scope_id", None):  # an IPv6 zone: the API refuses it, and nft cannot express it
+                raise ValueError(text)
         except ValueError:
             f.error(path, f"must be a valid IP address: {text!r}")
             continue
@@ -310,11 +314,16 @@ def parse_pod(obj: dict) -> Pod:
         texts = [(f"status.podIPs[{i}].ip", f.mapping(e, f"status.podIPs[{i}]").get("ip")) for i, e in enumerate(pod_ips)]
     else:
         texts = [("status.podIP", status["podIP"])] if status.get("podIP") else []
+    if name:
+        f.check("metadata.name", validation.dns_subdomain(name))
+    node = f.string(spec.get("nodeName"), "spec.nodeName")
+    if node:
+        f.check("spec.nodeName", validation.dns_subdomain(node))
     pod = Pod(
         namespace=namespace,
         name=name,
         labels=labels_of(labels),
-        node=f.string(spec.get("nodeName"), "spec.nodeName"),
+        node=node,
         host_network=bool(f.typed(spec.get("hostNetwork"), "spec.hostNetwork", bool, False)),
         ips=_ips(f, texts),
         ports=_container_ports(f, spec),
@@ -338,6 +347,8 @@ def parse_namespace(obj: dict) -> Namespace:
 def parse_node(obj: dict) -> Node:
     f = _Fields(_object_name(obj))
     _, name, _ = _metadata(f, obj, namespaced=False)
+    if name:
+        f.check("metadata.name", validation.dns_subdomain(name))
     addresses = f.items(f.mapping(obj.get("status"), "status").get("addresses"), "status.addresses")
     texts = [
         (f"status.addresses[{i}].address", a.get("address"))
@@ -416,6 +427,9 @@ def load_documents(paths: Iterable[str | Path]) -> list[tuple[str, Any]]:
         for file in _manifest_files(Path(path)):
             try:
                 text = file.read_text()
+                if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text, Loader=_YAML_LOADER)):
+                    # Kubernetes objects never need them; an alias bomb or a List holding itself would
+                    raise InvalidObject(f"{file}: YAML aliases (*name) are not accepted")
                 docs += [(str(file), d) for d in yaml.load_all(text, Loader=_YAML_LOADER)]
             except OSError as e:
                 raise InvalidObject(f"{file}: cannot read: {e.strerror}") from e

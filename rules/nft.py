@@ -128,6 +128,8 @@ class Str:
     value: str
 
     def text(self) -> str:
+        if '"' in self.value or "\n" in self.value or "\\" in self.value:
+            raise ValueError(f"cannot quote {self.value!r} for nft")  # the last guard: inputs are checked before
         return f'"{self.value}"'
 
     def json(self) -> Any:

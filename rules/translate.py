@@ -435,14 +435,14 @@ def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> t
     return tuple(p for p in state.policies_in(pod.namespace) if direction in p.policy_types and policy_selects(p, pod))
 
 
-def _dispatch_map(direction: Direction, family: int, entries: list[tuple]) -> Set:
+def _dispatch_map(direction: Direction, family: int, entries: dict) -> Set:
     """Local pod IP -> goto the chain of the policies isolating it."""
     return Set(
         dispatch_map_name(direction, family),
         (_addr_type(family),),
         f"local pods isolated for {direction.field}",
         (),
-        tuple((str(ip), goto(chain)) for ip, chain in sorted(entries, key=lambda e: int(e[0]))),
+        tuple((str(ip), goto(chain)) for ip, chain in sorted(entries.items(), key=lambda e: int(e[0]))),
         map_verdicts=True,
     )
 
@@ -474,7 +474,8 @@ def desired_ruleset(
     builder = _Builder(state, node, memo)
     policy_chains: dict[str, Chain] = {}
     isolate_chains: dict[str, Chain] = {}
-    dispatch: dict[tuple[Direction, int], list] = {(d, f): [] for d in Direction for f in FAMILIES}
+    registered = {i.key for i in interfaces or ()}
+    dispatch: dict[tuple[Direction, int], dict] = {(d, f): {} for d in Direction for f in FAMILIES}
     for direction in Direction:
         for pod in local_pods(state, node):
             policies = isolating_policies(state, pod, direction)
@@ -502,7 +503,11 @@ def desired_ruleset(
                     ),
                 )
             for ip in pod.ips:
-                dispatch[(direction, ip.version)].append((ip, isolate))
+                entries = dispatch[(direction, ip.version)]
+                # Two local pods with one address (a stale status): a map key is unique,
+                # and the pod CNI registered there now wins.
+                if ip not in entries or pod.key in registered:
+                    entries[ip] = isolate
 
     def by_name(chains: dict[str, Chain]) -> list[Chain]:
         return sorted(chains.values(), key=lambda c: c.name)

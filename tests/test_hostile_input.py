@@ -283,7 +283,6 @@ def test_odd_unicode_and_injection_attempts_the_api_rejects_are_refused_naming_o
 NAME_SAMPLES = ("nft injection", "newline", "RTL override", "uppercase")
 
 
-@pytest.mark.xfail(strict=True, reason="B14: pod names, node names and spec.nodeName are not validated (rules/load.py parse_pod/parse_node)")
 @pytest.mark.parametrize("odd", [ODD[n] for n in NAME_SAMPLES], ids=NAME_SAMPLES)
 @pytest.mark.parametrize("field", ["pod name", "node name", "pod spec.nodeName"])
 def test_pod_and_node_names_the_api_rejects_are_refused(field: str, odd: str) -> None:
@@ -304,7 +303,6 @@ ZONED = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="B13: IPv6 zones ('%...') pass ipaddress in rules/load.py _ips/_network; the API refuses them, and nft refuses the render")
 @pytest.mark.parametrize("where", list(ZONED))
 def test_ipv6_addresses_with_a_zone_are_refused_naming_the_field(where: str) -> None:
     obj, identity, path = ZONED[where]
@@ -314,7 +312,6 @@ def test_ipv6_addresses_with_a_zone_are_refused_naming_the_field(where: str) -> 
 
 
 @kernel
-@pytest.mark.xfail(strict=True, reason="B13: a pod IP with an IPv6 zone is loaded, rendered verbatim, and nft refuses the whole transaction")
 def test_a_state_with_a_zoned_pod_ip_renders_to_what_the_kernel_accepts() -> None:
     obj, _, _ = ZONED["pod IP"]
     try:
@@ -327,8 +324,6 @@ def test_a_state_with_a_zoned_pod_ip_renders_to_what_the_kernel_accepts() -> Non
 
 
 @kernel
-@pytest.mark.xfail(strict=True, reason="B15: two running pods on one node with one IP (a stale status) give the dispatch map two "
-                                      "elements with one key; the kernel refuses the whole transaction (rules/translate.py _dispatch_map)")
 def test_two_local_pods_with_one_ip_render_to_what_the_kernel_accepts() -> None:
     state = state_from_objects(BASE + [pod("x/stale", "10.0.0.1", node="n1", labels={"app": "stale"}),
                                        policy("x/p", {"podSelector": {"matchLabels": {"app": "a"}}}),
@@ -395,8 +390,6 @@ def test_accepted_names_and_the_node_name_never_break_out_of_nft_strings(node: s
         assert kernel_objects(ns) == want
 
 
-@pytest.mark.xfail(strict=True, reason="B12: rules/load.py _flatten recurses into a kind: List that contains itself "
-                                      "through a YAML alias: RecursionError, not InvalidObject")
 def test_a_list_that_contains_itself_through_a_yaml_alias_is_refused_naming_the_file(tmp_path) -> None:
     from rules.load import load_state
 
@@ -412,8 +405,6 @@ def _alias_bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.xfail(strict=True, reason="B12: YAML aliases fan out kind: List without bound (rules/load.py _flatten); a 900-byte file "
-                                      "means 10^9 objects and hangs the loader and the enforcer")
 def test_a_yaml_alias_bomb_is_refused_in_bounded_time(tmp_path) -> None:
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(_alias_bomb(9))
@@ -573,9 +564,7 @@ HOSTILE_SOURCES = [
     pytest.param(_fifty_megabytes, "x/huge: spec.podSelector.matchLabels.app: must be no more than 63 characters", id="a 50 MB file"),
     pytest.param(_invalid_field, "x/typo: spec.ingress[0].ports[0].endPort: must not be less than port", id="a policy with an invalid field"),
     pytest.param(_deeply_nested, "exceeded maximum nesting depth", id="10,000 nested lists"),
-    pytest.param(_self_containing_list, "cluster.yaml", id="a List containing itself through a YAML alias", marks=pytest.mark.xfail(
-        strict=True, reason="B12: RecursionError from rules/load.py _flatten escapes enforcer/source.py poll; the loop's catch-all "
-                            "keeps the process up, but the error never reaches status.json")),
+    pytest.param(_self_containing_list, "cluster.yaml", id="a List containing itself through a YAML alias"),
 ]
 
 
@@ -616,19 +605,13 @@ def _ips_of_another_pod(original: bytes, bed) -> bytes:
 RECORD_CASES = [
     pytest.param(lambda original, bed: original[: len(original) // 2], True, id="truncated"),
     pytest.param(lambda original, bed: b"", True, id="empty file"),
-    pytest.param(lambda original, bed: bytes(range(256)), True, id="binary garbage", marks=pytest.mark.xfail(
-        strict=True, reason="B2: enforcer/records.py _read decodes outside its try: UnicodeDecodeError escapes reload_records; "
-                            "the record is not named and the pod keeps its previous registration")),
+    pytest.param(lambda original, bed: bytes(range(256)), True, id="binary garbage"),
     pytest.param(lambda original, bed: b"[" * 100_000, True, id="100,000 nested lists"),
     pytest.param(_record({"surprise": 1}), True, id="unknown field"),
     pytest.param(_record({"ips": 5}), True, id="ips a number"),
     pytest.param(_record({"ips": "10.244.1.77"}), True, id="ips a string"),
-    pytest.param(_record({"mac": ["02", "00"]}), True, id="mac a list", marks=pytest.mark.xfail(
-        strict=True, reason="B4: PodRecord.from_json checks no types; hashing the record in enforcer/daemon.py record_interface "
-                            "raises TypeError at every sync: nothing is committed any more")),
-    pytest.param(_record({"namespace": 7}), True, id="namespace a number", marks=pytest.mark.xfail(
-        strict=True, reason="B4: PodRecord.from_json checks no types; the render compares int with str (TypeError) at every sync: "
-                            "nothing is committed any more")),
+    pytest.param(_record({"mac": ["02", "00"]}), True, id="mac a list"),
+    pytest.param(_record({"namespace": 7}), True, id="namespace a number"),
     pytest.param(_record({"host_ifname": "vethgone0"}), False, id="a veth that does not exist"),
     pytest.param(_ips_of_another_pod, True, id="the IPs of another pod", marks=pytest.mark.xfail(
         strict=True, reason="B15: nothing checks that a registration's IPs are its own: x/b's port may send as x/a, and no error is logged")),
@@ -727,8 +710,7 @@ CNI_CASES = [
     _case("CNI_CONTAINERID of 100,000 characters, DEL", env={"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "h" * 100_000},
           msg=("container ID", "File name too long")),
     _case("CNI_CONTAINERID of 100,000 characters, CHECK", env={"CNI_COMMAND": "CHECK", "CNI_CONTAINERID": "h" * 100_000},
-          msg=("container ID", "File name too long"),
-          bug="B9: cni/plugin.py check catches RecordError only; read_record's open() raises OSError (ENAMETOOLONG): a traceback"),
+          msg=("container ID", "File name too long")),
     _case("CNI_ARGS '='", env={"CNI_ARGS": "="}, code=4, msg="CNI_ARGS: missing K8S_POD_NAMESPACE, K8S_POD_NAME"),
     _case("CNI_ARGS ';;'", env={"CNI_ARGS": ";;"}, code=4, msg="CNI_ARGS: missing K8S_POD_NAMESPACE, K8S_POD_NAME"),
     _case("CNI_ARGS without K8S_POD_NAME", env={"CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=x"}, code=4, msg="CNI_ARGS: missing K8S_POD_NAME"),
@@ -742,15 +724,12 @@ CNI_CASES = [
     _case("prevResult.interfaces not a list", conf={"prevResult": prev_result(interfaces={"name": HOST_VETH})}, code=7,
           msg="prevResult.interfaces"),
     _case("prevResult.interfaces of numbers", conf={"prevResult": prev_result(interfaces=[1, 2])}, code=7, msg="prevResult.interfaces"),
-    _case("prevResult.ips a number", conf={"prevResult": prev_result(ips=5)}, code=7, msg="prevResult.ips",
-          bug="B8: cni/plugin.py attachment enumerates prevResult.ips unchecked: TypeError, a traceback"),
+    _case("prevResult.ips a number", conf={"prevResult": prev_result(ips=5)}, code=7, msg="prevResult.ips"),
     _case("prevResult.ips of strings", conf={"prevResult": prev_result(ips=["10.244.1.250/24"])}, code=7, msg="prevResult.ips[0].address"),
     _case("prevResult.ips address a number", conf={"prevResult": prev_result(ips=[{"address": 5, "interface": 2}])}, code=7,
           msg="prevResult.ips[0].address"),
     _case("prevResult.ips address not an IP", conf={"prevResult": prev_result(ips=[{"address": "not-an-ip/24", "interface": 2}])},
-          code=7, msg="prevResult.ips[0].address",
-          bug="B8: cni/plugin.py attachment takes any string as an address; the enforcer refuses the record, "
-              "yet ADD succeeds and the pod has no network"),
+          code=7, msg="prevResult.ips[0].address"),
     _case("stdin empty", stdin=b"", code=7, msg="prevResult"),
     _case("stdin 10 MB of text", stdin=b"x" * 10_000_000, code=6, msg="not JSON"),
     _case("stdin 10 MB of JSON", stdin=lambda conf: json.dumps({**conf, "prevResult": None, "padding": "p" * 10_000_000}).encode(),
@@ -758,20 +737,19 @@ CNI_CASES = [
     _case("stdin not UTF-8", stdin=b"\xff\xfe{\x80\x81}", code=6, msg="not JSON"),
     _case("stdin 100,000 [", stdin=b"[" * 100_000, code=6, msg="not JSON"),
     _case("timeoutSeconds a word", conf={"timeoutSeconds": "soon"}, code=7, msg="timeoutSeconds"),
-    _case("timeoutSeconds negative", conf={"timeoutSeconds": -1}, code=7, msg="timeoutSeconds", bug=B7),
-    _case("timeoutSeconds 'nan'", conf={"timeoutSeconds": "nan"}, code=7, msg="timeoutSeconds", bug=B7),
-    _case("timeoutSeconds 1e300", conf={"timeoutSeconds": 1e300}, code=7, msg="timeoutSeconds", bug=B7),
-    _case("timeoutSeconds a numeric string", conf={"timeoutSeconds": "10"}, code=7, msg="timeoutSeconds", bug=B7),
+    _case("timeoutSeconds negative", conf={"timeoutSeconds": -1}, code=7, msg="timeoutSeconds"),
+    _case("timeoutSeconds 'nan'", conf={"timeoutSeconds": "nan"}, code=7, msg="timeoutSeconds"),
+    _case("timeoutSeconds 1e300", conf={"timeoutSeconds": 1e300}, code=7, msg="timeoutSeconds"),
+    _case("timeoutSeconds a numeric string", conf={"timeoutSeconds": "10"}, code=7, msg="timeoutSeconds"),
     _case("STATUS with timeoutSeconds negative", env={"CNI_COMMAND": "STATUS"}, conf={"cniVersion": "1.1.0", "timeoutSeconds": -1},
-          code=7, msg="timeoutSeconds", bug=B7),
+          code=7, msg="timeoutSeconds"),
     _case("failOpen 'yes'", conf={"failOpen": "yes"}, code=7, msg="failOpen"),
-    _case("stateDir a number", conf={"stateDir": 5}, code=7, msg="stateDir", bug=B7),
-    _case("socket a list", conf={"socket": ["/run/x.sock"]}, code=7, msg="socket", bug=B7),
+    _case("stateDir a number", conf={"stateDir": 5}, code=7, msg="stateDir"),
+    _case("socket a list", conf={"socket": ["/run/x.sock"]}, code=7, msg="socket"),
     _case("GC valid-attachments not a list", env={"CNI_COMMAND": "GC"}, conf={"cniVersion": "1.1.0", "cni.dev/valid-attachments": "all"},
           code=7, msg="cni.dev/valid-attachments"),
     _case("GC valid-attachments with a list as containerID", env={"CNI_COMMAND": "GC"},
-          conf={"cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": ["c"]}]}, code=7, msg="cni.dev/valid-attachments",
-          bug="B10: cni/plugin.py gc puts each containerID in a set unchecked: TypeError, a traceback"),
+          conf={"cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": ["c"]}]}, code=7, msg="cni.dev/valid-attachments"),
 ]
 
 
@@ -821,17 +799,17 @@ def _interfaces(host: dict | None = None, pod: dict | None = None) -> list:
 
 UNTAKEABLE = [
     pytest.param({"interfaces": _interfaces(pod={"mac": "02:00:00:00:00:99 }; add table ip pwned #"})},
-                 "prevResult.interfaces[2].mac", id="a MAC that carries nft commands", marks=pytest.mark.xfail(strict=True, reason=B5)),
+                 "prevResult.interfaces[2].mac", id="a MAC that carries nft commands"),
     pytest.param({"interfaces": _interfaces(host={"name": 'veth"h0'})}, "prevResult.interfaces[1].name",
-                 id="a host veth name with a quote", marks=pytest.mark.xfail(strict=True, reason=B5)),
+                 id="a host veth name with a quote"),
     pytest.param({"interfaces": _interfaces(host={"name": "v" * 40})}, "prevResult.interfaces[1].name",
-                 id="a host veth name of 40 characters", marks=pytest.mark.xfail(strict=True, reason=B5)),
+                 id="a host veth name of 40 characters"),
     pytest.param({"interfaces": _interfaces(host={"name": "vethNOTUTF8"})}, "prevResult.interfaces[1].name",
-                 id="a host veth name that is not UTF-8", marks=pytest.mark.xfail(strict=True, reason=B5)),
+                 id="a host veth name that is not UTF-8"),
     pytest.param({"interfaces": _interfaces(host={"name": "../../../../ROOT/outside"})}, "prevResult.interfaces[1].name",
-                 id="a host veth name that climbs out of /sys/class/net", marks=pytest.mark.xfail(strict=True, reason=B6)),
+                 id="a host veth name that climbs out of /sys/class/net"),
     pytest.param({"ips": prev_result()["ips"] + [{"address": "fd00:10:244:1::250%eth0/64", "interface": 2}]}, "prevResult.ips[1].address",
-                 id="a pod address with an IPv6 zone", marks=pytest.mark.xfail(strict=True, reason=B5)),
+                 id="a pod address with an IPv6 zone"),
 ]
 
 
@@ -867,8 +845,6 @@ def test_prev_result_strings_nft_or_the_filesystem_cannot_take_are_refused_and_n
 
 
 @kernel
-@pytest.mark.xfail(strict=True, reason="B16: enforcer/daemon.py writes status.json only at a sync or a new source error: "
-                                      "on a quiet node a corrupt one stays corrupt")
 def test_a_corrupt_status_file_is_rewritten_without_waiting_for_a_change(one_node) -> None:
     bed, node = one_node, one_node.nodes[0]
     try:
@@ -880,8 +856,6 @@ def test_a_corrupt_status_file_is_rewritten_without_waiting_for_a_change(one_nod
 
 
 @kernel
-@pytest.mark.xfail(strict=True, reason="B16: enforcer/cli.py verify takes logGroup from status.json and, when it cannot read it, "
-                                      "assumes no log group: a node in sync is reported as drifted (exit 3)")
 def test_verify_with_a_corrupt_status_file_does_not_report_drift(one_node) -> None:
     from enforcer.simulation import in_ns
 
