@@ -79,13 +79,25 @@ def record_interface(record: PodRecord) -> PodInterface:
 
 
 def record_interfaces(records: list[PodRecord]) -> tuple[list[PodInterface], list[str]]:
-    """The registered interfaces, and an error line for each record that cannot be one."""
-    interfaces, errors = [], []
+    """The registered interfaces, and an error line for each record that cannot be one.
+
+    An address belongs to one registration: a later record that claims an
+    address an earlier one holds (a stale record, or a forged one) is refused,
+    so its port stays closed rather than sending as another pod. ``records``
+    come oldest first."""
+    interfaces, errors, owners = [], [], {}
     for record in records:
         try:
-            interfaces.append(record_interface(record))
+            interface = record_interface(record)
         except ValueError as e:
             errors.append(f"record {record.container_id} ({record.key}): ips: {e}")
+            continue
+        taken = [f"{ip} is registered to {owners[ip]}" for ip in interface.ips if ip in owners]
+        if taken:
+            errors.append(f"record {record.container_id} ({record.key}): ips: {'; '.join(taken)}: refused, its port stays closed")
+            continue
+        owners.update({ip: f"{record.key} ({record.container_id[:12]})" for ip in interface.ips})
+        interfaces.append(interface)
     return interfaces, errors
 
 
@@ -262,7 +274,7 @@ class Enforcer:
         # Only files whose name, size or mtime changed are read again: an ADD reads one record, not all.
         cache, self._record_cache = self._record_cache, {}
         records, errors = [], []
-        for entry in signature:
+        for entry in sorted(signature, key=lambda e: (e[2], e[0])):  # oldest first: the first registration of an address wins
             record = cache.get(entry)
             if record is None:
                 try:

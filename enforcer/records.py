@@ -196,9 +196,10 @@ def _record_files(state_dir: str | os.PathLike) -> list[str]:
 
 
 def read_all_records(state_dir: str | os.PathLike) -> tuple[list[PodRecord], list[str]]:
-    """Every readable record, and an error line for each unreadable one."""
+    """Every readable record, oldest first (as the enforcer orders them), and an
+    error line for each unreadable one."""
     records, errors = [], []
-    for path in _record_files(state_dir):
+    for _, path in sorted((_mtime(path), path) for path in _record_files(state_dir)):
         try:
             records.append(_read(path))
         except FileNotFoundError:
@@ -206,6 +207,13 @@ def read_all_records(state_dir: str | os.PathLike) -> tuple[list[PodRecord], lis
         except (OSError, RecordError) as e:
             errors.append(str(e))
     return records, errors
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def records_signature(state_dir: str | os.PathLike) -> tuple:
