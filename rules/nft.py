@@ -38,6 +38,22 @@ class Payload:
 
 
 @dataclass(frozen=True)
+class RawPayload:
+    """Bits of a header nft has no name for: ``@th,64,128`` is the ICMPv6
+    neighbour advertisement's target address (nft 1.0.6 has no ``icmpv6 taddr``)."""
+
+    base: str
+    offset: int
+    length: int
+
+    def text(self) -> str:
+        return f"@{self.base},{self.offset},{self.length}"
+
+    def json(self) -> Any:
+        return {"payload": {"base": self.base, "offset": self.offset, "len": self.length}}
+
+
+@dataclass(frozen=True)
 class Meta:
     key: str
 
@@ -309,6 +325,7 @@ class Set:
     flags: tuple[str, ...] = ()
     elements: tuple[Any, ...] = ()
     map_verdicts: bool = False
+    typeof: str | None = None  # declare the key by expression (raw payloads need it); ``type`` is what the kernel reports
 
     @property
     def kind(self) -> str:
@@ -482,7 +499,7 @@ def _chain_spec_text(chain: Chain) -> str:
 
 def _set_spec_text(s: Set) -> str:
     key = " . ".join(s.type)
-    parts = [f"type {key} : verdict ;" if s.map_verdicts else f"type {key} ;"]
+    parts = [f"typeof {s.typeof} ;" if s.typeof else f"type {key} : verdict ;" if s.map_verdicts else f"type {key} ;"]
     if s.flags:
         parts.append(f"flags {','.join(s.flags)} ;")
     if s.comment:

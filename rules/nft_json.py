@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rules.nft import AnonSet, Chain, Concat, Counter, Ct, Flags, Hook, Limit, Log, Match, Meta, Payload, Prefix, Range, Rule, Set, SetRef, Str, Table, Verdict, VMap
+from rules.nft import (AnonSet, Chain, Concat, Counter, Ct, Flags, Hook, Limit, Log, Match, Meta, Payload, Prefix, Range, RawPayload, Rule,
+                      Set, SetRef, Str, Table, Verdict, VMap)
 
 IFNAME_KEYS = ("iifname", "oifname")
 
@@ -33,6 +34,8 @@ class Unknown:
 def _expr(j: Any) -> Any:
     if isinstance(j, dict):
         if "payload" in j:
+            if "base" in j["payload"]:
+                return RawPayload(j["payload"]["base"], j["payload"]["offset"], j["payload"]["len"])
             return Payload(j["payload"]["protocol"], j["payload"]["field"])
         if "meta" in j:
             return Meta(j["meta"]["key"])

@@ -15,11 +15,13 @@ sources; NetworkPolicy itself is in ``table inet nftpolicy``.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from typing import Iterable
 
 from rules.model import ClusterState, Pod, PodInterface
-from rules.nft import ACCEPT, DROP, AnonSet, Chain, Concat, Counter, Hook, Match, Meta, Payload, Prefix, Rule, Set, SetRef, Str, Table
+from rules.nft import (ACCEPT, DROP, AnonSet, Chain, Concat, Counter, Hook, Match, Meta, Payload, Prefix, RawPayload, Rule, Set, SetRef, Str,
+                       Table)
 
 POD_PORTS = "veth*"  # the bridge plugin's host-side veths
 BRIDGE_PRIORITY = -200  # filter
@@ -53,6 +55,26 @@ def _port_pairs(interfaces: Iterable[PodInterface], version: int) -> tuple:
     return tuple(Concat((Str(ifname), ip)) for ifname, ip in pairs)
 
 
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    """The pod's IPv6 link-local address: EUI-64 from its MAC, as Linux forms it by default."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    return ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui))
+
+
+def _nd_targets(interfaces: Iterable[PodInterface]) -> tuple:
+    """Each port's own IPv6 addresses, link-local included, as the 128-bit
+    integers a raw-payload set holds: what its neighbour advertisements may claim."""
+    pairs = sorted({(i.host_ifname, int(ip)) for i in interfaces for ip in _ipv6_with_link_local(i)})
+    return tuple(Concat((Str(ifname), f"0x{value:032x}")) for ifname, value in pairs)
+
+
+def _ipv6_with_link_local(interface: PodInterface) -> list:
+    own = [ip for ip in interface.ips if ip.version == 6]
+    return own + [link_local(interface.mac)] if interface.mac else own
+
+
 def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
     interfaces = sorted(interfaces, key=lambda i: i.host_ifname)
     iif, oif = Meta("iifname"), Meta("oifname")
@@ -62,6 +84,11 @@ def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
             tuple(sorted({Concat((Str(i.host_ifname), i.mac)) for i in interfaces if i.mac}, key=repr))),
         Set("port-ipv4", ("ifname", "ipv4_addr"), "each pod port's IPv4 addresses", (), _port_pairs(interfaces, 4)),
         Set("port-ipv6", ("ifname", "ipv6_addr"), "each pod port's IPv6 addresses", (), _port_pairs(interfaces, 6)),
+        Set("port-link-local", ("ifname", "ipv6_addr"), "each pod port's IPv6 link-local address", (),
+            tuple(Concat((Str(ifname), str(ip))) for ifname, ip in
+                  sorted({(i.host_ifname, link_local(i.mac)) for i in interfaces if i.mac}))),
+        Set("port-nd-targets", ("ifname", "integer"), "addresses each pod port's neighbour advertisements may claim", (),
+            _nd_targets(interfaces), typeof="iifname . @th,64,128"),
     )
     from_pods = (
         Rule((Match(iif, Str(POD_PORTS), "!="), ACCEPT), "not a pod port"),
@@ -78,6 +105,12 @@ def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
              "ARP sender IP is not the pod's"),
         Rule((Match(Concat((iif, Payload("ip", "saddr"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
              "IPv4 source is not the pod's"),
+        Rule((Match(Payload("icmpv6", "type"), "nd-neighbor-advert"),
+              Match(Concat((iif, RawPayload("th", 64, 128))), SetRef("port-nd-targets"), "!="), Counter(), DROP),
+             "neighbour advertisement for an address that is not the pod's"),
+        Rule((Match(Payload("ip6", "saddr"), Prefix("fe80::", 10)),
+              Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-link-local"), "!="), Counter(), DROP),
+             "IPv6 link-local source is not the pod's"),
         Rule((Match(Payload("ip6", "saddr"), AnonSet(("::", Prefix("fe80::", 10)))),
               Match(Payload("icmpv6", "type"), AnonSet(LINK_LOCAL_ICMPV6)), ACCEPT),
              "neighbour discovery, DAD and MLD from link-local or unspecified sources"),

@@ -19,9 +19,12 @@ found: br_netfilter does not pass tagged frames to the inet table, and a
 priority tag (VID 0) is stripped by the victim's kernel; the bridge table now
 drops every frame whose ``ether type`` is not IPv4, IPv6 or ARP.
 
+IPv6 neighbour advertisements were accepted from any link-local source with
+any target (a pod poisoned its neighbours' caches); the bridge table now
+checks an advertisement's target and a link-local source against the port's
+own addresses.
+
 Known holes are strict xfails, each with its reason:
-- IPv6 neighbour advertisements are accepted from any link-local source with
-  any target: a pod poisons its neighbours' and its node's neighbour caches;
 - ICMP errors quoting a real flow of the victim are "related" whoever sends them.
 """
 from __future__ import annotations
@@ -82,6 +85,8 @@ BAD_ARP_MAC = "ARP sender MAC is not the pod's"
 BAD_ARP_IP = "ARP sender IP is not the pod's"
 BAD_SRC4 = "IPv4 source is not the pod's"
 BAD_SRC6 = "IPv6 source is not the pod's"
+BAD_LINK_LOCAL = "IPv6 link-local source is not the pod's"
+BAD_ND_TARGET = "neighbour advertisement for an address that is not the pod's"
 OTHER_ETHERTYPE = "VLAN tags and other ethertypes could hide a forged source or skip the policy table"
 INGRESS_DENIED = "ingress denied: no rule of the policies above allows it"
 EGRESS_DENIED = "egress denied: no rule of the policies above allows it"
@@ -397,10 +402,6 @@ def test_arp_spoofing_is_dropped_and_neighbour_caches_stay_clean(bed, net) -> No
 # --- 4. IPv6 neighbour discovery spoofing ------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE: table bridge nftpolicy accepts any neighbour advertisement from a link-local source (and from the pod's own "
-    "address) without checking its target address or link-layer option: a pod poisons its neighbours' and its node's "
-    "caches for the gateway and other pods (IPv6 ARP spoofing, which the ARP rules do prevent for IPv4)"))
 def test_neighbour_advertisements_cannot_claim_another_pods_or_the_gateways_address(bed, net) -> None:
     enforce(bed)
     node = bed.nodes[0]
@@ -440,7 +441,7 @@ def test_neighbour_advertisements_cannot_claim_another_pods_or_the_gateways_addr
                 s.sendto(nonce(n), (net.ip("y/a", 6), 53))
             intercepted = len(cap.wait_for(lambda f: nonce(n) in bytes(f), 1, 0.5))
         record("4a. IPv6 NA spoofing (override NA claiming gateway / x/b / x/a)", shots, got,
-               f"NOT dropped (ND accepted by both tables); caches poisoned: {', '.join(poisoned) or 'none'}; "
+               f"dropped by {BAD_ND_TARGET!r} / {BAD_LINK_LOCAL!r}; caches poisoned: {', '.join(poisoned) or 'none'}; "
                f"x/a's datagram to y/a captured at y/b: {intercepted}")
         assert not wrong(shots, got) and not poisoned, (
             f"advertisements arrived: {wrong(shots, got)}; caches now pointing at y/b ({ymac}): {sorted(poisoned)}; "
@@ -497,7 +498,7 @@ def test_pods_cannot_reroute_their_neighbours_with_router_advertisements_or_redi
         time.sleep(0.1)
         record("4b. rogue router: RA / ICMPv6 redirect / ICMP redirect from a pod", shots, got, moved)
         assert not wrong(shots, got), wrong(shots, got)
-        assert moved.get(BAD_SRC6) == 3 and moved.get(BAD_SRC4) == 1, moved
+        assert moved.get(BAD_SRC6, 0) + moved.get(BAD_LINK_LOCAL, 0) == 3 and moved.get(BAD_SRC4) == 1, moved
         assert (in_ns(a.netns, "ip", "-6", "route").stdout, in_ns(a.netns, "ip", "route").stdout) == routes_before
         assert in_ns(a.netns, "ip", "-6", "addr", "show", "dev", "eth0").stdout == addrs_before
         assert f"via {GW[6]}" in in_ns(a.netns, "ip", "-6", "route", "get", ya.ip(6)).stdout
