@@ -371,7 +371,7 @@ class Floor:
 class Offline:
     """The enforcer's state build, render and plan, run here on a list of the same
     API objects (parsed once: unchanged objects keep their identity across
-    changes, as in the enforcer's cache, so the render's set memo hits as it
+    changes, as in the enforcer's cache, so the render memo hits as it
     does there); the transactions committed with libnftables into a scratch
     network namespace that holds the same ruleset."""
 

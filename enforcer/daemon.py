@@ -112,12 +112,12 @@ class Enforcer:
         self.records: list[PodRecord] = []
         self._records_signature: tuple | None = None
         self._record_cache: dict[tuple, PodRecord] = {}  # by (file name, size, mtime)
-        self._reported_errors: set[str] = set()
+        self._reported_errors: dict[str, set[str]] = {}  # per kind of input: what is logged already
         self._cond = threading.Condition()
         self._wanted = 0  # sync generations asked for by CNI calls
         self._woken = False  # the source has news
         self._cut_request: tuple[Table, set] | None = None  # for the cut thread: the newest table and local IPs
-        self._memo = RenderMemo()  # sets of the last render, reused when their pods did not change
+        self._memo = RenderMemo()  # sets and chains of the last render, reused when their inputs did not change
         self._pending_change: float | None = None  # when the oldest change not yet committed reached us
         self.change_latencies: list[float] = []  # change seen -> committed, seconds, newest last (bounded)
         self._done = 0  # the newest generation a successful sync covered
@@ -133,15 +133,17 @@ class Enforcer:
 
     # --- state -----------------------------------------------------------
 
-    def _report(self, errors: list[str]) -> None:
+    def _report(self, kind: str, errors: list[str]) -> None:
+        """Log each error of one kind of input once, until it goes away: the
+        kinds are tracked apart, so one kind's news does not repeat another's."""
         for e in errors:
-            if e not in self._reported_errors:
+            if e not in self._reported_errors.get(kind, ()):
                 log.error("%s", e)
-        self._reported_errors = set(errors)
+        self._reported_errors[kind] = set(errors)
 
     def _interfaces(self) -> list[PodInterface]:
         interfaces, errors = record_interfaces(self.records)
-        self._report(errors)
+        self._report("registrations", errors)
         return interfaces
 
     def desired(self, interfaces: list[PodInterface]) -> Ruleset:
@@ -287,7 +289,7 @@ class Enforcer:
             self._record_cache[entry] = record
             records.append(record)
         self.records = records
-        self._report(errors)
+        self._report("records", errors)
         return True
 
     # --- CNI requests ----------------------------------------------------
@@ -346,8 +348,7 @@ class Enforcer:
         if changed and self._pending_change is None:
             self._pending_change = self.source.changed_at
         error = self.source.error
-        if error:
-            self._report([f"source {self.config.source}: {error} (the last good state stays in force)"])
+        self._report("source", [f"source {self.config.source}: {error} (the last good state stays in force)"] if error else [])
         if error != self._status_error or (not changed and self.applied and self.source.loaded != self._status_loaded):
             self._write_status()  # a new error, or news that changed nothing in force
         changed |= self.reload_records()
