@@ -1,7 +1,7 @@
 """The local unix socket the CNI plugin calls: one JSON request line, one JSON
 reply line per connection.
 
-    {"command": "ADD", "containerId": "..."}   ->  {"ok": true}  once the pod's rules are committed
+    {"command": "ADD", "containerId": "..."}   ->  {"ok": true}  once a commit holds the pod's port and rules
     {"command": "DEL", "containerId": "..."}   ->  {"ok": true}  once its addresses left every set
     {"command": "CHECK", "containerId": "..."} ->  {"ok": true} or {"ok": false, "error": "..."}
 """
@@ -62,16 +62,25 @@ class CniServer:
         if command not in ("ADD", "DEL", "CHECK") or not isinstance(container_id, str):
             return {"ok": False, "error": "expected command ADD, DEL or CHECK and a containerId"}
         if command == "CHECK":
-            try:
-                record = read_record(self.enforcer.config.state_dir, container_id)
-            except RecordError as e:
-                return {"ok": False, "error": str(e)}
-            if record is None:
-                return {"ok": False, "error": f"no record for container {container_id}"}
-            if not self.enforcer.is_programmed(record):
-                return {"ok": False, "error": f"{record.key}: interface {record.host_ifname} is not programmed"}
-            return {"ok": True}
+            problem = self._not_programmed(container_id)
+            return {"ok": False, "error": problem} if problem else {"ok": True}
         if not self.enforcer.request_sync(self.wait):
             return {"ok": False, "error": self.enforcer.last_error or "timed out waiting for the sync"}
+        if command == "ADD":  # committed is not enough: the commit must hold this pod's port
+            problem = self._not_programmed(container_id)
+            if problem:
+                return {"ok": False, "error": problem}
         log.info("%s %s: committed", command, container_id)
         return {"ok": True}
+
+    def _not_programmed(self, container_id: str) -> str | None:
+        try:
+            record = read_record(self.enforcer.config.state_dir, container_id)
+        except RecordError as e:
+            return str(e)
+        if record is None:
+            return f"no record for container {container_id}"
+        if self.enforcer.is_programmed(record):
+            return None
+        why = self.enforcer.registration_error(container_id)
+        return f"{record.key}: interface {record.host_ifname} is not programmed" + (f": {why}" if why else "")

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from enforcer.kernel import Kernel, KernelError
 from enforcer.records import PodRecord, RecordError, read_record, records_signature, write_record
@@ -64,6 +64,14 @@ class EnforcerConfig:
     # commit, so hand-made changes are found and undone (0: never).
     verify_interval: float = 60.0
     log_group: int | None = None  # NFLOG group for denied new connections (None: not logged)
+
+
+class CommittedInputs(NamedTuple):
+    """The inputs of the last transaction the kernel committed."""
+
+    state: ClusterState | None
+    loaded: str | None  # the source's name for that state's version
+    records: str  # digest of the CNI records the transaction saw
 
 
 @functools.lru_cache(maxsize=4096)  # records rarely change: parse each one's addresses once
@@ -128,8 +136,8 @@ class Enforcer:
         self.drift_repairs = 0
         self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
         self.last_error: str | None = None
+        self.committed: CommittedInputs | None = None  # what the last successful transaction was computed from
         self._status_error: str | None = None  # the source error the status file shows
-        self._status_loaded: str | None = None  # the source version the status file shows
 
     # --- state -----------------------------------------------------------
 
@@ -157,6 +165,9 @@ class Enforcer:
         if self.source.state is None:
             return False  # nothing good loaded yet: leave the kernel as it is
         started = time.monotonic()
+        # What this transaction is computed from, captured before it is built:
+        # the status publishes it only once the kernel has committed it.
+        inputs = CommittedInputs(self.source.state, self.source.loaded, signature_digest(self._records_signature or ()))
         interfaces = self._interfaces()  # read once: the ruleset and the conntrack cut both use them
         desired = self.desired(interfaces)
         preloads, switch = [], []
@@ -165,12 +176,11 @@ class Enforcer:
                 key = (table.family, table.name)
                 current = self.applied[key] if key in self.applied else self.kernel.observe(*key)
                 steps, current = preload(table, current)
-                preloads += [step.text() for step in steps]
-                switch.append(plan(table, current).text())
-            text = "".join(switch)  # every table's switch in one transaction
+                preloads += steps
+                switch.append(plan(table, current))
             for step in preloads:
-                self.kernel.apply(step)
-            self.kernel.apply(text)
+                self.kernel.apply([step])
+            self.kernel.apply(switch)  # every table's switch in one transaction
         except KernelError as e:
             self.applied.clear()  # observe the kernel again before the next try
             self.last_error = str(e)
@@ -179,13 +189,14 @@ class Enforcer:
             return False
         before = self.applied.get(("inet", "nftpolicy"))
         self.applied = {(t.family, t.name): t for t in desired.tables}
+        self.committed = inputs
         self.sync_count += 1
         self.last_error = None
         if self.sync_count == 1:
             gc.freeze()  # what start-up loaded lives long: later collections need not walk it
         elapsed = time.monotonic() - started
         self.sync_seconds += elapsed
-        self.last_commands = text.count("\n") + sum(step.count("\n") for step in preloads)
+        self.last_commands = sum(len(tx) for tx in preloads + switch)
         latency = ""
         if self._pending_change is not None:
             seen_to_commit = time.monotonic() - self._pending_change
@@ -221,16 +232,16 @@ class Enforcer:
                 log.info("cut %d established connections that policy now denies", cut)
 
     def _write_status(self) -> None:
-        """What is in force, for health checks and tests: digests of the source
-        files and the records the last commit was computed from."""
+        """What is in force, for health checks and tests: the source version and
+        the records the last *committed* transaction was computed from (never
+        what was merely read), and why newer input is not in force."""
         self._status_error = self.source.error
-        self._status_loaded = self.source.loaded
         status = {
             "node": self.config.node,
             "pid": os.getpid(),
             "syncs": self.sync_count,
-            "source": self.source.loaded,
-            "records": signature_digest(self._records_signature or ()),
+            "source": self.committed.loaded if self.committed else None,
+            "records": self.committed.records if self.committed else None,
             "sourceError": self._status_error,
             "logGroup": self.config.log_group,  # part of what the tables should be: verify reads it
         }
@@ -247,6 +258,16 @@ class Enforcer:
                 if self.links.set_up(record.host_ifname):
                     write_record(self.config.state_dir, record._replace(held=False))
                     log.info("released %s (%s): programmed, link up", record.key, record.host_ifname)
+
+    def registration_error(self, container_id: str) -> str | None:
+        """Why the record of this container is not registered, if it was refused."""
+        return next((e for e in (*self._reported_errors.get("registrations", ()), *self._reported_errors.get("records", ()))
+                     if container_id in e), None)
+
+    def _state_in_force_is_current(self) -> bool:
+        """Whether the kernel enforces the source's current state, under a newer version name."""
+        return (self.committed is not None and bool(self.applied) and self.committed.state is self.source.state
+                and self.committed.loaded != self.source.loaded)
 
     def is_programmed(self, record: PodRecord) -> bool:
         """Whether the last commit holds the pod's port and addresses."""
@@ -349,8 +370,13 @@ class Enforcer:
             self._pending_change = self.source.changed_at
         error = self.source.error
         self._report("source", [f"source {self.config.source}: {error} (the last good state stays in force)"] if error else [])
-        if error != self._status_error or (not changed and self.applied and self.source.loaded != self._status_loaded):
-            self._write_status()  # a new error, or news that changed nothing in force
+        if not changed and self._state_in_force_is_current():
+            # Versions the source saw that changed nothing the engine keeps are
+            # in force already: the committed state includes them.
+            self.committed = self.committed._replace(loaded=self.source.loaded)
+            self._write_status()
+        elif error != self._status_error:
+            self._write_status()  # a new reason why newer input is not in force
         changed |= self.reload_records()
         if self.config.verify_interval and time.monotonic() >= self._verify_at and self.applied:
             self._verify_at = time.monotonic() + self.config.verify_interval

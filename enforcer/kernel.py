@@ -5,9 +5,9 @@ set comments)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
-from rules.nft import Chain, Hook, Set, Table
+from rules.nft import Chain, Hook, Set, Table, Transaction
 from rules.nft_json import table_from_json
 
 
@@ -22,8 +22,9 @@ class Kernel:
         self._nft = nftables.Nftables()
         self._nft.set_handle_output(False)
 
-    def apply(self, script: str) -> None:
-        """Apply an nft script as one transaction: all of it, or none of it."""
+    def apply(self, transactions: Sequence[Transaction]) -> None:
+        """Apply transactions as one atomic batch: all of them, or none."""
+        script = "".join(tx.text() for tx in transactions)
         if not script:
             return
         rc, _, err = self._nft.cmd(script)

@@ -11,7 +11,10 @@ import pytest
 
 from builders import namespace, pod, policy, random_policy, state
 from netns import netns, nft, table_state
-from rules.nft import Chain, Set, Table, create_transaction
+from enforcer.fake_kernel import FakeKernel
+from enforcer.kernel import KernelError
+from rules.drift import table_drift
+from rules.nft import ACCEPT, Chain, Rule, Set, Table, Transaction, create_transaction
 from rules.plan import plan, preload
 from rules.translate import desired_ruleset
 
@@ -142,14 +145,51 @@ def test_long_random_sequences_of_changes_apply_cleanly() -> None:
     rng = random.Random(42)
     pods = [namespace("z"), *BASE, pod("z/c", ["10.0.2.4", "fd00:2::4"], node="n2", labels={"app": "c"}, ports=[("http", 81)])]
     with netns() as ns, netns() as fresh:
-        current = None
+        current, fake = None, FakeKernel()
         for step in range(30):
             desired = table(*pods, *(random_policy(rng, i) for i in range(rng.randint(0, 5))))
-            result = nft(ns, "-f", "-", stdin=plan(desired, current).text())
+            tx = plan(desired, current)
+            result = nft(ns, "-f", "-", stdin=tx.text())
             assert result.returncode == 0, (step, result.stderr)
+            fake.apply([tx])
+            assert table_drift(fake.read("inet", "nftpolicy"), _read(ns)) == [], f"the fake kernel differs at step {step}"
             current = desired
         assert nft(fresh, "-f", "-", stdin=create_transaction(current).text()).returncode == 0
         assert table_state(ns) == table_state(fresh)
+
+
+def _refusals() -> list[tuple[str, Transaction]]:
+    """Transactions nftables refuses, each after a valid start."""
+    base = table(*BASE, ALLOW_B)
+    peer = next(s for s in base.sets if s.name.startswith("peer-"))
+    policy_chain = next(c.name for c in base.chains if c.name.startswith("policy-"))
+    cases = []
+    for name, build in [
+        ("element into a set that does not exist", lambda tx: tx.add_elements(Set("no-such-set", ("ipv4_addr",)), ["10.9.9.9"])),
+        ("delete an element that is not there", lambda tx: tx.delete_elements(peer, ["10.9.9.9" if "v4" in peer.name else "fd00:9::9"])),
+        ("delete a chain still jumped to", lambda tx: (tx.flush_chain(policy_chain), tx.delete_chain(policy_chain))),
+        ("delete a set still referenced", lambda tx: tx.delete_set(peer)),
+        ("rule in a chain that does not exist", lambda tx: tx.add_rule("no-such-chain", Rule((ACCEPT,)))),
+        ("a set redeclared with another type", lambda tx: tx.add_set(Set(peer.name, ("inet_service",)))),
+    ]:
+        tx = Transaction("inet", "nftpolicy")
+        build(tx)
+        cases.append((name, tx))
+    return cases
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name, bad", _refusals(), ids=[name for name, _ in _refusals()])
+def test_the_fake_kernel_refuses_what_the_kernel_refuses_and_keeps_the_table(name, bad) -> None:
+    base = table(*BASE, ALLOW_B)
+    with netns() as ns:
+        assert nft(ns, "-f", "-", stdin=create_transaction(base).text()).returncode == 0
+        fake = FakeKernel()
+        fake.apply([create_transaction(base)])
+        assert nft(ns, "-f", "-", stdin=bad.text()).returncode != 0, "the kernel accepted it"
+        with pytest.raises(KernelError):
+            fake.apply([bad])
+        assert table_drift(base, fake.read("inet", "nftpolicy")) == [] == table_drift(base, _read(ns))
 
 
 def test_a_set_of_our_name_but_another_type_gets_the_table_replaced_in_one_transaction() -> None:
@@ -179,6 +219,12 @@ def test_hand_planted_objects_of_our_names_are_replaced_and_our_own_tables_never
         assert result.returncode == 0, result.stderr
         assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
         assert table_state(ns) == table_state(fresh)
+
+
+def _read(ns: str) -> Table | None:
+    """The whole table as the enforcer's kernel edge reads it back inside the namespace."""
+    code = "import pickle, sys; from enforcer.kernel import Kernel; sys.stdout.buffer.write(pickle.dumps(Kernel().read('inet', 'nftpolicy')))"
+    return pickle.loads(subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout)
 
 
 def _observe(ns: str) -> Table | None:
