@@ -142,9 +142,12 @@ def demo() -> None:
 @click.option("--log-group", type=int, default=None, help="Log denied new connections (rate-limited) to this NFLOG group.")
 @click.option("--deny-log", type=click.Path(dir_okay=False), default=None,
               help="With --log-group: write the denied flows here as JSON lines (default: standard output).")
+@click.option("--pod-bridge", "pod_bridges", multiple=True, default=("cni0",), show_default=True,
+              help="A bridge the CNI bridge plugin attaches pods to (repeat for more): every port of it is checked, "
+                   "whatever its name; ports of the node's other bridges are left alone.")
 def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str,
             socket_path: str, poll_interval: float, cut_established: bool, health_port: int | None,
-            verify_interval: float, log_group: int | None, deny_log: str | None) -> None:
+            verify_interval: float, log_group: int | None, deny_log: str | None, pod_bridges: tuple[str, ...]) -> None:
     """Keep this node's nftables tables in step with the cluster state and CNI registrations.
 
     The state comes from exactly one of --source, --kubeconfig and --in-cluster.
@@ -168,7 +171,7 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
         api = api_client(kubeconfig)
         source, origin = ApiSource(api), api.configuration.host
     config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established,
-                            verify_interval=verify_interval, log_group=log_group)
+                            verify_interval=verify_interval, log_group=log_group, pod_bridges=tuple(pod_bridges))
     enforcer = Enforcer(config, source, Kernel(), Links(), ConnectionCutter() if cut_established else None)
     server = CniServer(socket_path, enforcer)
     stop = threading.Event()
@@ -246,6 +249,7 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
     """
     from enforcer.daemon import record_interfaces
     from enforcer.kernel import Kernel, KernelError
+    from enforcer.links import Links
     from enforcer.records import read_all_records
     from rules.drift import table_drift
     from rules.translate import desired_ruleset
@@ -277,13 +281,15 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
         click.echo(f"nftpolicy: {e}", err=True)
     status_path = Path(state_dir) / "status.json"
     try:  # the enforcer's own settings that shape the tables
-        log_group = json.loads(status_path.read_text()).get("logGroup") if status_path.exists() else None
+        settings = json.loads(status_path.read_text()) if status_path.exists() else {}
+        log_group, pod_bridges = settings.get("logGroup"), settings.get("podBridges", ["cni0"])
     except (OSError, ValueError, AttributeError) as e:
         _fail(f"{status_path}: unreadable ({e}); the enforcer rewrites it within its verify interval")
     kernel = Kernel()
+    foreign_ports = Links().foreign_ports(pod_bridges)
     drift = []
     try:
-        for table in desired_ruleset(source.state, node, interfaces, log_group).tables:
+        for table in desired_ruleset(source.state, node, interfaces, log_group, foreign_ports=foreign_ports).tables:
             drift += table_drift(table, kernel.read(table.family, table.name))
     except KernelError as e:
         _fail(f"cannot read the kernel's tables: {e}")

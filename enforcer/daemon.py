@@ -64,6 +64,7 @@ class EnforcerConfig:
     # commit, so hand-made changes are found and undone (0: never).
     verify_interval: float = 60.0
     log_group: int | None = None  # NFLOG group for denied new connections (None: not logged)
+    pod_bridges: tuple[str, ...] = ("cni0",)  # the bridges CNI attaches pods to: all their ports are checked
 
 
 class CommittedInputs(NamedTuple):
@@ -136,6 +137,8 @@ class Enforcer:
         self.drift_repairs = 0
         self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
         self.last_error: str | None = None
+        self.foreign_ports: frozenset[str] = frozenset()  # ports of the node's other bridges, left alone
+        self._links_changed = True  # list the bridge ports again at the next step
         self.committed: CommittedInputs | None = None  # what the last successful transaction was computed from
         self._status_error: str | None = None  # the source error the status file shows
 
@@ -156,7 +159,7 @@ class Enforcer:
 
     def desired(self, interfaces: list[PodInterface]) -> Ruleset:
         assert self.source.state is not None
-        return desired_ruleset(self.source.state, self.config.node, interfaces, self.config.log_group, self._memo)
+        return desired_ruleset(self.source.state, self.config.node, interfaces, self.config.log_group, self._memo, self.foreign_ports)
 
     # --- sync ------------------------------------------------------------
 
@@ -244,6 +247,7 @@ class Enforcer:
             "records": self.committed.records if self.committed else None,
             "sourceError": self._status_error,
             "logGroup": self.config.log_group,  # part of what the tables should be: verify reads it
+            "podBridges": list(self.config.pod_bridges),  # so is this
         }
         path = self.config.state_dir / "status.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +333,21 @@ class Enforcer:
             self._woken = True
             self._cond.notify_all()
 
+    def links_changed(self) -> None:
+        """A link appeared, went or changed master: the bridge ports may have changed."""
+        self._links_changed = True
+        self.wake()
+
+    def reload_foreign_ports(self) -> bool:
+        if not self._links_changed or self.links is None:
+            return False
+        self._links_changed = False
+        ports = self.links.foreign_ports(self.config.pod_bridges)
+        if ports == self.foreign_ports:
+            return False
+        self.foreign_ports = ports
+        return True
+
     # --- loop ------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
@@ -337,6 +356,8 @@ class Enforcer:
         self._verify_at = time.monotonic() + self.config.verify_interval
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
         self.source.start(stop, self.wake)
+        if self.links is not None:
+            self.links.watch(stop, self.links_changed)
         if self.cutter is not None:
             threading.Thread(target=self._cut_loop, args=(stop,), name="conntrack-cut", daemon=True).start()
         while not stop.is_set():
@@ -362,6 +383,7 @@ class Enforcer:
             elif synced is False:
                 backoff = min(self.config.max_backoff, max(0.2, backoff * 2))
                 self._retry_at = time.monotonic() + backoff
+                log.warning("retrying in %.1f s", backoff)
 
     def _step(self, target: int) -> bool | None:
         """Look at the inputs and sync if needed: True synced, False failed, None nothing to do."""
@@ -378,6 +400,7 @@ class Enforcer:
         elif error != self._status_error:
             self._write_status()  # a new reason why newer input is not in force
         changed |= self.reload_records()
+        changed |= self.reload_foreign_ports()
         if self.config.verify_interval and time.monotonic() >= self._verify_at and self.applied:
             self._verify_at = time.monotonic() + self.config.verify_interval
             self.detect_drift()

@@ -57,7 +57,8 @@ def run(examples: Path = EXAMPLES) -> bool:
         click.echo(f"Applied {len(policies)} example policies; both enforcers committed them in "
                    f"{(time.monotonic() - started) * 1000:.0f} ms:\n  " + "\n  ".join(
                        f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies) + "\n")
-        got, want = observed(bed, _first_tcp_port), expected(bed, _first_tcp_port)
+        want = expected(bed, _first_tcp_port)
+        got = observed(bed, _first_tcp_port, expect=want)
         click.echo(want.compare(got))
         agreed = not want.mismatches(got)
         click.echo("The packets agree with the reference evaluator." if agreed else "The packets DISAGREE with the evaluator.")

@@ -1,6 +1,13 @@
-"""Host-side pod links, through pyroute2: bring a held pod's veth up once its
-rules are in the kernel."""
+"""The node's links, through pyroute2: bring a held pod's veth up once its
+rules are in the kernel, and know which bridge ports are not on a pod bridge
+(the bridge table checks every other port, whatever its name)."""
 from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Iterable
+
+log = logging.getLogger("nftpolicy.links")
 
 
 class Links:
@@ -16,3 +23,37 @@ class Links:
             return False
         self._ipr.link("set", index=index[0], state="up")
         return True
+
+    def foreign_ports(self, pod_bridges: Iterable[str]) -> frozenset[str]:
+        """Ports enslaved to a bridge that is not one of ``pod_bridges``."""
+        links = self._ipr.get_links()
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
+        bridges = {link["index"] for link in links if _kind(link) == "bridge"} - {i for i, n in names.items() if n in set(pod_bridges)}
+        return frozenset(names[link["index"]] for link in links if link.get_attr("IFLA_MASTER") in bridges)
+
+    def watch(self, stop: threading.Event, changed: Callable[[], None]) -> None:
+        """Call ``changed`` after any link appears, goes or changes master, until ``stop``."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+        events = IPRoute()
+        events.bind(groups=RTMGRP_LINK)
+
+        def run() -> None:
+            with events:
+                while not stop.is_set():
+                    try:
+                        if any(m["event"] in ("RTM_NEWLINK", "RTM_DELLINK") for m in events.get()):
+                            changed()
+                    except OSError as e:  # a lost event socket must not end the loop: re-list on every step instead
+                        log.error("link events unavailable (%s): the bridge ports are re-listed on every sync", e)
+                        while not stop.wait(1.0):
+                            changed()
+                        return
+
+        threading.Thread(target=run, name="link-events", daemon=True).start()
+
+
+def _kind(link) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info else None

@@ -62,6 +62,21 @@ def in_ns(ns: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
     return sh("ip", "netns", "exec", ns, *args, **kw)
 
 
+FACT_TIMEOUT = 120.0  # the most a test waits for a fact (a commit, a status, a reply) that a quiet machine sees in milliseconds
+
+
+def wait_until(what: str, fact: Callable[[], Any], timeout: float = FACT_TIMEOUT, poll: float = 0.05,
+               detail: Callable[[], str] = lambda: "") -> Any:
+    """Wait for a fact, not for time: return its first true value, or fail
+    naming it. The bound is generous; a quiet machine never comes near it."""
+    deadline = time.monotonic() + timeout
+    while not (value := fact()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}" + (f"\n{detail()}" if detail() else ""))
+        time.sleep(poll)
+    return value
+
+
 @dataclass
 class Pod:
     namespace: str
@@ -118,7 +133,7 @@ class Pod:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         threading.Thread(target=self._read_replies, daemon=True).start()
-        self._wait(0, 10)
+        self._wait(0, FACT_TIMEOUT)
 
     def _read_replies(self) -> None:
         assert self.agent and self.agent.stdout
@@ -142,7 +157,16 @@ class Pod:
             self.agent.stdin.flush()
         return request_id
 
-    def result_of(self, request_id: int, timeout: float = 10) -> bool:
+    def connects(self, host: str | None, port: int = 80, op: str = "tcp", **kw: Any) -> bool:
+        """Whether a connection expected to work does: it gets CONFIRM_TIMEOUT,
+        since on a busy machine a late reply is slow, not denied."""
+        return self.result_of(self.send(op=op, host=host, port=port, timeout=CONFIRM_TIMEOUT, **kw), CONFIRM_TIMEOUT + REPLY_GRACE)
+
+    def blocked(self, host: str | None, port: int = 80, op: str = "tcp", **kw: Any) -> bool:
+        """Whether a connection expected to be denied gets nowhere within PROBE_TIMEOUT."""
+        return not self.result_of(self.send(op=op, host=host, port=port, timeout=PROBE_TIMEOUT, **kw), PROBE_TIMEOUT + REPLY_GRACE)
+
+    def result_of(self, request_id: int, timeout: float = 60) -> bool:
         return self._wait(request_id, timeout)["ok"]
 
     def stop_agent(self) -> None:
@@ -303,11 +327,10 @@ class Node:
              "--log-group", "100", "--deny-log", str(self.deny_log)],
             stdout=log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            if time.monotonic() > deadline or self.enforcer.poll() is not None:
-                raise RuntimeError(f"enforcer of {self.name} did not start:\n{self.log()}")
-            time.sleep(0.05)
+        enforcer = self.enforcer
+        wait_until(f"the enforcer of {self.name} to listen", lambda: self.socket.exists() or enforcer.poll() is not None)
+        if enforcer.poll() is not None:
+            raise RuntimeError(f"enforcer of {self.name} did not start:\n{self.log()}")
 
     @property
     def deny_log(self) -> Path:
@@ -316,7 +339,7 @@ class Node:
     def stop_enforcer(self, sig: int = signal.SIGTERM) -> None:
         if self.enforcer:
             self.enforcer.send_signal(sig)
-            self.enforcer.wait(10)
+            self.enforcer.wait(FACT_TIMEOUT)
             self.enforcer = None
 
     def log(self) -> str:
@@ -329,18 +352,16 @@ class Node:
         except (FileNotFoundError, ValueError):
             return {}
 
-    def wait_converged(self, timeout: float = 10) -> None:
-        """Until the enforcer has committed the current cluster state and records."""
-        deadline = time.monotonic() + timeout
-        while True:
-            records = signature_digest(records_signature(self.state_dir))
-            status = self.status()
-            current = self.enforcer is None or status.get("pid") == self.enforcer.pid  # not a previous enforcer's
-            if current and status.get("records") == records and self.bed.cluster.in_force(status):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} did not converge: {status}\n{self.log()[-3000:]}")
-            time.sleep(0.05)
+    def converged(self) -> bool:
+        """Whether this node's enforcer has committed the current cluster state and records."""
+        records = signature_digest(records_signature(self.state_dir))
+        status = self.status()
+        current = self.enforcer is None or status.get("pid") == self.enforcer.pid  # not a previous enforcer's
+        return current and status.get("records") == records and self.bed.cluster.in_force(status)
+
+    def wait_converged(self, timeout: float = FACT_TIMEOUT) -> None:
+        wait_until(f"{self.name} to commit the current state", self.converged, timeout,
+                   detail=lambda: f"{self.status()}\n{self.log()[-3000:]}")
 
     def nft(self, *args: str) -> str:
         return in_ns(self.netns, "nft", *args).stdout
@@ -469,7 +490,12 @@ class Testbed:
 # --- probing every pair of pods ---------------------------------------------
 
 
-def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float = 1.0) -> int:
+REPLY_GRACE = 60.0  # how long past a probe's own timeout its agent may take to say how it ended
+PROBE_TIMEOUT = 1.0  # a first look at every pair at once: what has not connected by then counts as denied...
+CONFIRM_TIMEOUT = 20.0  # ...unless it was expected to connect: then it gets this long, on a busy machine too
+
+
+def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float = PROBE_TIMEOUT) -> int:
     """Start a probe: a request id to wait on (for SCTP, the INIT's tag to look for)."""
     if protocol == "SCTP":
         tag = random.randrange(1, 2**31)
@@ -485,16 +511,30 @@ def _port(port: Port, dst: Pod) -> int:
     return port(dst) if callable(port) else port
 
 
-def observed(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -> Matrix:
-    """Every pod to every other pod at once, with real packets."""
+def observed(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4, expect: Matrix | None = None) -> Matrix:
+    """Every pod to every other pod at once, with real packets.
+
+    A probe that connects is a fact; one that does not is only "nothing came
+    within the timeout". So a pair ``expect`` says is allowed but that did not
+    connect is probed again with a long timeout: on a busy machine a slow
+    reply is not a denial, and a real denial still shows."""
     pods = sorted(bed.pods(), key=lambda p: p.key)
-    started = {(s.key, d.key): send_probe(s, d.ip(family), _port(port, d), protocol) for s in pods for d in pods if s is not d}
-    if protocol == "SCTP":
-        seen = {k: bed.pod(k[1]).send(op="sctp-seen", tag=tag, timeout=1.0) for k, tag in started.items()}
-        results = {k: bed.pod(k[1]).result_of(rid) for k, rid in seen.items()}
-    else:
-        results = {k: bed.pod(k[0]).result_of(rid) for k, rid in started.items()}
+    pairs = [(s.key, d.key) for s in pods for d in pods if s is not d]
+    results = _probe_pairs(bed, pairs, port, protocol, family, PROBE_TIMEOUT)
+    if expect is not None:
+        doubtful = [k for k in pairs if expect.cells.get(k) and not results[k]]
+        results.update(_probe_pairs(bed, doubtful, port, protocol, family, CONFIRM_TIMEOUT))
     return Matrix(tuple(p.key for p in pods), results)
+
+
+def _probe_pairs(bed: Testbed, pairs: list[tuple[str, str]], port: Port, protocol: str, family: int,
+                 timeout: float) -> dict[tuple[str, str], bool]:
+    started = {(s, d): send_probe(bed.pod(s), bed.pod(d).ip(family), _port(port, bed.pod(d)), protocol, timeout)
+               for s, d in pairs}
+    if protocol == "SCTP":
+        seen = {k: bed.pod(k[1]).send(op="sctp-seen", tag=tag, timeout=timeout) for k, tag in started.items()}
+        return {k: bed.pod(k[1]).result_of(rid, timeout + REPLY_GRACE) for k, rid in seen.items()}
+    return {k: bed.pod(k[0]).result_of(rid, timeout + REPLY_GRACE) for k, rid in started.items()}
 
 
 def expected(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -> Matrix:

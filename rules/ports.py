@@ -7,8 +7,13 @@ things follow:
   (``with_interfaces``), so the pod is protected before its first packet;
 - ``table bridge nftpolicy`` binds each bridge port to its pod's MAC and IPs:
   a pod cannot send with a source it does not own, so it cannot borrow another
-  pod's allowances, and a veth that is not registered yet passes nothing in
+  pod's allowances, and a port that is not registered yet passes nothing in
   either direction (fail closed).
+
+Which ports are checked does not depend on their names: every bridge port is,
+except the "foreign" ports the enforcer found enslaved to bridges that are not
+pod bridges (another bridge on the node is not ours to police). A port
+attached anywhere is closed until the enforcer has seen where it went.
 
 The bridge family has no conntrack on this kernel, so this table only checks
 sources; NetworkPolicy itself is in ``table inet nftpolicy``.
@@ -23,7 +28,6 @@ from rules.model import ClusterState, Pod, PodInterface
 from rules.nft import (ACCEPT, DROP, AnonSet, Chain, Concat, Counter, Hook, Match, Meta, Payload, Prefix, RawPayload, Rule, Set, SetRef, Str,
                        Table)
 
-POD_PORTS = "veth*"  # the bridge plugin's host-side veths
 BRIDGE_PRIORITY = -200  # filter
 
 # Link-local and unspecified sources a pod needs before (and beside) its own
@@ -75,11 +79,12 @@ def _ipv6_with_link_local(interface: PodInterface) -> list:
     return own + [link_local(interface.mac)] if interface.mac else own
 
 
-def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
+def bridge_table(interfaces: Iterable[PodInterface], foreign_ports: Iterable[str] = ()) -> Table:
     interfaces = sorted(interfaces, key=lambda i: i.host_ifname)
     iif, oif = Meta("iifname"), Meta("oifname")
     sets = (
         Set("pod-ports", ("ifname",), "host veths of registered pods", (), tuple(Str(n) for n in sorted({i.host_ifname for i in interfaces}))),
+        Set("foreign-ports", ("ifname",), "ports of bridges that are not pod bridges", (), tuple(Str(n) for n in sorted(set(foreign_ports)))),
         Set("port-macs", ("ifname", "ether_addr"), "each pod port's MAC", (),
             tuple(sorted({Concat((Str(i.host_ifname), i.mac)) for i in interfaces if i.mac}, key=repr))),
         Set("port-ipv4", ("ifname", "ipv4_addr"), "each pod port's IPv4 addresses", (), _port_pairs(interfaces, 4)),
@@ -91,7 +96,7 @@ def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
             _nd_targets(interfaces), typeof="iifname . @th,64,128"),
     )
     from_pods = (
-        Rule((Match(iif, Str(POD_PORTS), "!="), ACCEPT), "not a pod port"),
+        Rule((Match(iif, SetRef("foreign-ports")), ACCEPT), "a port of a bridge that is not a pod bridge"),
         Rule((Match(Concat((iif, Payload("ether", "saddr"))), SetRef("port-macs"), "!="), Counter(), DROP),
              "source MAC is not the port's pod's, or the port is not registered"),
         # ether type, not meta protocol: the kernel takes a VLAN tag out of the
@@ -118,7 +123,7 @@ def bridge_table(interfaces: Iterable[PodInterface]) -> Table:
              "IPv6 source is not the pod's"),
     )
     to_pods = (
-        Rule((Match(oif, Str(POD_PORTS)), Match(oif, SetRef("pod-ports"), "!="), Counter(), DROP),
+        Rule((Match(oif, SetRef("foreign-ports"), "!="), Match(oif, SetRef("pod-ports"), "!="), Counter(), DROP),
              "the port is not registered: its pod is not protected yet"),
     )
     return Table(

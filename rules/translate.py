@@ -458,6 +458,7 @@ def desired_ruleset(
     interfaces: Iterable[PodInterface] | None = None,
     log_group: int | None = None,
     memo: RenderMemo | None = None,
+    foreign_ports: Iterable[str] = (),
 ) -> Ruleset:
     """The nftables ruleset that enforces ``state``'s policies for the pods on ``node``.
 
@@ -467,6 +468,8 @@ def desired_ruleset(
     rendering), only the policy table is rendered. With ``log_group``, denied
     new connections are also logged to that NFLOG group, rate-limited. A
     ``memo`` kept across calls makes a render cost what changed since the last.
+    ``foreign_ports`` are the node's ports of bridges that are not pod bridges:
+    the bridge table leaves them alone and checks every other bridge port.
     """
     if interfaces is not None:
         interfaces = tuple(interfaces)
@@ -521,4 +524,4 @@ def desired_ruleset(
         + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
     )
     builder.memo.finish()
-    return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces)))
+    return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces, foreign_ports)))

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from enforcer.simulation import FACT_TIMEOUT
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -115,7 +117,7 @@ class ControlPlane:
              # from an old version really meets 410 Gone.
              "--etcd-compaction-interval", "5s", "--watch-cache=false"],
             stdout=log, stderr=subprocess.STDOUT)
-        self._wait(self._ready, "kube-apiserver", self.apiserver, timeout=120)
+        self._wait(self._ready, "kube-apiserver", self.apiserver)
 
     def stop_apiserver(self) -> None:
         if self.apiserver and self.apiserver.poll() is None:
@@ -133,7 +135,7 @@ class ControlPlane:
                                "--key", str(r / "admin.key"), f"{self.server}/readyz"], capture_output=True).returncode == 0
 
     @staticmethod
-    def _wait(check, what: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    def _wait(check, what: str, proc: subprocess.Popen, timeout: float = FACT_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -171,6 +173,15 @@ class ControlPlane:
                                     input=input, capture_output=True, text=True)
             return result.stdout + result.stderr
         return self._kubectl_raw(["--kubeconfig", str(self.admin_kubeconfig), *args], input=input)
+
+    def resource_version(self) -> int:
+        """The cluster's newest resourceVersion (etcd's revision)."""
+        return int(json.loads(self.kubectl("get", "--raw", "/api/v1/namespaces?limit=1"))["metadata"]["resourceVersion"])
+
+    def compacted(self, version: int) -> bool:
+        """Whether etcd's history no longer holds ``version``: a watch resumed from it gets 410 Gone."""
+        out = self.kubectl("get", "--raw", f"/api/v1/namespaces?limit=1&resourceVersion={version}&resourceVersionMatch=Exact", check=False)
+        return "Expired" in out or "too old resource version" in out
 
     def apply(self, *objects: dict) -> int:
         """``kubectl apply -f -``; returns the highest resourceVersion it wrote."""

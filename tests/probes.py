@@ -5,5 +5,6 @@ from enforcer.simulation import Testbed, expected, observed
 
 
 def assert_matrix(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) -> None:
-    want, got = expected(bed, port, protocol, family), observed(bed, port, protocol, family)
+    want = expected(bed, port, protocol, family)
+    got = observed(bed, port, protocol, family, expect=want)
     assert not want.mismatches(got), f"{protocol}/{port} IPv{family}\n{want.compare(got)}"

@@ -65,7 +65,7 @@ from scapy.packet import Raw
 
 from builders import policy
 from crafted import Wire, in_netns, rule_counters
-from enforcer.simulation import Pod, in_ns
+from enforcer.simulation import FACT_TIMEOUT, Pod, in_ns, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -135,7 +135,7 @@ class Shot:
             self.want = self.kind != "attack"
 
 
-def fire(shots: list[Shot], settle: float = 0.35, timeout: float = 2.0) -> dict[str, int]:
+def fire(shots: list[Shot], settle: float = 0.35, timeout: float = FACT_TIMEOUT) -> dict[str, int]:
     """Send every shot with captures running where each is observed: frames matched per shot.
 
     Waits until every shot that should arrive did (at most ``timeout``), and at
@@ -267,11 +267,7 @@ def prime_neighbour(netns: str, ip: str) -> str:
     s = in_netns(netns, lambda: socket.socket(family, socket.SOCK_DGRAM))
     with s:
         s.sendto(b"prime", (ip, 9))
-    deadline = time.monotonic() + 2
-    while not (mac := lladdr(netns, ip)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert mac, f"{netns} did not resolve {ip}"
-    return mac
+    return wait_until(f"{netns} to resolve {ip}", lambda: lladdr(netns, ip), poll=0.02)
 
 
 # --- 1. forged source addresses -------------------------------------------------------
@@ -495,7 +491,6 @@ def test_pods_cannot_reroute_their_neighbours_with_router_advertisements_or_redi
         before = counters(node)
         got = fire(shots)
         moved = delta(before, counters(node))
-        time.sleep(0.1)
         record("4b. rogue router: RA / ICMPv6 redirect / ICMP redirect from a pod", shots, got, moved)
         assert not wrong(shots, got), wrong(shots, got)
         assert moved.get(BAD_SRC6, 0) + moved.get(BAD_LINK_LOCAL, 0) == 3 and moved.get(BAD_SRC4) == 1, moved
@@ -710,7 +705,8 @@ def test_an_egress_isolated_pod_reaches_its_own_node_and_nothing_beyond(bed, net
     for label, (addrs, allowed) in targets.items():
         for family, host in addrs.items():
             for proto in ("tcp", "udp"):
-                ok = b.result_of(b.send(op=proto, host=host, port=80 if proto == "tcp" else 53, timeout=0.5))
+                port = 80 if proto == "tcp" else 53
+                ok = b.connects(host, port, op=proto) if allowed else not b.blocked(host, port, op=proto)
                 results[f"{proto} IPv{family} {label}"] = ok
                 if ok != allowed:
                     failures.append(f"{proto.upper()} IPv{family} to {label} ({host}): {'reached' if ok else 'blocked'}")
@@ -818,13 +814,14 @@ def test_forged_replies_do_not_reach_a_protected_pod(bed, net) -> None:
             shots.append(Shot(label, net.wire("y/b"), [ether / outer / inner], net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f)))
     # Controls: a real flow from x/a to y/b, and its replies, crafted by y/b.
     flows = {}
-    for family in (4, 6):
-        s = in_netns(a.netns, lambda f=family: socket.socket(socket.AF_INET6 if f == 6 else socket.AF_INET, socket.SOCK_DGRAM))
-        s.bind((x.ip(family), 0))
-        s.sendto(b"question", (y.ip(family), 9999))
-        flows[family] = s
+    with net.wire("y/b").capture() as arrivals:  # the flows exist in conntrack once their first datagrams crossed the node
+        for family in (4, 6):
+            s = in_netns(a.netns, lambda f=family: socket.socket(socket.AF_INET6 if f == 6 else socket.AF_INET, socket.SOCK_DGRAM))
+            s.bind((x.ip(family), 0))
+            s.sendto(b"question", (y.ip(family), 9999))
+            flows[family] = s
+        assert len(arrivals.wait_for(lambda f: b"question" in bytes(f), 2, FACT_TIMEOUT)) == 2
     try:
-        time.sleep(0.05)
         for family, s in flows.items():
             port = s.getsockname()[1]
             shots.append(udp_shot(net, f"IPv{family} UDP reply on x/a's real flow", "y/b", "x/a", family, port, "control", sport=9999))
@@ -833,7 +830,7 @@ def test_forged_replies_do_not_reach_a_protected_pod(bed, net) -> None:
             outer = IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=3, code=3) if family == 4 else IPv6(src=y.ip(6), dst=x.ip(6)) / ICMPv6DestUnreach(code=4)
             shots.append(Shot(f"IPv{family} port unreachable quoting x/a's real flow (related)", net.wire("y/b"), [ether / outer / inner],
                               net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f), "control"))
-        assert a.result_of(a.send(op="tcp", host=y.ip(4), port=80, timeout=1)), "control: x/a's own connection gets its SYN-ACK"
+        assert a.connects(y.ip(4), 80), "control: x/a's own connection gets its SYN-ACK"
         before = counters(node)
         got = fire(shots)
         moved = delta(before, counters(node))
@@ -899,9 +896,10 @@ def test_icmp_errors_from_a_denied_pod_cannot_ride_a_real_flow(bed, net) -> None
     s = in_netns(x.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     try:
         s.bind((x.ip(4), 0))
-        s.sendto(b"question", (ya.ip(4), 9998))
+        with net.wire("y/a").capture() as arrivals:  # in conntrack once it crossed the node
+            s.sendto(b"question", (ya.ip(4), 9998))
+            assert arrivals.wait_for(lambda f: b"question" in bytes(f), 1, FACT_TIMEOUT)
         port = s.getsockname()[1]
-        time.sleep(0.05)
         shots = []
         for sender, kind in (("y/b", "attack"), ("y/a", "control")):
             n = marker()
