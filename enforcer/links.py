@@ -32,26 +32,31 @@ class Links:
         return frozenset(names[link["index"]] for link in links if link.get_attr("IFLA_MASTER") in bridges)
 
     def watch(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        """Call ``changed`` after any link appears, goes or changes master, until ``stop``."""
+        """Call ``changed`` after any link appears, goes or changes master, until
+        ``stop``. Returns once subscribed, so no change slips in before the
+        caller's first listing. Without link events, ``changed`` every second."""
         from pyroute2 import IPRoute
         from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-        events = IPRoute()
-        events.bind(groups=RTMGRP_LINK)
+        subscribed = threading.Event()
 
         def run() -> None:
-            with events:
-                while not stop.is_set():
-                    try:
+            try:
+                events = IPRoute()  # pyroute2's sockets belong to the thread that made them
+                events.bind(groups=RTMGRP_LINK)
+                subscribed.set()
+                with events:
+                    while not stop.is_set():
                         if any(m["event"] in ("RTM_NEWLINK", "RTM_DELLINK") for m in events.get()):
                             changed()
-                    except OSError as e:  # a lost event socket must not end the loop: re-list on every step instead
-                        log.error("link events unavailable (%s): the bridge ports are re-listed on every sync", e)
-                        while not stop.wait(1.0):
-                            changed()
-                        return
+            except OSError as e:  # no event socket: enforcement must not depend on it
+                log.error("link events unavailable (%s): the bridge ports are listed every second", e)
+                subscribed.set()
+                while not stop.wait(1.0):
+                    changed()
 
         threading.Thread(target=run, name="link-events", daemon=True).start()
+        subscribed.wait()
 
 
 def _kind(link) -> str | None:
