@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +31,13 @@ class InstallError(RuntimeError):
     """The node's CNI configuration cannot be changed safely; nothing was changed."""
 
 
-def plugin_script(python: str = sys.executable, root: Path = PACKAGE_ROOT) -> str:
+def plugin_script(python: str) -> str:
+    """The executable. It finds its modules beside itself (``nftpolicy.d``), not
+    at a path baked in at install: the installer writes through its own mount
+    of the node's bin dir (``/host/opt/cni/bin`` in the DaemonSet)."""
     return (
         f"#!{python} -IS\n"
-        f"import sys; sys.path.insert(0, {str(root)!r})\n"
+        "import sys; sys.path.insert(0, __file__ + '.d')\n"
         "from cni.plugin import exit_with_main; exit_with_main()\n"
     )
 
@@ -56,7 +58,7 @@ def install_plugin(bin_dir: str | Path, python: str = "/usr/bin/python3") -> Pat
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(target, (PACKAGE_ROOT / relative).read_text())
     executable = bin_dir / PLUGIN
-    _write_atomic(executable, plugin_script(python, modules), 0o755)
+    _write_atomic(executable, plugin_script(python), 0o755)
     return executable
 
 

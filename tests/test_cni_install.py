@@ -3,6 +3,7 @@ and that what it writes wires real pods."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,19 @@ def test_install_chains_right_after_bridge_and_keeps_the_rest(dirs, version, plu
     assert json.loads((conf / "10-podnet.conflist.nftpolicy-backup").read_text()) == original
     assert (bin_ / "nftpolicy").stat().st_mode & 0o111 and (bin_ / "nftpolicy.d" / "cni" / "plugin.py").exists()
     assert sorted(p.name for p in conf.iterdir()) == ["10-podnet.conflist", "10-podnet.conflist.nftpolicy-backup"]
+
+
+def test_the_plugin_runs_from_wherever_the_node_mounts_its_bin_dir(dirs, tmp_path) -> None:
+    """The DaemonSet installs through /host/opt/cni/bin; the node runs /opt/cni/bin/nftpolicy."""
+    conf, bin_ = dirs
+    (conf / "10-podnet.conflist").write_text(json.dumps(conflist(BRIDGE)))
+    assert install(conf, bin_).exit_code == 0
+    node_view = tmp_path / "node-opt-cni-bin"
+    bin_.rename(node_view)
+    result = subprocess.run([str(node_view / "nftpolicy")], input=b"{}", capture_output=True,
+                            env={"CNI_COMMAND": "VERSION"})
+    assert result.returncode == 0, result.stderr
+    assert "1.0.0" in json.loads(result.stdout)["supportedVersions"]
 
 
 def test_install_twice_changes_nothing(dirs) -> None:
