@@ -1,6 +1,9 @@
 # nftpolicy: the enforcer and the CNI plugin installer.
 # Debian's libnftables and its Python binding, the package in a venv that sees them.
-FROM debian:bookworm-slim
+# BASE_IMAGE: any Debian bookworm image (scripts/build-images passes its own,
+# built with mmdebstrap, as no registry is reachable there).
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-nftables libnftables1 iproute2 \
  && rm -rf /var/lib/apt/lists/*

@@ -1,0 +1,3 @@
+module nftpolicy.local/images/pause
+
+go 1.22
