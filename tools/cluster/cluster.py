@@ -817,6 +817,9 @@ oom_score = 0
                                                "/bin/sh", self.dir / "mounts.sh"], self.system_cgroup, self.logs / "mounts.log")
         wait_for(f"{self.name}'s mount namespace", lambda: (self.dir / "mounts.ready").exists() or gone(holder, "mounts"),
                  T_PROCESS, poll=0.1, quiet=True, detail=lambda: tail(self.logs / "mounts.log"))
+        self.start_containerd()
+
+    def start_containerd(self) -> None:
         say(f"{self.name}: containerd")
         pid = spawn(f"{self.name}-containerd", [*self.enter(), node_bin() / "containerd", "--config", self.dir / "containerd.toml"],
                     self.system_cgroup, self.logs / "containerd.log")
@@ -832,11 +835,27 @@ oom_score = 0
 
     def start_kubelet(self) -> None:
         say(f"{self.name}: kubelet, kube-proxy")
-        spawn(f"{self.name}-kubelet", [*self.enter(), node_bin() / "kubelet", "--config", self.dir / "kubelet.yaml",
-                                        "--kubeconfig", self.dir / "kubelet.kubeconfig", "--hostname-override", self.name,
-                                        "--node-ip", self.ip, "--v=2"], self.system_cgroup, self.logs / "kubelet.log")
-        spawn(f"{self.name}-kube-proxy", [*self.enter(), node_bin() / "kube-proxy", "--config", self.dir / "kube-proxy.yaml",
-                                           "--v=2"], self.system_cgroup, self.logs / "kube-proxy.log")
+        self.start_daemon("kubelet")
+        self.start_daemon("kube-proxy")
+
+    def start_daemon(self, component: str) -> None:
+        """The kubelet or kube-proxy, in the node's namespaces."""
+        argv = {"kubelet": ["--config", self.dir / "kubelet.yaml", "--kubeconfig", self.dir / "kubelet.kubeconfig",
+                            "--hostname-override", self.name, "--node-ip", self.ip],
+                "kube-proxy": ["--config", self.dir / "kube-proxy.yaml"]}[component]
+        spawn(f"{self.name}-{component}", [*self.enter(), node_bin() / component, *argv, "--v=2"],
+              self.system_cgroup, self.logs / f"{component}.log")
+
+    def restart(self, component: str) -> None:
+        """Stop one of the node's daemons (SIGTERM, as systemd would) and start it again.
+        The pods and their network stay: only the daemon's process is new."""
+        rec = recorded_pids().get(f"{self.name}-{component}")
+        if rec is not None:
+            stop(rec[0], f"{self.name} {component}", grace=60)
+        if component == "containerd":
+            self.start_containerd()
+        else:
+            self.start_daemon(component)
 
 
 def gone(pid: int, name: str) -> bool:
@@ -1262,6 +1281,9 @@ def main(argv: list[str] | None = None) -> int:
                         "instead of a tmpfs in the node's mount namespace (saves ~1 GB of memory a node; "
                         "import and `down` are slower)")
     sub.add_parser("smoke", help="run the smoke test on the running cluster")
+    p = sub.add_parser("restart", help="restart a node's containerd, kubelet or kube-proxy")
+    p.add_argument("node", help="node-N")
+    p.add_argument("component", choices=("containerd", "kubelet", "kube-proxy"))
     sub.add_parser("down", help="remove everything the cluster made")
     sub.add_parser("status", help="what runs, and kubectl get nodes/pods")
     p = sub.add_parser("kubectl", help="kubectl as admin, from the control-plane namespace")
@@ -1269,7 +1291,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("exec", help="a command in a node's (or cp's) namespaces")
     p.add_argument("where", help="node-N or cp")
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kubectl"]:  # everything after goes to the command, options included
+        args = argparse.Namespace(command="kubectl", rest=argv[1:])
+    elif argv[:1] == ["exec"] and len(argv) > 2:
+        args = argparse.Namespace(command="exec", where=argv[1], rest=argv[2:])
+    else:
+        args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("scripts/cluster: needs root (network namespaces, mounts, cgroups)", file=sys.stderr)
         return 2
@@ -1288,6 +1316,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with locked():
         try:
+            if args.command == "restart":
+                node = next((n for n in saved_nodes() if n.name == args.node), None)
+                if node is None:
+                    raise Failure(f"no node {args.node} in the cluster")
+                node.restart(args.component)
+                return 0
             return up(args) if args.command == "up" else down(args)
         except Failure as e:
             say(f"FAILED: {e}")
