@@ -10,6 +10,11 @@ leaves it up) and the enforcer brings it up once it has programmed the pod.
 Start-up cost matters here (it delays every pod): stdlib only, no Kubernetes
 client, no CLI framework, and no module imported that the common path does
 not use (annotations are strings, never evaluated).
+
+Two ways to run it: as this executable (``python -IS``, the "python" form of
+``nftpolicy cni install``), or inside the enforcer, which runs ``run`` for
+each call the static shim (``cni/shim``, the "shim" form) forwards; there it
+passes its own ``Host``, which asks the enforcer directly and uses netlink.
 """
 from __future__ import annotations
 
@@ -140,11 +145,15 @@ def _connect(socket_path: str, timeout: float) -> _socket.socket:
     return s
 
 
+def interface_alias(record: PodRecord) -> str:
+    """What ``ip link`` shows as the veth's ``alias``: the owning pod."""
+    return f"nftpolicy {record.key} {record.container_id[:12]}"
+
+
 def tag_interface(host_ifname: str, record: PodRecord) -> None:
-    """Show the owning pod in ``ip link`` (as ``alias``)."""
     try:
         with open(f"/sys/class/net/{host_ifname}/ifalias", "w") as f:
-            f.write(f"nftpolicy {record.key} {record.container_id[:12]}")
+            f.write(interface_alias(record))
     except OSError as e:
         print(f"nftpolicy: cannot tag {host_ifname}: {e}", file=sys.stderr)
 
@@ -157,10 +166,30 @@ def hold_down(host_ifname: str) -> None:
         raise CniError(IO_FAILURE, f"cannot hold {host_ifname} down: {result.stderr.strip()}")
 
 
+class Host:
+    """What the plugin does beyond its records: ask the enforcer, tag the pod's
+    veth, hold it down, and warn. These are the executable's: the socket,
+    /sys, ``ip link`` and stderr (the module functions, looked up at each call).
+    The enforcer runs the plugin in-process with its own (enforcer/cni_server.py)."""
+
+    def call_enforcer(self, socket_path: str, command: str, container_id: str, timeout: float) -> dict[str, Any]:
+        return call_enforcer(socket_path, command, container_id, timeout)
+
+    def tag_interface(self, host_ifname: str, record: PodRecord) -> None:
+        tag_interface(host_ifname, record)
+
+    def hold_down(self, host_ifname: str) -> None:
+        hold_down(host_ifname)
+
+    def warn(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+
 class Plugin:
-    def __init__(self, env: Mapping[str, str], conf: dict[str, Any]) -> None:
+    def __init__(self, env: Mapping[str, str], conf: dict[str, Any], host: Host | None = None) -> None:
         self.env = env
         self.conf = conf
+        self.host = host or Host()
         self.state_dir = conf.get("stateDir", DEFAULT_STATE_DIR)
         self.socket = conf.get("socket", DEFAULT_SOCKET)
         self.fail_open = conf.get("failOpen", False)
@@ -192,20 +221,20 @@ class Plugin:
             write_record(self.state_dir, record)
         except (OSError, RecordError) as e:
             raise CniError(IO_FAILURE, f"cannot write the pod record in {self.state_dir}: {e}") from e
-        tag_interface(host_ifname, record)
+        self.host.tag_interface(host_ifname, record)
         try:
-            reply = call_enforcer(self.socket, "ADD", container_id, self.timeout)
+            reply = self.host.call_enforcer(self.socket, "ADD", container_id, self.timeout)
             if reply.get("ok"):
                 return prev
             problem = reply.get("error", "the enforcer refused")
         except (OSError, ValueError) as e:
             problem = f"enforcer at {self.socket} unreachable: {e}"
         if self.fail_open:
-            print(f"nftpolicy: {namespace}/{name}: {problem}; failOpen: the pod runs unprotected until the enforcer programs it", file=sys.stderr)
+            self.host.warn(f"nftpolicy: {namespace}/{name}: {problem}; failOpen: the pod runs unprotected until the enforcer programs it")
             return prev
-        hold_down(host_ifname)
+        self.host.hold_down(host_ifname)
         write_record(self.state_dir, record._replace(held=True))
-        print(f"nftpolicy: {namespace}/{name}: {problem}; {host_ifname} held down until the enforcer programs it", file=sys.stderr)
+        self.host.warn(f"nftpolicy: {namespace}/{name}: {problem}; {host_ifname} held down until the enforcer programs it")
         return prev
 
     def delete(self) -> None:
@@ -216,7 +245,7 @@ class Plugin:
             raise CniError(IO_FAILURE, f"cannot remove the pod record: {e}") from e
         if existed:
             try:
-                call_enforcer(self.socket, "DEL", container_id, self.timeout)
+                self.host.call_enforcer(self.socket, "DEL", container_id, self.timeout)
             except (OSError, ValueError):
                 pass  # the enforcer drops the pod when it next reads the records
 
@@ -233,7 +262,7 @@ class Plugin:
         if (record.host_ifname, record.ips) != (host_ifname, ips):
             raise CniError(INVALID_CONFIG, f"record for {record.key} says {record.host_ifname} {record.ips}, prevResult says {host_ifname} {ips}")
         try:
-            reply = call_enforcer(self.socket, "CHECK", container_id, self.timeout)
+            reply = self.host.call_enforcer(self.socket, "CHECK", container_id, self.timeout)
         except (OSError, ValueError) as e:
             raise CniError(TRY_AGAIN_LATER, f"enforcer at {self.socket} unreachable: {e}") from e
         if not reply.get("ok"):
@@ -253,7 +282,7 @@ class Plugin:
             remove_record(self.state_dir, container_id)
         if gone:
             try:
-                call_enforcer(self.socket, "DEL", gone[0], self.timeout)
+                self.host.call_enforcer(self.socket, "DEL", gone[0], self.timeout)
             except (OSError, ValueError):
                 pass
 
@@ -268,7 +297,8 @@ def _version_reply(version: str) -> dict[str, Any]:
     return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
-def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
+def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO, host: Host | None = None) -> int:
+    """One CNI call: the exit code; the result or the CNI error is written to ``stdout``."""
     command = env.get("CNI_COMMAND", "")
     version = "1.1.0"
     try:
@@ -285,7 +315,7 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO) -> int:
             return 0
         if version not in SUPPORTED_VERSIONS:
             raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported", f"supported: {', '.join(SUPPORTED_VERSIONS)}")
-        plugin = Plugin(env, conf)
+        plugin = Plugin(env, conf, host)
         if command == "ADD":
             stdout.write(lean_json.dumps(plugin.add()))
         elif command == "DEL":

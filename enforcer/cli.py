@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from enforcer import offline
+from enforcer.cni_install import SHIM
 from rules.load import InvalidObject
 
 
@@ -202,24 +203,32 @@ _bin_dir = click.option("--bin-dir", default="/opt/cni/bin", show_default=True, 
 @cni.command("install")
 @_conf_dir
 @_bin_dir
-@click.option("--python", default="/usr/bin/python3", show_default=True, help="The node's Python (3.9 or newer) that runs the plugin.")
+@click.option("--form", type=click.Choice(["shim", "python"]), default=None,
+              help="shim: a static executable that forwards each call to the enforcer (no Python on the node); "
+                   "python: the plugin run by the node's Python. Default: shim if there is one at --shim, else python.")
+@click.option("--shim", default=str(SHIM), show_default=True, type=click.Path(dir_okay=False),
+              help="The shim executable to install (the image has it here).")
+@click.option("--python", default="/usr/bin/python3", show_default=True,
+              help="With --form python: the node's Python (3.9 or newer) that runs the plugin.")
 @click.option("--state-dir", default=None, help="Plugin option stateDir (default /var/lib/nftpolicy).")
 @click.option("--socket", "socket_path", default=None, help="Plugin option socket (default /run/nftpolicy/cni.sock).")
 @click.option("--timeout", type=float, default=None, help="Plugin option timeoutSeconds (default 10).")
-@click.option("--fail-open", is_flag=True, help="Let pods run unprotected when the enforcer cannot be reached (default: held closed).")
-def cni_install(conf_dir: str, bin_dir: str, python: str, state_dir: str | None, socket_path: str | None,
-                timeout: float | None, fail_open: bool) -> None:
+@click.option("--fail-open", is_flag=True, help="Let pods run unprotected when the enforcer cannot be reached (default: the shim "
+                                                 "fails the ADD so the runtime retries; the python form holds the pod's veth down).")
+def cni_install(conf_dir: str, bin_dir: str, form: str | None, shim: str, python: str, state_dir: str | None,
+                socket_path: str | None, timeout: float | None, fail_open: bool) -> None:
     """Put the plugin in BIN_DIR and chain it right after bridge in the node's conflist."""
-    from enforcer.cni_install import InstallError, install
+    from enforcer.cni_install import InstallError, default_form, install
 
     entry = {k: v for k, v in (("stateDir", state_dir), ("socket", socket_path), ("timeoutSeconds", timeout)) if v is not None}
     if fail_open:
         entry["failOpen"] = True
+    form = form or default_form(shim)
     try:
-        path = install(conf_dir, bin_dir, entry, python)
+        path = install(conf_dir, bin_dir, entry, python, form, shim)
     except (InstallError, OSError) as e:
         _fail(str(e))
-    click.echo(f"nftpolicy chained after bridge in {path}; plugin in {bin_dir}")
+    click.echo(f"nftpolicy chained after bridge in {path}; plugin ({form} form) in {bin_dir}")
 
 
 @cni.command("uninstall")

@@ -1,12 +1,18 @@
 """Putting the CNI plugin on a node, and taking it off again.
 
-``install``: the plugin's few stdlib-only modules go into
-``<bin dir>/nftpolicy.d/`` and a two-line executable ``<bin dir>/nftpolicy``
-runs them with the node's own Python (``-IS``: no site-packages, no
-environment, so start-up stays at the interpreter's minimum); then
-``{"type": "nftpolicy"}`` is inserted right after ``bridge`` in the node's
-conflist. Idempotent; every other plugin keeps its place; the conflist is
-written atomically and the original is kept as a backup. ``uninstall``
+``install`` puts the executable ``<bin dir>/nftpolicy`` in one of two forms:
+
+- ``shim`` (the default where the image has it, at ``SHIM``): the static Go
+  executable of ``cni/shim``, which forwards each call to the enforcer; the
+  node needs no Python.
+- ``python``: the plugin's few stdlib-only modules go into
+  ``<bin dir>/nftpolicy.d/`` and a two-line script runs them with the node's
+  own Python (``-IS``: no site-packages, no environment, so start-up stays at
+  the interpreter's minimum).
+
+Then ``{"type": "nftpolicy"}`` is inserted right after ``bridge`` in the
+node's conflist. Idempotent; every other plugin keeps its place; the conflist
+is written atomically and the original is kept as a backup. ``uninstall``
 undoes both.
 
 The conflist in force is the first ``*.conflist``, ``*.conf`` or ``*.json``
@@ -22,6 +28,8 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "nftpolicy"
+SHIM = Path("/opt/nftpolicy/cni/nftpolicy")  # where the image has the shim (Dockerfile)
+FORMS = ("shim", "python")
 # What the plugin imports: its own package and the record format it shares with the enforcer.
 PLUGIN_FILES = ("cni/__init__.py", "cni/plugin.py", "enforcer/__init__.py", "enforcer/records.py", "enforcer/lean_json.py")
 BACKUP_SUFFIX = ".nftpolicy-backup"
@@ -49,15 +57,33 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def install_plugin(bin_dir: str | Path, python: str = "/usr/bin/python3") -> Path:
-    """Copy the plugin's modules and write its executable into ``bin_dir``."""
+def default_form(shim: str | Path = SHIM) -> str:
+    """``shim`` where there is one to install (the image), else ``python``."""
+    return "shim" if Path(shim).is_file() else "python"
+
+
+def install_plugin(bin_dir: str | Path, python: str = "/usr/bin/python3", form: str | None = None,
+                   shim: str | Path = SHIM) -> Path:
+    """Write the plugin's executable into ``bin_dir``, in the given form (default: ``default_form``)."""
     bin_dir = Path(bin_dir)
+    form = form or default_form(shim)
+    executable = bin_dir / PLUGIN
     modules = bin_dir / f"{PLUGIN}.d"
+    if form == "shim":
+        if not Path(shim).is_file():
+            raise InstallError(f"no shim executable at {shim}: build it (scripts/build-shim), or install --form python")
+        tmp = executable.with_name(f".{PLUGIN}.nftpolicy-tmp")
+        shutil.copyfile(shim, tmp)
+        tmp.chmod(0o755)
+        os.replace(tmp, executable)
+        shutil.rmtree(modules, ignore_errors=True)  # a python form's modules
+        return executable
+    if form != "python":
+        raise InstallError(f"unknown plugin form {form!r}: expected one of {', '.join(FORMS)}")
     for relative in PLUGIN_FILES:
         target = modules / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(target, (PACKAGE_ROOT / relative).read_text())
-    executable = bin_dir / PLUGIN
     _write_atomic(executable, plugin_script(python), 0o755)
     return executable
 
@@ -103,12 +129,13 @@ def chained(conf: dict, entry: dict, path: Path) -> dict:
     return {**conf, "plugins": others[:at] + [entry] + others[at:]}
 
 
-def install(conf_dir: str | Path, bin_dir: str | Path, entry: dict | None = None, python: str = "/usr/bin/python3") -> Path:
+def install(conf_dir: str | Path, bin_dir: str | Path, entry: dict | None = None, python: str = "/usr/bin/python3",
+            form: str | None = None, shim: str | Path = SHIM) -> Path:
     """Install the plugin and chain it; returns the conflist changed. Checks before it writes."""
     path = active_conf(conf_dir)
     conf = _load(path)
     new = chained(conf, {"type": PLUGIN, **(entry or {})}, path)
-    install_plugin(bin_dir, python)
+    install_plugin(bin_dir, python, form, shim)
     if new != conf:
         backup = path.with_name(path.name + BACKUP_SUFFIX)
         if not backup.exists():

@@ -11,6 +11,7 @@ and an enforcer that starts finds every local pod's interface in it.
 from __future__ import annotations
 
 import _socket  # not ``socket``: this module is on the CNI plugin's start-up path
+import _thread  # not ``threading``: the same
 import os
 
 from enforcer import lean_json
@@ -135,11 +136,26 @@ def records_dir(state_dir: str | os.PathLike) -> str:
     return os.path.join(state_dir, "pods")
 
 
-def record_path(state_dir: str | os.PathLike, container_id: str) -> str:
+def _file_name(container_id: str) -> str:
+    """The container's file name; refused unless it is one plain name (cni/shim checks the same)."""
     if not isinstance(container_id, str) or not container_id or "/" in container_id or "\0" in container_id or container_id.startswith(".") \
             or len(container_id) > MAX_CONTAINER_ID:
         raise RecordError(f"invalid container ID {str(container_id)[:80]!r}")
-    return os.path.join(records_dir(state_dir), f"{container_id}.json")
+    return f"{container_id}.json"
+
+
+def record_path(state_dir: str | os.PathLike, container_id: str) -> str:
+    return os.path.join(records_dir(state_dir), _file_name(container_id))
+
+
+def spool_dir(state_dir: str | os.PathLike) -> str:
+    """Where the shim (cni/shim) spools an ADD it could not forward to the
+    enforcer, with failOpen: the enforcer runs it once it is back."""
+    return os.path.join(state_dir, "pending")
+
+
+def spool_path(state_dir: str | os.PathLike, container_id: str) -> str:
+    return os.path.join(spool_dir(state_dir), _file_name(container_id))
 
 
 def write_record(state_dir: str | os.PathLike, record: PodRecord) -> None:
@@ -147,7 +163,8 @@ def write_record(state_dir: str | os.PathLike, record: PodRecord) -> None:
     path = record_path(state_dir, record.container_id)
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{record.container_id}-{os.getpid()}")
+    # Per process and thread: the enforcer runs the plugin for concurrent shim calls.
+    tmp = os.path.join(directory, f".tmp-{record.container_id}-{os.getpid()}-{_thread.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, record.to_json().encode())

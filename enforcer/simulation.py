@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import yaml
 
-from enforcer.cni_install import active_conf, install
+from enforcer.cni_install import SHIM, active_conf, install
 from enforcer.records import records_signature
 from enforcer.source import DirectorySource, signature_digest
 from rules.evaluate import verdict
@@ -42,6 +42,7 @@ from rules.matrix import Matrix
 
 SYSTEM_CNI = Path("/usr/lib/cni")
 PYTHON = sys.executable
+REPO = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "probe_agent.py"
 TCP_PORTS = (80, 81, 8080)
 # Debian's plugins (1.1.1) stop at spec 1.0.0, whose result format 1.1.0 keeps:
@@ -60,6 +61,11 @@ def sh(*args: str, check: bool = True, input: str | None = None, env: dict | Non
 
 def in_ns(ns: str, *args: str, **kw: Any) -> subprocess.CompletedProcess:
     return sh("ip", "netns", "exec", ns, *args, **kw)
+
+
+def build_shim() -> Path:
+    """The CNI shim executable (cni/shim), built by scripts/build-shim into its cache: instant once built."""
+    return Path(sh(str(REPO / "scripts" / "build-shim")).stdout.strip().splitlines()[-1])
 
 
 FACT_TIMEOUT = 120.0  # the most a test waits for a fact (a commit, a status, a reply) that a quiet machine sees in milliseconds
@@ -233,7 +239,7 @@ class Node:
 
     def install_cni(self) -> None:
         """Chain nftpolicy after bridge with the product's installer, as an operator would."""
-        install(self.conf_dir, self.bed.cni_bin, python=PYTHON, entry={
+        install(self.conf_dir, self.bed.cni_bin, python=PYTHON, form=self.bed.cni_form, shim=self.bed.shim or SHIM, entry={
             "stateDir": str(self.state_dir), "socket": str(self.socket), "timeoutSeconds": 5})
 
     def conflist(self, version: str = "1.0.0") -> dict[str, Any]:
@@ -252,7 +258,9 @@ class Node:
 
     # --- the container runtime's part -------------------------------------
 
-    def run_plugin(self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str) -> tuple[int, dict | None]:
+    def run_plugin(self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str,
+                   bin_dir: Path | None = None) -> tuple[int, dict | None]:
+        """One plugin of the chain, from ``bin_dir`` (default: the bed's CNI bin dir)."""
         if version == "1.1.0":
             version = NEWEST_VERSION.get(plugin["type"], version)
         conf = {"cniVersion": version, "name": "podnet", **plugin}
@@ -265,7 +273,7 @@ class Node:
                         + (f";{pod.cni_args}" if pod.cni_args else ""),
             "PATH": os.environ["PATH"],
         }
-        result = sh("ip", "netns", "exec", self.netns, str(self.bed.cni_bin / plugin["type"]),
+        result = sh("ip", "netns", "exec", self.netns, str((bin_dir or self.bed.cni_bin) / plugin["type"]),
                     input=json.dumps(conf), env=env, check=False)
         if result.returncode != 0 and not result.stdout.strip():
             raise RuntimeError(f"{command} {pod.key}: {plugin['type']} crashed: {result.stderr}")
@@ -370,11 +378,16 @@ class Node:
 class Testbed:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, root: Path, nodes: int = 1, cluster=None, extra_plugins: tuple[dict, ...] = ()) -> None:
+    def __init__(self, root: Path, nodes: int = 1, cluster=None, extra_plugins: tuple[dict, ...] = (),
+                 cni_form: str = "python", shim: Path | None = None) -> None:
         """``cluster``: where the state goes (``write``), how enforcers read it
         (``enforcer_args``) and whether they have (``in_force``); by default a
-        ``FileCluster`` in ``root/source``."""
+        ``FileCluster`` in ``root/source``. ``cni_form``: the form of the plugin
+        the installer puts in ``cni_bin`` (``python``, or ``shim``: then
+        ``shim`` is the executable, built by scripts/build-shim if not given)."""
         self.root = root
+        self.cni_form = cni_form
+        self.shim = shim
         self.prefix = f"np{uuid.uuid4().hex[:6]}"
         self.counter = itertools.count(1)
         self.source = root / "source"
@@ -401,6 +414,8 @@ class Testbed:
     def _create(self) -> None:
         if self.cluster is None:
             self.cluster = FileCluster(self.source)
+        if self.cni_form == "shim" and self.shim is None:
+            self.shim = build_shim()
         self.cni_bin.mkdir()
         for plugin in ("bridge", "host-local", "portmap", "bandwidth", "firewall"):
             (self.cni_bin / plugin).symlink_to(SYSTEM_CNI / plugin)

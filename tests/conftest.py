@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from enforcer.simulation import Testbed
+from enforcer.simulation import Testbed, build_shim
+
+
+@pytest.fixture(scope="session")
+def shim():
+    """The CNI shim executable (cni/shim), built by scripts/build-shim: instant once cached."""
+    return build_shim()
 
 
 @pytest.fixture(scope="module")

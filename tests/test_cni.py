@@ -1,4 +1,6 @@
-"""The chained CNI plugin, run as a container runtime runs it, on a real node."""
+"""The chained CNI plugin, run as a container runtime runs it, on a real node,
+in both forms the installer puts on a node: the static shim that forwards each
+call to the enforcer, and the Python plugin run by the node's Python."""
 from __future__ import annotations
 
 import json
@@ -7,10 +9,20 @@ import subprocess
 
 import pytest
 
+from enforcer.cni_install import install_plugin
 from enforcer.records import read_record
-from enforcer.simulation import in_ns
+from enforcer.simulation import PYTHON, in_ns
 
 pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(params=["python", "shim"])
+def form(request, bed) -> str:
+    """The bed's plugin in this form for the test; the python form again after it."""
+    if request.param == "shim":
+        install_plugin(bed.cni_bin, form="shim", shim=request.getfixturevalue("shim"))
+    yield request.param
+    install_plugin(bed.cni_bin, PYTHON, form="python")
 
 
 def run_plugin(node, command: str, conf: dict, **env: str) -> tuple[int, dict | None]:
@@ -26,7 +38,7 @@ def plugin_conf(node, version: str = "1.0.0", **extra) -> dict:
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"])
-def test_version_lists_the_supported_versions(bed, version: str) -> None:
+def test_version_lists_the_supported_versions(bed, form, version: str) -> None:
     code, out = run_plugin(bed.nodes[0], "VERSION", {"cniVersion": version})
     assert code == 0 and out == {"cniVersion": version, "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
 
@@ -43,13 +55,13 @@ def test_version_lists_the_supported_versions(bed, version: str) -> None:
     ({"cniVersion": "0.3.1"}, {}, 1, "cniVersion 0.3.1 is not supported"),
     ({"timeoutSeconds": "soon", "prevResult": {}}, {}, 7, "timeoutSeconds: must be a number"),
 ])
-def test_bad_calls_get_cni_errors(bed, conf, env, code, message) -> None:
+def test_bad_calls_get_cni_errors(bed, form, conf, env, code, message) -> None:
     node = bed.nodes[0]
     exit_code, out = run_plugin(node, "ADD", {**plugin_conf(node), **conf}, **env)
     assert exit_code != 0 and out["code"] == code and message in out["msg"], out
 
 
-def test_stdin_that_is_not_json_is_a_decode_error(bed) -> None:
+def test_stdin_that_is_not_json_is_a_decode_error(bed, form) -> None:
     node = bed.nodes[0]
     result = subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")], input="{not json",
                             env={"CNI_COMMAND": "ADD", "PATH": os.environ["PATH"]}, capture_output=True, text=True)
@@ -57,7 +69,7 @@ def test_stdin_that_is_not_json_is_a_decode_error(bed) -> None:
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"])
-def test_add_check_del_through_the_conflist(bed, version: str) -> None:
+def test_add_check_del_through_the_conflist(bed, form, version: str) -> None:
     node = bed.nodes[0]
     pod = node.add_pod(f"x/cni-{version.replace('.', '-')}", {"app": "cni"}, publish=False, version=version)
     bridge_result, own_result = pod.plugin_results
@@ -73,7 +85,7 @@ def test_add_check_del_through_the_conflist(bed, version: str) -> None:
         assert code == 0, out
 
 
-def test_check_fails_when_the_pod_is_not_programmed(bed) -> None:
+def test_check_fails_when_the_pod_is_not_programmed(bed, form) -> None:
     node = bed.nodes[0]
     pod = node.pods["x/a"]
     code, out = node.run_plugin(node.conflist()["plugins"][1], "CHECK", pod, {**pod.result, "interfaces": [
@@ -81,7 +93,7 @@ def test_check_fails_when_the_pod_is_not_programmed(bed) -> None:
     assert code != 0 and "record for x/a says" in out["msg"]
 
 
-def test_gc_removes_records_of_attachments_that_are_gone(bed) -> None:
+def test_gc_removes_records_of_attachments_that_are_gone(bed, form) -> None:
     node = bed.nodes[0]
     pod = node.add_pod("x/gc", publish=False)
     live = [{"containerID": p.container_id, "ifname": "eth0"} for key, p in node.pods.items() if key != "x/gc"]
@@ -92,23 +104,26 @@ def test_gc_removes_records_of_attachments_that_are_gone(bed) -> None:
     node.delete_pod("x/gc", publish=False)
 
 
-def test_status_reports_an_unreachable_enforcer(bed) -> None:
+def test_status_reports_an_unreachable_enforcer(bed, form) -> None:
     node = bed.nodes[0]
     assert run_plugin(node, "STATUS", plugin_conf(node, "1.1.0"))[0] == 0
     code, out = run_plugin(node, "STATUS", plugin_conf(node, "1.1.0", socket="/nonexistent/cni.sock"))
     assert code != 0 and out["code"] == 50
 
 
+@pytest.mark.parametrize("form", ["python", "shim"])
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
-def test_the_installed_chain_with_portmap_bandwidth_and_firewall_wires_protected_pods(tmp_path, version: str) -> None:
+def test_the_installed_chain_with_portmap_bandwidth_and_firewall_wires_protected_pods(tmp_path, request, version: str, form: str) -> None:
     from builders import policy
     from enforcer.simulation import Testbed
 
     extra = ({"type": "portmap", "capabilities": {"portMappings": True}},
              {"type": "bandwidth", "capabilities": {"bandwidth": True}}, {"type": "firewall", "backend": "iptables"})
-    with Testbed(tmp_path / "bed", nodes=1, extra_plugins=extra) as bed:
+    shim = request.getfixturevalue("shim") if form == "shim" else None
+    with Testbed(tmp_path / "bed", nodes=1, extra_plugins=extra, cni_form=form, shim=shim) as bed:
         node = bed.nodes[0]
         assert [p["type"] for p in node.conflist()["plugins"]] == ["bridge", "nftpolicy", "portmap", "bandwidth", "firewall"]
+        assert ((bed.cni_bin / "nftpolicy").read_bytes()[:4] == b"\x7fELF") == (form == "shim")
         bed.namespace("x")
         node.start_enforcer()
         a = node.add_pod("x/a", {"app": "a"}, version=version)

@@ -118,3 +118,76 @@ def test_the_first_file_in_lexical_order_is_the_one_changed(dirs) -> None:
     assert install(conf, bin_).exit_code == 0
     assert "nftpolicy" in (conf / "10-podnet.conflist").read_text()
     assert "nftpolicy" not in (conf / "99-other.conflist").read_text()
+
+
+# --- the two forms of the plugin ---------------------------------------------
+
+def _form_of(bin_: Path) -> str:
+    return "shim" if (bin_ / "nftpolicy").read_bytes()[:4] == b"\x7fELF" else "python"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--form", "shim"], "shim"),
+    (["--form", "python"], "python"),
+    ([], "shim"),  # the default where there is a shim
+    (["--shim", "/nonexistent/nftpolicy"], "python"),  # ...and where there is none
+], ids=["shim", "python", "default with a shim", "default without a shim"])
+def test_install_puts_the_plugin_in_the_form_asked_or_the_shim_where_there_is_one(dirs, shim, args, expected) -> None:
+    conf, bin_ = dirs
+    (conf / "10-podnet.conflist").write_text(json.dumps(conflist(BRIDGE)))
+    if "--shim" not in args:
+        args = [*args, "--shim", str(shim)]
+    result = install(conf, bin_, *args)
+    assert result.exit_code == 0, result.output
+    assert f"({expected} form)" in result.output
+    assert _form_of(bin_) == expected and (bin_ / "nftpolicy").stat().st_mode & 0o111
+    assert sorted(p.name for p in bin_.iterdir()) == (["nftpolicy"] if expected == "shim" else ["nftpolicy", "nftpolicy.d"])
+    if expected == "shim":
+        assert (bin_ / "nftpolicy").read_bytes() == shim.read_bytes()
+    assert [p["type"] for p in json.loads((conf / "10-podnet.conflist").read_text())["plugins"]] == ["bridge", "nftpolicy"]
+
+
+def test_switching_forms_leaves_nothing_of_the_other(dirs, shim) -> None:
+    conf, bin_ = dirs
+    (conf / "10-podnet.conflist").write_text(json.dumps(conflist(BRIDGE)))
+    for form in ("python", "shim", "python", "shim"):
+        assert install(conf, bin_, "--form", form, "--shim", str(shim)).exit_code == 0
+        assert _form_of(bin_) == form
+        assert (bin_ / "nftpolicy.d").exists() == (form == "python")
+    assert run("cni", "uninstall", "--conf-dir", str(conf), "--bin-dir", str(bin_)).exit_code == 0
+    assert list(bin_.iterdir()) == []
+
+
+def test_the_shim_form_without_a_shim_is_refused_and_nothing_changes(dirs) -> None:
+    conf, bin_ = dirs
+    text = json.dumps(conflist(BRIDGE))
+    (conf / "10-podnet.conflist").write_text(text)
+    result = install(conf, bin_, "--form", "shim", "--shim", "/nonexistent/nftpolicy")
+    assert result.exit_code == 2 and "no shim executable at /nonexistent/nftpolicy" in result.output
+    assert (conf / "10-podnet.conflist").read_text() == text and list(bin_.iterdir()) == []
+
+
+def test_the_shim_runs_from_wherever_the_node_mounts_its_bin_dir_without_python(dirs, tmp_path, shim) -> None:
+    """A static executable: an empty environment, and nothing beside it."""
+    conf, bin_ = dirs
+    (conf / "10-podnet.conflist").write_text(json.dumps(conflist(BRIDGE)))
+    assert install(conf, bin_, "--form", "shim", "--shim", str(shim)).exit_code == 0
+    node_view = tmp_path / "node-opt-cni-bin"
+    bin_.rename(node_view)
+    result = subprocess.run([str(node_view / "nftpolicy")], input=b'{"cniVersion": "1.0.0"}', capture_output=True,
+                            env={"CNI_COMMAND": "VERSION"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
+    assert _static(node_view / "nftpolicy"), "no interpreter, no dynamic section: it needs no libc of the node's"
+
+
+def _static(path: Path) -> bool:
+    """An x86-64/arm64 ELF executable without PT_INTERP (3) and PT_DYNAMIC (2) program headers."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:5] == b"\x7fELF\x02", "a 64-bit ELF"
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    types = {struct.unpack_from("<I", data, phoff + n * phentsize)[0] for n in range(phnum)}
+    return not types & {2, 3}

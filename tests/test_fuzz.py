@@ -297,6 +297,48 @@ def test_gc_with_a_container_id_that_is_not_a_string_is_a_cni_error(cni_sandbox)
     assert "cni.dev/valid-attachments" in json.loads(out.getvalue())["msg"]
 
 
+# --- 1b. the CNI shim executable (cni/shim), with no enforcer to forward to -----
+
+# A process per example: fewer examples, the same properties as the plugin's.
+SHIM_RUNS = settings(max_examples=150, deadline=timedelta(seconds=10), derandomize=False,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FORWARDED = ("ADD", "DEL", "CHECK", "GC", "STATUS")
+
+
+@pytest.fixture(scope="module")
+def shim_sandbox(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shim-fuzz")
+    return str(root / "state"), str(root / "absent.sock")
+
+
+def _confined_text(stdin: str, state_dir: str, sock: str) -> str:
+    """Safety: every config the shim could act on names the temporary state dir
+    and socket, never the defaults (/var/lib/nftpolicy, /run/nftpolicy)."""
+    try:
+        conf = json.loads(stdin) if stdin.strip() else {}
+    except (ValueError, RecursionError):
+        return stdin  # refused before anything is touched
+    return json.dumps(_confined(conf, state_dir, sock)) if isinstance(conf, dict) else stdin
+
+
+@SHIM_RUNS
+@given(env=ENVS, stdin=STDINS)
+@example(env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0"},
+         stdin=("json", {**VALID_CONF, "failOpen": True}))
+@example(env={"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c0ffee"}, stdin=("json", VALID_CONF))
+@example(env={"CNI_COMMAND": "ADD"}, stdin="[" * 100_000)
+def test_the_cni_shim_answers_any_environment_and_stdin_with_an_exit_code_and_one_json_object(shim, shim_sandbox, env, stdin) -> None:
+    import subprocess
+
+    state_dir, sock = shim_sandbox
+    stdin = json.dumps(_confined(stdin[1], state_dir, sock)) if isinstance(stdin, tuple) else stdin
+    stdin = _confined_text(stdin, state_dir, sock)
+    env = {k: v for k, v in env.items() if k and "=" not in k}
+    result = subprocess.run([str(shim)], input=stdin.encode(errors="surrogatepass"), env=env, capture_output=True, timeout=60)
+    assert b"panic" not in result.stderr and b"goroutine" not in result.stderr, result.stderr
+    check_cni_result((result.returncode, result.stdout.decode()), stdin)
+
+
 # --- 2. the policy loader -------------------------------------------------------
 
 BASE_OBJECTS = [

@@ -13,7 +13,8 @@ Sections:
 2. odd Unicode and injection attempts (the API's rejections; what is accepted stays inside nft strings)
 3. the enforcer with hostile source files (one node of the bed, file source)
 4. corrupted state files of the enforcer (pod records, status.json)
-5. invalid CNI configs and arguments through the installed plugin executable
+5. invalid CNI configs and arguments through the installed plugin executable, in both
+   forms (the python plugin, and the shim that forwards to the enforcer)
 """
 from __future__ import annotations
 
@@ -673,9 +674,24 @@ def prev_result(**changes) -> dict:
             "ips": [{"address": "10.244.1.250/24", "gateway": "10.244.1.1", "interface": 2}], **changes}
 
 
-def plugin_call(node, stdin: bytes, env: dict) -> subprocess.CompletedProcess:
+@pytest.fixture(params=["python", "shim"])
+def plugin_executable(request, one_node) -> Path:
+    """The installed plugin in each form: the bed's own (python), and the shim
+    installed beside it (the same conflist entry, so the same enforcer)."""
+    if request.param == "python":
+        return one_node.cni_bin / "nftpolicy"
+    from enforcer.cni_install import install_plugin
+
+    bin_dir = one_node.root / "cni-bin-shim"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        install_plugin(bin_dir, form="shim", shim=request.getfixturevalue("shim"))
+    return bin_dir / "nftpolicy"
+
+
+def plugin_call(node, executable: Path, stdin: bytes, env: dict) -> subprocess.CompletedProcess:
     """The installed executable, in the node's namespace, with exactly this environment."""
-    return subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")], input=stdin,
+    return subprocess.run(["ip", "netns", "exec", node.netns, str(executable)], input=stdin,
                           env=env, capture_output=True, timeout=60)
 
 
@@ -757,7 +773,8 @@ CNI_CASES = [
 
 @kernel
 @pytest.mark.parametrize("env_changes,conf_changes,stdin,code,msg", CNI_CASES)
-def test_invalid_cni_calls_get_a_cni_error_and_change_nothing_on_the_node(one_node, tmp_path, env_changes, conf_changes, stdin, code, msg) -> None:
+def test_invalid_cni_calls_get_a_cni_error_and_change_nothing_on_the_node(one_node, plugin_executable, tmp_path, env_changes, conf_changes,
+                                                                          stdin, code, msg) -> None:
     bed, node = one_node, one_node.nodes[0]
     entry = node.conflist()["plugins"][1]
     conf = {"cniVersion": "1.0.0", "name": "podnet", **entry, "prevResult": prev_result()}
@@ -771,7 +788,7 @@ def test_invalid_cni_calls_get_a_cni_error_and_change_nothing_on_the_node(one_no
     env = {k: v for k, v in {**env, **env_changes}.items() if v is not None}
     data = stdin(conf) if callable(stdin) else stdin if stdin is not None else json.dumps(conf).encode()
     before = node_snapshot(node)
-    result = plugin_call(node, data, env)
+    result = plugin_call(node, plugin_executable, data, env)
     try:
         stderr = result.stderr.decode(errors="replace")
         assert "Traceback" not in stderr, stderr[-3000:]
@@ -817,7 +834,8 @@ UNTAKEABLE = [
 
 @kernel
 @pytest.mark.parametrize("changes,field", UNTAKEABLE)
-def test_prev_result_strings_nft_or_the_filesystem_cannot_take_are_refused_and_never_stop_enforcement(one_node, changes, field) -> None:
+def test_prev_result_strings_nft_or_the_filesystem_cannot_take_are_refused_and_never_stop_enforcement(one_node, plugin_executable, changes,
+                                                                                                       field) -> None:
     """Chained after bridge, prevResult is trusted input; still, what the plugin
     records is rendered into every later transaction of the node."""
     bed, node = one_node, one_node.nodes[0]
@@ -828,7 +846,7 @@ def test_prev_result_strings_nft_or_the_filesystem_cannot_take_are_refused_and_n
     container_id = f"hostile-{os.urandom(4).hex()}"
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": container_id, "CNI_NETNS": "/var/run/netns/none", "CNI_IFNAME": "eth0",
            "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=hostile", "CNI_PATH": str(bed.cni_bin), "PATH": os.environ["PATH"]}
-    result = plugin_call(node, json.dumps(conf).encode().replace(b"NOTUTF8", b"\xff\xfe\x80"), env)
+    result = plugin_call(node, plugin_executable, json.dumps(conf).encode().replace(b"NOTUTF8", b"\xff\xfe\x80"), env)
     try:
         assert "Traceback" not in result.stderr.decode(errors="replace")
         out = json.loads(result.stdout)

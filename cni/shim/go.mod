@@ -1,0 +1,3 @@
+module nftpolicy/cni/shim
+
+go 1.19
