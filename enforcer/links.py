@@ -21,6 +21,8 @@ class Links:
         from pyroute2 import IPRoute
 
         self._ipr = IPRoute()
+        self._lock = threading.Lock()
+        self._table: dict[int, tuple[str, int | None, bool]] | None = None  # index: name, master, is a bridge (kept by watch)
 
     def set_up(self, ifname: str) -> bool:
         """True when the link exists (and is now up)."""
@@ -31,16 +33,22 @@ class Links:
         return True
 
     def foreign_ports(self, pod_bridges: Iterable[str]) -> frozenset[str]:
-        """Ports enslaved to a bridge that is not one of ``pod_bridges``."""
-        links = self._ipr.get_links()
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
-        bridges = {link["index"] for link in links if _kind(link) == "bridge"} - {i for i, n in names.items() if n in set(pod_bridges)}
-        return frozenset(names[link["index"]] for link in links if link.get_attr("IFLA_MASTER") in bridges)
+        """Ports enslaved to a bridge that is not one of ``pod_bridges``: from the
+        table ``watch`` keeps by link events (microseconds), else a full listing
+        (milliseconds per dozen links: pyroute2 parses every attribute)."""
+        with self._lock:
+            table = self._table
+        if table is None:
+            table = {link["index"]: _entry(link) for link in self._ipr.get_links()}
+        pod = set(pod_bridges)
+        bridges = {index for index, (name, _, is_bridge) in table.items() if is_bridge and name not in pod}
+        return frozenset(name for name, master, _ in table.values() if master in bridges)
 
     def watch(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        """Call ``changed`` after any link appears, goes or changes master, until
-        ``stop``. Returns once subscribed, so no change slips in before the
-        caller's first listing. Without link events, ``changed`` every second."""
+        """Keep the link table from link events and call ``changed`` after any
+        link appears, goes or changes master, until ``stop``. Returns once the
+        table is listed and events are subscribed, so no change slips between.
+        Without link events, ``changed`` every second (and full listings)."""
         from pyroute2 import IPRoute
         from pyroute2.netlink.rtnl import RTMGRP_LINK
 
@@ -50,13 +58,26 @@ class Links:
             try:
                 events = IPRoute()  # pyroute2's sockets belong to the thread that made them
                 events.bind(groups=RTMGRP_LINK)
+                with IPRoute() as dump:  # after subscribing: later changes are queued as events
+                    table = {link["index"]: _entry(link) for link in dump.get_links()}
+                with self._lock:
+                    self._table = table
                 subscribed.set()
                 with events:
                     while not stop.is_set():
-                        if any(m["event"] in ("RTM_NEWLINK", "RTM_DELLINK") for m in events.get()):
-                            changed()
+                        table = dict(table)
+                        for m in events.get():
+                            if m["event"] == "RTM_NEWLINK":
+                                table[m["index"]] = _entry(m)
+                            elif m["event"] == "RTM_DELLINK":
+                                table.pop(m["index"], None)
+                        with self._lock:
+                            self._table = table
+                        changed()
             except OSError as e:  # no event socket: enforcement must not depend on it
                 log.error("link events unavailable (%s): the bridge ports are listed every second", e)
+                with self._lock:
+                    self._table = None
                 subscribed.set()
                 while not stop.wait(1.0):
                     changed()
@@ -96,6 +117,8 @@ def set_link(ifname: str, *, alias: str | None = None, up: bool | None = None) -
         raise OSError(-error, f"{ifname}: {os.strerror(-error)}")
 
 
-def _kind(link) -> str | None:
+def _entry(link) -> tuple[str, int | None, bool]:
+    """A link message as the table keeps it: name, master's index, whether it is a bridge."""
     info = link.get_attr("IFLA_LINKINFO")
-    return info.get_attr("IFLA_INFO_KIND") if info else None
+    kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    return link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MASTER"), kind == "bridge"
