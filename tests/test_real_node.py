@@ -118,13 +118,19 @@ def test_a_pod_that_sends_from_its_first_instant_under_deny_all_egress_gets_noth
         assert control[0] == "THROUGH", f"control: an unselected pod connects from its first try on {node}: {control}"
 
 
-def test_a_rolling_restart_and_an_image_upgrade_let_no_denied_packet_through_and_hold_new_pods(ns) -> None:
+def guarded_server_under_probes(ns: str) -> None:
+    """A server on node-1 admitting only app=friend; from node-2 an attacker and
+    a friend probe it without end. Returns once the friend got through."""
     apply(server(ns, "server", "node-1", {"app": "server"}), deny_all_but(ns, {"app": "server"}, {"app": "friend"}))
     ready(ns, "server")
     target = ip_of(ns, "server")
     apply(prober(ns, "attacker", "node-2", {"app": "attacker"}, target), prober(ns, "friend", "node-2", {"app": "friend"}, target))
     ready(ns, "attacker", "friend")
     wait_until("the friend to get through", lambda: "THROUGH" in outcomes(ns, "friend"))
+
+
+def test_a_rolling_restart_and_an_image_upgrade_let_no_denied_packet_through_and_hold_new_pods(ns) -> None:
+    guarded_server_under_probes(ns)
     before = outcomes(ns, "friend").count("THROUGH")
 
     kubectl("-n", "nftpolicy-system", "rollout", "restart", "ds/nftpolicy")
@@ -162,12 +168,7 @@ def _tables(node: str) -> str:
 
 @pytest.mark.parametrize("component", ["containerd", "kubelet", "kube-proxy"])
 def test_restarting_a_nodes_runtime_or_kubelet_changes_nothing_enforced(ns, component) -> None:
-    apply(server(ns, "server", "node-1", {"app": "server"}), deny_all_but(ns, {"app": "server"}, {"app": "friend"}))
-    ready(ns, "server")
-    target = ip_of(ns, "server")
-    apply(prober(ns, "attacker", "node-2", {"app": "attacker"}, target), prober(ns, "friend", "node-2", {"app": "friend"}, target))
-    ready(ns, "attacker", "friend")
-    wait_until("the friend to get through", lambda: "THROUGH" in outcomes(ns, "friend"))
+    guarded_server_under_probes(ns)
     tables = _tables("node-1")
     subprocess.run([str(CLUSTER), "restart", "node-1", component], check=True, stdout=subprocess.DEVNULL)
     kubectl("wait", "--for=condition=Ready", "node/node-1", f"--timeout={FACT_TIMEOUT:.0f}s")
