@@ -298,6 +298,7 @@ def stop(pid: int, name: str, grace: float) -> None:
         say(f"{name} (pid {pid}) did not end on SIGTERM in {grace:.0f} s: SIGKILL")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        wait_for(f"{name} (pid {pid}) to be gone", lambda: not alive(pid), 60, poll=0.1, quiet=True)
 
 
 def netns_pids(names: list[str]) -> set[int]:
@@ -854,8 +855,16 @@ oom_score = 0
             stop(rec[0], f"{self.name} {component}", grace=60)
         if component == "containerd":
             self.start_containerd()
-        else:
-            self.start_daemon(component)
+            return
+        port = {"kubelet": 10250, "kube-proxy": 10256}[component]
+        wait_for(f"{self.name}'s port {port} to be free", lambda: not run(*in_netns(self.ns), "ss", "-Hltn", f"sport = :{port}",
+                                                                         check=False).stdout.strip(), T_PROCESS, poll=0.2)
+        self.start_daemon(component)
+        pid = recorded_pids()[f"{self.name}-{component}"][0]
+        health = {"kubelet": "http://127.0.0.1:10248/healthz", "kube-proxy": "http://127.0.0.1:10256/healthz"}[component]
+        wait_for(f"{self.name}'s {component} to answer {health}",
+                 lambda: answered(pid, component, [*in_netns(self.ns), "curl", "-fsS", "-o", "/dev/null", health]),
+                 T_PROCESS, poll=0.5, detail=lambda: tail(self.logs / f"{component}.log"))
 
 
 def gone(pid: int, name: str) -> bool:
