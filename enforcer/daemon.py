@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Protocol
 
 from enforcer.kernel import Kernel, KernelError
-from enforcer.records import PodRecord, RecordError, read_record, records_signature, write_record
+from enforcer.records import PodRecord, RecordError, read_record, records_signature, remove_record, write_record
 from enforcer.source import signature_digest
 from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
@@ -317,6 +317,26 @@ class Enforcer:
         self._report("records", errors)
         return True
 
+    def drop_orphaned_records(self) -> bool:
+        """Remove the records whose veth is gone.
+
+        A record is written at ADD, once its veth exists, and removed at DEL. A
+        veth that vanished without a DEL went with its pod's network namespace
+        when the runtime lost it: a node reboot, or a crash of everything that
+        would have called DEL. Such a record protects nothing (no frame can come
+        from a port that does not exist), but it would keep holding its
+        addresses, so that the next pod host-local gives one of them is refused
+        as a duplicate and never starts."""
+        if self.links is None:
+            return False
+        orphans = [r for r in self.records if not self.links.exists(r.host_ifname)]
+        for record in orphans:
+            remove_record(self.config.state_dir, record.container_id)
+            log.warning("record %s (%s, %s): its interface %s is gone without a CNI DEL (the pod's network namespace ended,"
+                        " e.g. at a node reboot): removed", record.container_id[:12], record.key, ", ".join(record.ips),
+                        record.host_ifname)
+        return bool(orphans) and self.reload_records()
+
     # --- CNI requests ----------------------------------------------------
 
     def request_sync(self, timeout: float) -> bool:
@@ -400,6 +420,7 @@ class Enforcer:
         elif error != self._status_error:
             self._write_status()  # a new reason why newer input is not in force
         changed |= self.reload_records()
+        changed |= self.drop_orphaned_records()
         changed |= self.reload_foreign_ports()
         if self.config.verify_interval and time.monotonic() >= self._verify_at and self.applied:
             self._verify_at = time.monotonic() + self.config.verify_interval

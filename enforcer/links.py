@@ -32,6 +32,19 @@ class Links:
         self._ipr.link("set", index=index[0], state="up")
         return True
 
+    def exists(self, ifname: str) -> bool:
+        """Whether the node has a link of that name. The table ``watch`` keeps
+        may lag a link just made, so a name it lacks is asked of the kernel."""
+        with self._lock:
+            table = self._table
+        if table is not None and any(name == ifname for name, _, _ in table.values()):
+            return True
+        try:
+            socket.if_nametoindex(ifname)
+            return True
+        except OSError:
+            return False
+
     def foreign_ports(self, pod_bridges: Iterable[str]) -> frozenset[str]:
         """Ports enslaved to a bridge that is not one of ``pod_bridges``: from the
         table ``watch`` keeps by link events (microseconds), else a full listing

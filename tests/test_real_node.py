@@ -190,3 +190,59 @@ def test_service_traffic_is_policed_on_the_backend_pod_behind_kube_proxy(ns) -> 
         attacker = wait_until(f"the attacker on {node}", lambda n=node: "DONE" in (o := outcomes(ns, f"attacker-{n}")) and o)
         friend = wait_until(f"the friend on {node}", lambda n=node: "DONE" in (o := outcomes(ns, f"friend-{n}")) and o)
         assert "THROUGH" not in attacker and "THROUGH" in friend, (node, attacker, friend)
+
+
+def _records(node: str) -> list[dict]:
+    """The enforcer's CNI records on ``node`` (its state dir, on the node's disk)."""
+    listed = subprocess.run([str(CLUSTER), "exec", node, "sh", "-c", "for f in /var/lib/nftpolicy/pods/*.json; do cat \"$f\"; echo; done"],
+                            capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in listed.splitlines() if line.startswith("{")]
+
+
+def _enforcer_restarts(node: str) -> int | None:
+    """How often the enforcer container on ``node`` was restarted, once it is Ready again (else None)."""
+    pods = json.loads(kubectl("-n", "nftpolicy-system", "get", "pods", "-o", "json"))["items"]
+    for p in pods:
+        if p["spec"].get("nodeName") == node and any(c["type"] == "Ready" and c["status"] == "True"
+                                                     for c in p.get("status", {}).get("conditions", [])):
+            return sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", []))
+    return None
+
+
+def test_a_node_that_loses_power_and_boots_again_converges_and_lets_nothing_denied_through(ns) -> None:
+    """At boot containerd runs the CNI chain before the enforcer is back: pods
+    wait ("try again later"), and the ones that come up send from their first
+    instant into rules already in force. Behind a Service, so the server's new
+    address is found the way clients find it. The records of the pods that
+    died with the node are gone; their addresses are free again."""
+    apply(server(ns, "server", "node-1", {"app": "server"}), deny_all_but(ns, {"app": "server"}, {"app": "friend"}),
+          {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "server", "namespace": ns},
+           "spec": {"selector": {"app": "server"}, "ports": [{"port": 8080, "targetPort": 8080}]}})
+    ready(ns, "server")
+    service = kubectl("-n", ns, "get", "service", "server", "-o", "jsonpath={.spec.clusterIP}")
+    probers = [f"{role}-{node}" for role in ("attacker", "friend") for node in ("node-1", "node-2")]
+    apply(*(prober(ns, name, name.split("-", 1)[1], {"app": name.split("-")[0]}, service) for name in probers))
+    ready(ns, *probers)
+    for node in ("node-1", "node-2"):
+        wait_until(f"the friend on {node} to get through", lambda n=node: "THROUGH" in outcomes(ns, f"friend-{n}"))
+    restarts = _enforcer_restarts("node-1")
+    through = outcomes(ns, "friend-node-2").count("THROUGH")
+    # The log of node-1's attacker up to now: containerd's store is a tmpfs here, so after
+    # the boot the kubelet knows no previous container to show the rest of.
+    before_boot = outcomes(ns, "attacker-node-1")
+
+    subprocess.run([str(CLUSTER), "reboot", "node-1"], check=True, stdout=subprocess.DEVNULL)
+    wait_until("node-1's enforcer to be Ready again", lambda: (_enforcer_restarts("node-1") or 0) > (restarts or 0))
+    ready(ns, "server", "attacker-node-1", "friend-node-1")
+    wait_until("the friend on node-1 to get through after the boot", lambda: "THROUGH" in outcomes(ns, "friend-node-1"))
+    wait_until("the friend on node-2 to get through again",
+               lambda: outcomes(ns, "friend-node-2").count("THROUGH") > through)
+
+    for name, seen in (("attacker-node-1 before the power cut", before_boot), ("attacker-node-1 after the boot", outcomes(ns, "attacker-node-1")),
+                       ("attacker-node-2 throughout", outcomes(ns, "attacker-node-2"))):
+        assert seen and "THROUGH" not in seen, f"{name}: {seen.count('THROUGH')} of {len(seen)} denied tries got through"
+    on_node = json.loads(kubectl("get", "pods", "-A", "--field-selector=spec.nodeName=node-1", "-o", "json"))["items"]
+    pod_network = sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in on_node if not p["spec"].get("hostNetwork"))
+    records = _records("node-1")
+    assert sorted(f"{r['namespace']}/{r['name']}" for r in records) == pod_network, \
+        f"node-1's records after the boot: {[(r['namespace'], r['name'], r['ips']) for r in records]}; its pods: {pod_network}"

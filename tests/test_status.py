@@ -32,8 +32,27 @@ ALLOW = policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}},
                              "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
 
 
+class FakeLinks:
+    """The node's links as a set of names; pods' veths come and go by hand."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    def exists(self, ifname: str) -> bool:
+        return ifname in self.names
+
+    def set_up(self, ifname: str) -> bool:
+        return ifname in self.names
+
+    def foreign_ports(self, pod_bridges) -> frozenset[str]:
+        return frozenset()
+
+    def watch(self, stop, changed) -> None:
+        """No link events: the enforcer looks at every step anyway."""
+
+
 class Node:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, links: FakeLinks | None = None) -> None:
         self.source = root / "source"
         self.source.mkdir()
         self.state_dir = root / "state"
@@ -41,7 +60,7 @@ class Node:
         self.kernel = FakeKernel()
         config = EnforcerConfig(node="n1", source=str(self.source), state_dir=self.state_dir,
                                 poll_interval=0.01, verify_interval=1e-6)  # verify due at every step
-        self.enforcer = Enforcer(config, DirectorySource(self.source), self.kernel)
+        self.enforcer = Enforcer(config, DirectorySource(self.source), self.kernel, links=links)
 
     def write(self, objects: list[dict]) -> None:
         (self.source / "cluster.yaml").write_text(yaml.safe_dump_all(objects))
@@ -75,8 +94,8 @@ class Node:
 
 
 @contextmanager
-def running(root: Path) -> Iterator[Node]:
-    node = Node(root)
+def running(root: Path, links: FakeLinks | None = None) -> Iterator[Node]:
+    node = Node(root, links)
     stop = threading.Event()
     thread = threading.Thread(target=node.enforcer.run, args=(stop,), daemon=True)
     thread.start()
@@ -161,3 +180,21 @@ def test_a_refused_commit_leaves_the_status_on_the_previous_one(tmp_path) -> Non
         assert node.in_force() == before
         node.kernel.refuse = None
         node.wait_for("the retried commit", lambda: node.in_force() == node.current_inputs())
+
+
+def test_a_record_whose_veth_went_without_a_del_is_removed_and_frees_its_addresses(tmp_path) -> None:
+    """A node reboot ends every pod's network namespace, and no DEL comes: the
+    records stay on disk. Their addresses must go to the pods started after."""
+    links = FakeLinks("veth0a", "veth0b")
+    with running(tmp_path, links) as node:
+        server = CniServer(tmp_path / "cni.sock", node.enforcer, wait=WAIT)
+        before = node.register("a" * 64, "veth0a", "10.0.1.1")
+        kept = node.register("b" * 64, "veth0b", "10.0.1.2")
+        assert server.answer({"command": "ADD", "containerId": before.container_id}) == {"ok": True}
+        links.names.discard("veth0a")  # its pod's namespace is gone
+        links.names.add("veth0c")
+        after = node.register("c" * 64, "veth0c", "10.0.1.1")  # host-local hands the address out again
+        assert server.answer({"command": "ADD", "containerId": after.container_id}) == {"ok": True}
+        assert node.enforcer.is_programmed(after) and not node.enforcer.is_programmed(before)
+        assert not (node.state_dir / "pods" / f"{before.container_id}.json").exists()
+        assert node.enforcer.is_programmed(kept), "a record whose veth exists was removed"

@@ -30,6 +30,11 @@ Usage (as root; scripts/cluster is the wrapper):
                            across nodes, a ClusterIP Service through
                            kube-proxy's nftables rules, the API from a pod
   smoke                    the smoke test again, on the running cluster
+  restart NODE COMPONENT   SIGTERM a node's containerd, kubelet or kube-proxy
+                           and start it again
+  reboot NODE              a power cut and a cold boot of one node: its
+                           processes, network and mount namespaces and /run
+                           go; its disk (/etc, /opt, /var/lib) stays
   down                     remove everything (logs kept in <cache>/cluster-logs)
   status                   what runs; kubectl get nodes, pods
   kubectl ARGS...          kubectl with the admin kubeconfig, in npcluster-cp
@@ -110,6 +115,8 @@ T_NODES = 600.0       # nodes to register and be Ready
 T_PODS = 600.0        # pods to be Running (sandbox, CNI, image unpack)
 T_TRAFFIC = 120.0     # a connection expected to work to work
 T_DOWN = 120.0        # graceful pod removal at `down`
+
+HEALTHZ = {"kubelet": "http://127.0.0.1:10248/healthz", "kube-proxy": "http://127.0.0.1:10256/healthz"}
 
 T0 = time.monotonic()
 
@@ -223,19 +230,19 @@ def joiner(rel: str) -> Callable[[], None]:
     return join
 
 
-def cgroup_dirs() -> list[Path]:
-    """Our cgroups in every hierarchy, deepest first."""
+def cgroup_dirs(*tops: str) -> list[Path]:
+    """Our cgroups (or those under ``tops``) in every hierarchy, deepest first."""
     dirs: list[Path] = []
     for mount, _ in cgroup_mounts():
-        top = mount / CGROUP
-        if top.is_dir():
-            dirs += [Path(d) for d, _, _ in os.walk(top)]
+        for rel in tops or (CGROUP,):
+            if (mount / rel).is_dir():
+                dirs += [Path(d) for d, _, _ in os.walk(mount / rel)]
     return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
 
 
-def cgroup_pids() -> set[int]:
+def cgroup_pids(*tops: str) -> set[int]:
     pids: set[int] = set()
-    for d in cgroup_dirs():
+    for d in cgroup_dirs(*tops):
         with contextlib.suppress(OSError):
             pids |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
     return pids
@@ -299,6 +306,18 @@ def stop(pid: int, name: str, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         wait_for(f"{name} (pid {pid}) to be gone", lambda: not alive(pid), 60, poll=0.1, quiet=True)
+
+
+def kill_all(found: Callable[[], set[int]], timeout: float = 60) -> list[str]:
+    """SIGKILL whatever ``found`` lists until it lists nothing; returns the survivors."""
+    deadline = time.monotonic() + timeout
+    while (left := found()) and time.monotonic() < deadline:
+        say(f"killing {len(left)} processes: " + " ".join(sorted({comm(p) for p in left})))
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+    return [f"process {p} ({comm(p)}) survived SIGKILL" for p in found()]
 
 
 def netns_pids(names: list[str]) -> set[int]:
@@ -536,15 +555,20 @@ def make_network(nodes: list["Node"]) -> None:
     add_netns(CP_NS)
     attach(CP_NS, "cp", CP_IP)
     for node in nodes:
-        add_netns(node.ns)
-        attach(node.ns, node.name, node.ip)
-        sysctl(node.ns, "net.ipv4.ip_forward", "1")
-    for node in nodes:
+        make_node_network(node, nodes)
         # The control plane answers pods (the kubernetes Service's endpoint) directly.
         ip(CP_NS, "route", "add", node.cidr, "via", node.ip)
-        for other in nodes:
-            if other is not node:
-                ip(node.ns, "route", "add", other.cidr, "via", other.ip)
+
+
+def make_node_network(node: "Node", nodes: list["Node"]) -> None:
+    """The node's own namespace as a machine has it at boot: eth0 on the underlay,
+    forwarding on, static routes to the other nodes' pod CIDRs."""
+    add_netns(node.ns)
+    attach(node.ns, node.name, node.ip)
+    sysctl(node.ns, "net.ipv4.ip_forward", "1")
+    for other in nodes:
+        if other.index != node.index:
+            ip(node.ns, "route", "add", other.cidr, "via", other.ip)
 
 
 # --- the control plane ----------------------------------------------------------
@@ -860,10 +884,40 @@ oom_score = 0
         wait_for(f"{self.name}'s port {port} to be free", lambda: not run(*in_netns(self.ns), "ss", "-Hltn", f"sport = :{port}",
                                                                          check=False).stdout.strip(), T_PROCESS, poll=0.2)
         self.start_daemon(component)
+        self.wait_healthy(component, HEALTHZ[component])
+
+
+    def reboot(self, nodes: list["Node"]) -> None:
+        """A power cut and a cold boot. Every process of the node ends at once
+        (SIGKILL: pods, shims, containerd, kubelet, the enforcer), and what a
+        machine keeps only in memory goes with them: the network namespace
+        (links, routes, nft tables, conntrack), the mount namespace (with the
+        pods' network namespaces and containerd's tmpfs) and /run. What is on
+        disk stays: /etc/cni/net.d, /opt/cni/bin, /var/lib (kubelet, host-local
+        leases, nftpolicy's state dir). Then the node boots as a machine would:
+        containerd (images imported again where its store was a tmpfs), the
+        kubelet and kube-proxy, which bring its pods back."""
+        say(f"{self.name}: power cut")
+        tops = (self.system_cgroup, self.cgroup_root.lstrip("/"))
+        if survivors := kill_all(lambda: cgroup_pids(*tops) | netns_pids([self.ns])):
+            raise Failure(f"{self.name}: " + "; ".join(survivors))
+        run("ip", "netns", "delete", self.ns)
+        shutil.rmtree(self.fs / "run")
+        (self.fs / "run").mkdir()
+        (self.dir / "mounts.ready").unlink(missing_ok=True)
+        say(f"{self.name}: boot")
+        make_node_network(self, nodes)
+        self.start_runtime()
+        if self.containerd_tmpfs:
+            import_images([self], image_list())
+        self.start_kubelet()
+        for component, url in HEALTHZ.items():
+            self.wait_healthy(component, url)
+
+    def wait_healthy(self, component: str, url: str) -> None:
         pid = recorded_pids()[f"{self.name}-{component}"][0]
-        health = {"kubelet": "http://127.0.0.1:10248/healthz", "kube-proxy": "http://127.0.0.1:10256/healthz"}[component]
-        wait_for(f"{self.name}'s {component} to answer {health}",
-                 lambda: answered(pid, component, [*in_netns(self.ns), "curl", "-fsS", "-o", "/dev/null", health]),
+        wait_for(f"{self.name}'s {component} to answer {url}",
+                 lambda: answered(pid, component, [*in_netns(self.ns), "curl", "-fsS", "-o", "/dev/null", url]),
                  T_PROCESS, poll=0.5, detail=lambda: tail(self.logs / f"{component}.log"))
 
 
@@ -879,7 +933,8 @@ def nodes_of(count: int, containerd_tmpfs: bool = True) -> list[Node]:
 
 def saved_nodes() -> list[Node]:
     try:
-        return nodes_of(json.loads(STATE.read_text())["nodes"])
+        state = json.loads(STATE.read_text())
+        return nodes_of(state["nodes"], state.get("containerd_tmpfs", True))
     except (FileNotFoundError, ValueError, KeyError):
         return [Node(int(ns.rsplit("-", 1)[1])) for ns in netns_list() if ns.startswith(NS_PREFIX + "node-")]
 
@@ -966,7 +1021,8 @@ def up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     ROOT.mkdir(parents=True)
     bins = {"kube": str(kube_bin()), "node": str(node_bin()), "images": str(images_dir())}
-    STATE.write_text(json.dumps({"phase": "starting", "nodes": len(nodes), "bins": bins}))
+    saved = {"nodes": len(nodes), "containerd_tmpfs": not args.containerd_on_disk, "bins": bins}
+    STATE.write_text(json.dumps({"phase": "starting", **saved}))
     CP_DIR.mkdir()
     for node in nodes:
         node.dir.mkdir()
@@ -981,7 +1037,7 @@ def up(args: argparse.Namespace) -> int:
             node.start_kubelet()
         import_images(nodes, refs)
         wait_nodes(nodes)
-        STATE.write_text(json.dumps({"phase": "up", "nodes": len(nodes), "bins": bins}))
+        STATE.write_text(json.dumps({"phase": "up", **saved}))
         say(f"cluster up in {time.monotonic() - started:.0f} s")
         if not args.no_smoke:
             smoke(nodes)
@@ -1146,14 +1202,7 @@ def teardown() -> list[str]:
             stop(rec[0], name, 10)
     # Whatever is left in our cgroups (shims, containers, mount holders) or our network namespaces.
     ours_ns = [ns for ns in netns_list() if ours(ns)]
-    deadline = time.monotonic() + 60
-    while (left := cgroup_pids() | netns_pids(ours_ns)) and time.monotonic() < deadline:
-        say(f"killing {len(left)} processes left: " + " ".join(sorted({comm(p) for p in left})))
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
-    problems = [f"process {p} ({comm(p)}) survived SIGKILL" for p in cgroup_pids() | netns_pids(ours_ns)]
+    problems = kill_all(lambda: cgroup_pids() | netns_pids(ours_ns))
     for d in cgroup_dirs():
         for _ in range(50):
             try:
@@ -1293,6 +1342,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("restart", help="restart a node's containerd, kubelet or kube-proxy")
     p.add_argument("node", help="node-N")
     p.add_argument("component", choices=("containerd", "kubelet", "kube-proxy"))
+    p = sub.add_parser("reboot", help="cut a node's power and boot it again (see Node.reboot)")
+    p.add_argument("node", help="node-N")
     sub.add_parser("down", help="remove everything the cluster made")
     sub.add_parser("status", help="what runs, and kubectl get nodes/pods")
     p = sub.add_parser("kubectl", help="kubectl as admin, from the control-plane namespace")
@@ -1325,11 +1376,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with locked():
         try:
-            if args.command == "restart":
-                node = next((n for n in saved_nodes() if n.name == args.node), None)
+            if args.command in ("restart", "reboot"):
+                nodes = saved_nodes()
+                node = next((n for n in nodes if n.name == args.node), None)
                 if node is None:
                     raise Failure(f"no node {args.node} in the cluster")
-                node.restart(args.component)
+                node.restart(args.component) if args.command == "restart" else node.reboot(nodes)
                 return 0
             return up(args) if args.command == "up" else down(args)
         except Failure as e:
