@@ -34,6 +34,13 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
     return result.stdout
 
 
+def bed(*args: str) -> None:
+    """A ``scripts/cluster`` command (restart, reboot); its log is the error if it fails."""
+    result = subprocess.run([str(CLUSTER), *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/cluster {' '.join(args)}: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+
+
 def apply(*objects: dict) -> None:
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
 
@@ -170,7 +177,7 @@ def _tables(node: str) -> str:
 def test_restarting_a_nodes_runtime_or_kubelet_changes_nothing_enforced(ns, component) -> None:
     guarded_server_under_probes(ns)
     tables = _tables("node-1")
-    subprocess.run([str(CLUSTER), "restart", "node-1", component], check=True, stdout=subprocess.DEVNULL)
+    bed("restart", "node-1", component)
     kubectl("wait", "--for=condition=Ready", "node/node-1", f"--timeout={FACT_TIMEOUT:.0f}s")
     ready(ns, "server")
     through = outcomes(ns, "friend").count("THROUGH")
@@ -231,12 +238,13 @@ def test_a_node_that_loses_power_and_boots_again_converges_and_lets_nothing_deni
     # the boot the kubelet knows no previous container to show the rest of.
     before_boot = outcomes(ns, "attacker-node-1")
 
-    subprocess.run([str(CLUSTER), "reboot", "node-1"], check=True, stdout=subprocess.DEVNULL)
+    bed("reboot", "node-1")
     wait_until("node-1's enforcer to be Ready again", lambda: (_enforcer_restarts("node-1") or 0) > (restarts or 0))
     ready(ns, "server", "attacker-node-1", "friend-node-1")
     wait_until("the friend on node-1 to get through after the boot", lambda: "THROUGH" in outcomes(ns, "friend-node-1"))
     wait_until("the friend on node-2 to get through again",
                lambda: outcomes(ns, "friend-node-2").count("THROUGH") > through)
+    wait_until("the attacker on node-1 to have tried 3 times since the boot", lambda: len(outcomes(ns, "attacker-node-1")) >= 3)
 
     for name, seen in (("attacker-node-1 before the power cut", before_boot), ("attacker-node-1 after the boot", outcomes(ns, "attacker-node-1")),
                        ("attacker-node-2 throughout", outcomes(ns, "attacker-node-2"))):

@@ -901,6 +901,9 @@ oom_score = 0
         tops = (self.system_cgroup, self.cgroup_root.lstrip("/"))
         if survivors := kill_all(lambda: cgroup_pids(*tops) | netns_pids([self.ns])):
             raise Failure(f"{self.name}: " + "; ".join(survivors))
+        # Its underlay port first: a namespace is destroyed lazily, and the port
+        # with it, after `ip netns delete` returns; the boot makes the port anew.
+        ip(UNDERLAY_NS, "link", "delete", self.name)
         run("ip", "netns", "delete", self.ns)
         shutil.rmtree(self.fs / "run")
         (self.fs / "run").mkdir()
