@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from enforcer.cni_install import install_plugin  # noqa: E402
-from enforcer.simulation import Pod, Testbed, build_shim, sh  # noqa: E402
+from enforcer.node.cni_install import install_plugin  # noqa: E402
+from enforcer.testbed.simulation import Pod, Testbed, build_shim, sh  # noqa: E402
 
 CONCURRENT = 20
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from cni_overhead import new_pod, p99, timed_add  # noqa: E402
-from enforcer.simulation import Testbed  # noqa: E402
+from enforcer.testbed.simulation import Testbed  # noqa: E402
 from kube import ApiCluster, ControlPlane  # noqa: E402
 
 

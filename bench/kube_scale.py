@@ -78,8 +78,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from cni_overhead import p99  # noqa: E402
 from kube_bulk import Api, load, netns_executor, status_patch  # noqa: E402
 from enforcer.daemon import record_interfaces  # noqa: E402
-from enforcer.records import read_all_records  # noqa: E402
-from enforcer.simulation import HEALTH_PORT, PYTHON, Node, Pod, Testbed, in_ns, sh  # noqa: E402
+from cni.records import read_all_records  # noqa: E402
+from enforcer.testbed.simulation import HEALTH_PORT, PYTHON, Node, Pod, Testbed, in_ns, sh  # noqa: E402
 from kube import ApiCluster, ControlPlane  # noqa: E402
 from rules.load import parse_namespace, parse_network_policy, parse_pod  # noqa: E402
 from rules.model import ClusterState  # noqa: E402
@@ -254,8 +254,8 @@ class EnforcerProcess:
 
 def baseline_rss_mib() -> float:
     """RSS of a Python interpreter that imported what the enforcer imports, with nothing loaded."""
-    code = ("import enforcer.cli, enforcer.api_source, enforcer.daemon, enforcer.health, enforcer.cni_server, "
-            "enforcer.conntrack, enforcer.links, enforcer.metrics; from enforcer.kernel import Kernel; Kernel(); "
+    code = ("import enforcer.cli, enforcer.sources.kubernetes, enforcer.daemon, enforcer.observability.health, enforcer.node.cni_server, "
+            "enforcer.node.conntrack, enforcer.node.links, enforcer.observability.metrics; from enforcer.kernel.nftables import NftablesKernel; NftablesKernel(); "
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])")
     return int(sh(PYTHON, "-c", code).stdout.strip()) / 1024
 
@@ -747,7 +747,7 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     annotations = phase("annotations", lambda: annotation_rounds(api, enforcer, s, args.rounds))
     namespaces = phase("namespaces", lambda: namespace_rounds(api, enforcer, args.rounds))
     steady = enforcer.memory_mib()
-    metrics = [line for line in enforcer.metrics().splitlines() if line.startswith("nftpolicy_change_commit_seconds")]
+    metrics = [line for line in enforcer.observability.metrics().splitlines() if line.startswith("nftpolicy_change_commit_seconds")]
     print("restart with the tables in place", flush=True)
     enforcer.stop()
     restart = start(enforcer)

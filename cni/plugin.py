@@ -26,8 +26,8 @@ TYPE_CHECKING = False  # typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
     from typing import Any, Mapping, TextIO
 
-from enforcer import lean_json
-from enforcer.records import (DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, interface_name_problem, ip_problem,
+from cni import lean_json
+from cni.records import (DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, interface_name_problem, ip_problem,
                               mac_problem, read_all_records, read_record, remove_record, write_record)
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
@@ -170,7 +170,7 @@ class Host:
     """What the plugin does beyond its records: ask the enforcer, tag the pod's
     veth, hold it down, and warn. These are the executable's: the socket,
     /sys, ``ip link`` and stderr (the module functions, looked up at each call).
-    The enforcer runs the plugin in-process with its own (enforcer/cni_server.py)."""
+    The enforcer runs the plugin in-process with its own (enforcer/node/cni_server.py)."""
 
     def call_enforcer(self, socket_path: str, command: str, container_id: str, timeout: float) -> dict[str, Any]:
         return call_enforcer(socket_path, command, container_id, timeout)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-from enforcer import offline
-from enforcer.cni_install import SHIM
+from enforcer.audit import offline
+from enforcer.node.cni_install import SHIM
 from rules.load import InvalidObject
 
 
@@ -95,12 +95,13 @@ def explain(paths: tuple[str, ...], live: bool, src: str, dst: str, port: str, f
 
 
 def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:
-    from enforcer.kernel import Kernel, KernelError
-    from enforcer.live import explain_live
+    from enforcer.kernel import KernelError
+    from enforcer.kernel.nftables import NftablesKernel
+    from enforcer.audit.live import explain_live
 
     try:
         number, protocol = offline.parse_port(port)
-        answer = explain_live(Kernel(), src, dst, number, protocol)
+        answer = explain_live(NftablesKernel(), src, dst, number, protocol)
     except offline.UsageError as e:
         _fail(str(e))
     except ValueError:
@@ -119,7 +120,7 @@ def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:
 @main.command()
 def demo() -> None:
     """Enforce the example policies on two simulated nodes and show the connectivity matrix (root)."""
-    from enforcer import demo as demo_module  # the test bed: only the demo needs it
+    from enforcer.testbed import demo as demo_module  # the test bed: only the demo needs it
 
     sys.exit(ExitCode.OK if demo_module.run() else ExitCode.DENIED)
 
@@ -153,39 +154,39 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
 
     The state comes from exactly one of --source, --kubeconfig and --in-cluster.
     """
-    from enforcer.cni_server import CniServer
-    from enforcer.conntrack import ConnectionCutter
+    from enforcer.node.cni_server import CniServer
+    from enforcer.node.conntrack import ConnectionCutter
     from enforcer.daemon import Enforcer, EnforcerConfig
-    from enforcer.kernel import Kernel
-    from enforcer.links import Links
+    from enforcer.kernel.nftables import NftablesKernel
+    from enforcer.node.links import Links
 
     if sum(map(bool, (source_dir, kubeconfig, in_cluster))) != 1:
         _fail("enforce: give exactly one of --source DIR, --kubeconfig PATH, --in-cluster")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if source_dir:
-        from enforcer.source import DirectorySource
+        from enforcer.sources.directory import DirectorySource
 
         source, origin = DirectorySource(source_dir), source_dir
     else:
-        from enforcer.api_source import ApiSource, api_client
+        from enforcer.sources.kubernetes import ApiSource, api_client
 
         api = api_client(kubeconfig)
         source, origin = ApiSource(api), api.configuration.host
     config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established,
                             verify_interval=verify_interval, log_group=log_group, pod_bridges=tuple(pod_bridges))
-    enforcer = Enforcer(config, source, Kernel(), Links(), ConnectionCutter() if cut_established else None)
+    enforcer = Enforcer(config, source, NftablesKernel(), Links(), ConnectionCutter() if cut_established else None)
     server = CniServer(socket_path, enforcer)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=server.serve, args=(stop,), daemon=True).start()
     if log_group is not None:
-        from enforcer import deny_log as denied
+        from enforcer.observability import deny_log as denied
 
         out = open(deny_log, "a") if deny_log else sys.stdout
         threading.Thread(target=denied.run, args=(log_group, enforcer, out, stop), daemon=True).start()
     if health_port is not None:
-        from enforcer import health
+        from enforcer.observability import health
 
         threading.Thread(target=health.serve, args=(health_port, enforcer, stop), daemon=True).start()
     enforcer.run(stop)
@@ -218,7 +219,7 @@ _bin_dir = click.option("--bin-dir", default="/opt/cni/bin", show_default=True, 
 def cni_install(conf_dir: str, bin_dir: str, form: str | None, shim: str, python: str, state_dir: str | None,
                 socket_path: str | None, timeout: float | None, fail_open: bool) -> None:
     """Put the plugin in BIN_DIR and chain it right after bridge in the node's conflist."""
-    from enforcer.cni_install import InstallError, default_form, install
+    from enforcer.node.cni_install import InstallError, default_form, install
 
     entry = {k: v for k, v in (("stateDir", state_dir), ("socket", socket_path), ("timeoutSeconds", timeout)) if v is not None}
     if fail_open:
@@ -236,7 +237,7 @@ def cni_install(conf_dir: str, bin_dir: str, form: str | None, shim: str, python
 @_bin_dir
 def cni_uninstall(conf_dir: str, bin_dir: str) -> None:
     """Unchain the plugin from the node's conflist and remove it from BIN_DIR."""
-    from enforcer.cni_install import InstallError, uninstall
+    from enforcer.node.cni_install import InstallError, uninstall
 
     try:
         path = uninstall(conf_dir, bin_dir)
@@ -257,23 +258,24 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
     Prints each missing, extra or changed chain, set and map; exits 3 on drift.
     """
     from enforcer.daemon import record_interfaces
-    from enforcer.kernel import Kernel, KernelError
-    from enforcer.links import Links
-    from enforcer.records import read_all_records
+    from enforcer.kernel import KernelError
+    from enforcer.kernel.nftables import NftablesKernel
+    from enforcer.node.links import Links
+    from cni.records import read_all_records
     from rules.drift import table_drift
     from rules.translate import desired_ruleset
 
     if sum(map(bool, (source_dir, kubeconfig, in_cluster))) != 1:
         _fail("verify: give exactly one of --source DIR, --kubeconfig PATH, --in-cluster")
     if source_dir:
-        from enforcer.source import DirectorySource
+        from enforcer.sources.directory import DirectorySource
 
         source = DirectorySource(source_dir)
         source.poll()
         if source.state is None:
             _fail(source.error or f"{source_dir}: no cluster state")
     else:
-        from enforcer.api_source import ApiSource, api_client
+        from enforcer.sources.kubernetes import ApiSource, api_client
 
         source = ApiSource(api_client(kubeconfig))
         stop = threading.Event()
@@ -294,7 +296,7 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
         log_group, pod_bridges = settings.get("logGroup"), settings.get("podBridges", ["cni0"])
     except (OSError, ValueError, AttributeError) as e:
         _fail(f"{status_path}: unreadable ({e}); the enforcer rewrites it within its verify interval")
-    kernel = Kernel()
+    kernel = NftablesKernel()
     foreign_ports = Links().foreign_ports(pod_bridges)
     drift = []
     try:
@@ -327,13 +329,14 @@ def dump(node: str, state_dir: str, paths: tuple[str, ...], namespace: str | Non
     """
     import yaml
 
-    from enforcer.kernel import Kernel, KernelError
-    from enforcer.live import dump_live
+    from enforcer.kernel import KernelError
+    from enforcer.kernel.nftables import NftablesKernel
+    from enforcer.audit.live import dump_live
     from rules.audit import as_table
-    from rules.load import load_state
+    from enforcer.sources.manifests import load_state
 
     try:
-        report = dump_live(Kernel(), node, state_dir, load_state(paths) if paths else None)
+        report = dump_live(NftablesKernel(), node, state_dir, load_state(paths) if paths else None)
     except (KernelError, InvalidObject) as e:
         _fail(str(e))
     report["pods"] = [

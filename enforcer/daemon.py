@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Protocol
 
 from enforcer.kernel import Kernel, KernelError
-from enforcer.records import PodRecord, RecordError, read_record, records_signature, remove_record, write_record
-from enforcer.source import signature_digest
+from cni.records import PodRecord, RecordError, read_record, records_signature, remove_record, write_record
+from enforcer.sources.directory import signature_digest
 from rules.model import ClusterState, PodInterface
 from rules.nft import Ruleset, Str, Table
 from rules.drift import table_drift

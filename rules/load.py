@@ -1,4 +1,5 @@
-"""Cluster state from the dicts the Kubernetes API returns, or from YAML files.
+"""Cluster state from the dicts the Kubernetes API returns (files are read, and
+YAML parsed, by ``enforcer.sources.manifests``).
 
 Every object is validated as the API server would; an invalid object raises
 ``InvalidObject`` naming the object and each offending field path, e.g.
@@ -7,10 +8,7 @@ Every object is validated as the API server would; an invalid object raises
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-
-import yaml
 
 from rules import validation
 from rules.model import (
@@ -368,7 +366,7 @@ _PARSERS: dict[str, Callable[[dict], object]] = {
 }
 
 
-def _flatten(objects: Iterable[Any], origin: str) -> Iterator[dict]:
+def flatten(objects: Iterable[Any], origin: str) -> Iterator[dict]:
     """Objects one by one, with ``kind: List`` (and ``*List``) unwrapped."""
     for i, obj in enumerate(objects):
         if obj is None:
@@ -383,7 +381,7 @@ def _flatten(objects: Iterable[Any], origin: str) -> Iterator[dict]:
             if not isinstance(items, list):
                 raise InvalidObject(f"{origin}: document {i} ({kind}): items: must be a list")
             item_kind = kind[: -len("List")]
-            yield from _flatten(({"kind": item_kind, **x} if isinstance(x, dict) and item_kind else x for x in items), origin)
+            yield from flatten(({"kind": item_kind, **x} if isinstance(x, dict) and item_kind else x for x in items), origin)
         else:
             yield obj
 
@@ -392,7 +390,7 @@ def state_from_objects(objects: Iterable[Any], origin: str = "input") -> Cluster
     """A cluster state from API-shaped dicts; kinds the engine does not use are skipped."""
     buckets: dict[str, list] = {kind: [] for kind in _PARSERS}
     seen: set[tuple[str, str]] = set()
-    for obj in _flatten(objects, origin):
+    for obj in flatten(objects, origin):
         parser = _PARSERS.get(obj["kind"])
         if parser is None:
             continue
@@ -408,43 +406,3 @@ def state_from_objects(objects: Iterable[Any], origin: str = "input") -> Cluster
         policies=buckets["NetworkPolicy"],
         nodes=buckets["Node"],
     )
-
-
-def _manifest_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
-    return [path]
-
-
-# libyaml's loader when present: ten times faster at cluster scale, same safe subset.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_documents(paths: Iterable[str | Path]) -> list[tuple[str, Any]]:
-    """(origin, document) pairs from YAML or JSON files and directories."""
-    docs = []
-    for path in paths:
-        for file in _manifest_files(Path(path)):
-            try:
-                text = file.read_text()
-                if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text, Loader=_YAML_LOADER)):
-                    # Kubernetes objects never need them; an alias bomb or a List holding itself would
-                    raise InvalidObject(f"{file}: YAML aliases (*name) are not accepted")
-                docs += [(str(file), d) for d in yaml.load_all(text, Loader=_YAML_LOADER)]
-            except OSError as e:
-                raise InvalidObject(f"{file}: cannot read: {e.strerror}") from e
-            except UnicodeDecodeError as e:
-                raise InvalidObject(f"{file}: not UTF-8 text (byte {e.start})") from e
-            except yaml.YAMLError as e:
-                raise InvalidObject(f"{file}: not valid YAML: {e}") from e
-            except RecursionError as e:
-                raise InvalidObject(f"{file}: nested too deeply to read") from e
-    return docs
-
-
-def load_state(paths: Iterable[str | Path]) -> ClusterState:
-    """A cluster state from manifest files (multi-document YAML, ``kind: List``)."""
-    objects: list[dict] = []
-    for origin, doc in load_documents(paths):
-        objects += _flatten([doc], origin)
-    return state_from_objects(objects)

@@ -77,7 +77,7 @@ from rules.nft import (
     goto,
     jump,
 )
-from rules.ports import bridge_table, with_interfaces
+from rules.bridge import bridge_table, with_interfaces
 from rules.selection import policy_selects
 
 TABLE = "nftpolicy"

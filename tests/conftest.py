@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from enforcer.simulation import Testbed, build_shim
+from enforcer.testbed.simulation import Testbed, build_shim
 
 
 @pytest.fixture(scope="session")

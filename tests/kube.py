@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from enforcer.simulation import FACT_TIMEOUT
+from enforcer.testbed.simulation import FACT_TIMEOUT
 
 REPO = Path(__file__).resolve().parent.parent
 

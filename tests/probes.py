@@ -1,7 +1,7 @@
 """Comparing real packets on a test bed with the reference evaluator."""
 from __future__ import annotations
 
-from enforcer.simulation import Testbed, expected, observed
+from enforcer.testbed.simulation import Testbed, expected, observed
 
 
 def assert_matrix(bed: Testbed, port: int, protocol: str = "TCP", family: int = 4) -> None:

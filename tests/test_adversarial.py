@@ -65,7 +65,7 @@ from scapy.packet import Raw
 
 from builders import policy
 from crafted import Wire, in_netns, rule_counters
-from enforcer.simulation import FACT_TIMEOUT, Pod, in_ns, wait_until
+from enforcer.testbed.simulation import FACT_TIMEOUT, Pod, in_ns, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -78,7 +78,7 @@ WEB = policy("x/web", {"podSelector": {"matchLabels": {"app": "a"}},
 DENY_A = policy("x/a-deny", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"]})
 NO_EGRESS_B = policy("x/b-no-egress", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"]})
 
-# --- the rules that name a drop (comments of rules/ports.py and rules/translate.py)
+# --- the rules that name a drop (comments of rules/bridge.py and rules/translate.py)
 
 BAD_MAC = "source MAC is not the port's pod's, or the port is not registered"
 BAD_ARP_MAC = "ARP sender MAC is not the pod's"

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from enforcer.cni_install import install_plugin
-from enforcer.records import read_record
-from enforcer.simulation import PYTHON, in_ns
+from enforcer.node.cni_install import install_plugin
+from cni.records import read_record
+from enforcer.testbed.simulation import PYTHON, in_ns
 
 pytestmark = pytest.mark.kernel
 
@@ -115,7 +115,7 @@ def test_status_reports_an_unreachable_enforcer(bed, form) -> None:
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
 def test_the_installed_chain_with_portmap_bandwidth_and_firewall_wires_protected_pods(tmp_path, request, version: str, form: str) -> None:
     from builders import policy
-    from enforcer.simulation import Testbed
+    from enforcer.testbed.simulation import Testbed
 
     extra = ({"type": "portmap", "capabilities": {"portMappings": True}},
              {"type": "bandwidth", "capabilities": {"bandwidth": True}}, {"type": "firewall", "backend": "iptables"})

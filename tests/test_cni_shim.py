@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import pytest
 
 from cni import plugin
-from enforcer.records import PodRecord, read_record, write_record
+from cni.records import PodRecord, read_record, write_record
 
 PREV_RESULT = {
     "cniVersion": "1.0.0",
@@ -289,10 +289,10 @@ class InProcess:
     in-process plugin would change are recorded, not changed (this is the host's namespace)."""
 
     def __init__(self, root: Path, links: list) -> None:
-        from enforcer.cni_server import CniServer
+        from enforcer.node.cni_server import CniServer
         from enforcer.daemon import Enforcer, EnforcerConfig
-        from enforcer.fake_kernel import FakeKernel
-        from enforcer.source import DirectorySource
+        from enforcer.kernel.fake import FakeKernel
+        from enforcer.sources.directory import DirectorySource
 
         source = root / "source"
         source.mkdir()
@@ -326,13 +326,13 @@ def _prev(veth: str, ip: str) -> dict:
 @pytest.fixture
 def in_process(tmp_path, monkeypatch):
     links: list = []
-    monkeypatch.setattr("enforcer.cni_server.set_link", lambda ifname, **change: links.append((ifname, change)))
+    monkeypatch.setattr("enforcer.node.cni_server.set_link", lambda ifname, **change: links.append((ifname, change)))
     with InProcess(tmp_path, links) as node:
         yield node
 
 
 def _wait(what: str, fact: Callable[[], object]) -> None:
-    from enforcer.simulation import wait_until
+    from enforcer.testbed.simulation import wait_until
 
     wait_until(what, fact, timeout=60, poll=0.005)
 
@@ -371,7 +371,7 @@ def test_a_request_that_is_not_an_object_is_refused(in_process, request_) -> Non
 
 def test_a_spooled_add_is_run_when_the_server_starts_and_a_spooled_del_is_not(tmp_path, monkeypatch) -> None:
     links: list = []
-    monkeypatch.setattr("enforcer.cni_server.set_link", lambda ifname, **change: links.append((ifname, change)))
+    monkeypatch.setattr("enforcer.node.cni_server.set_link", lambda ifname, **change: links.append((ifname, change)))
     node = InProcess(tmp_path, links)
     pending = node.state_dir / "pending"
     pending.mkdir(parents=True)
@@ -404,7 +404,7 @@ def test_a_del_takes_back_a_spooled_add(in_process) -> None:
 @pytest.fixture(scope="module")
 def shim_bed(tmp_path_factory, shim):
     """One node whose plugin is the shim; x/a and x/b, no policy."""
-    from enforcer.simulation import Testbed
+    from enforcer.testbed.simulation import Testbed
 
     with Testbed(tmp_path_factory.mktemp("shim"), nodes=1, cni_form="shim", shim=shim) as bed:
         bed.namespace("x")
@@ -421,7 +421,7 @@ def _wire(node, key: str, own_changes: dict | None = None):
     """A pod's netns and bridge's ADD, then the shim's ADD with the node's entry (changed): (pod, code, output, prev)."""
     import uuid
 
-    from enforcer.simulation import Pod, sh
+    from enforcer.testbed.simulation import Pod, sh
 
     namespace, name = key.split("/")
     pod = Pod(namespace, name, node, f"{node.bed.prefix}-p{next(node.bed.counter)}", uuid.uuid4().hex, {"app": name}, [])
@@ -451,7 +451,7 @@ def test_an_add_while_the_enforcer_is_down_fails_so_the_runtime_tries_again_late
 
 @pytest.mark.kernel
 def test_a_fail_open_add_while_the_enforcer_is_down_is_run_by_the_enforcer_when_it_is_back(shim_bed) -> None:
-    from enforcer.simulation import in_ns, wait_until
+    from enforcer.testbed.simulation import in_ns, wait_until
 
     node = shim_bed.nodes[0]
     node.stop_enforcer()
@@ -495,7 +495,7 @@ def test_a_del_while_the_enforcer_is_down_removes_the_record(shim_bed) -> None:
 @pytest.mark.kernel
 def test_a_refused_registration_holds_the_veth_down_from_inside_the_enforcer(shim_bed) -> None:
     """The enforcer's container has a read-only /sys: the in-process plugin holds (and tags) over netlink."""
-    from enforcer.simulation import in_ns
+    from enforcer.testbed.simulation import in_ns
 
     node = shim_bed.nodes[0]
     a = shim_bed.pod("x/a")

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from builders import policy as np, random_policy
-from enforcer.simulation import in_ns
+from enforcer.testbed.simulation import in_ns
 from probes import assert_matrix
 from rules.evaluate import verdict
 from rules.load import state_from_objects
@@ -87,10 +87,10 @@ def test_random_policies_match_the_evaluator(bed, seed: int) -> None:
 
 LIVE_EXPLAIN = """
 import json, sys
-from enforcer.kernel import Kernel
-from enforcer.live import explain_live
+from enforcer.kernel.nftables import NftablesKernel
+from enforcer.audit.live import explain_live
 from rules.model import Protocol
-kernel = Kernel()
+kernel = NftablesKernel()
 for src, dst, port in json.loads(sys.argv[1]):
     print(json.dumps(explain_live(kernel, src, dst, port, Protocol.TCP)))
 """

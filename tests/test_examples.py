@@ -34,7 +34,7 @@ from click.testing import CliRunner
 from dataplane import Dataplane
 from enforcer.cli import main
 from rules.evaluate import verdict
-from rules.load import load_state
+from enforcer.sources.manifests import load_state
 from rules.model import Protocol
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "examples"

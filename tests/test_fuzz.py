@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 
 from builders import namespace, pod, policy
 from cni import plugin
-from enforcer import lean_json, records
-from enforcer.records import PodRecord, RecordError
+from cni import lean_json, records
+from cni.records import PodRecord, RecordError
 from rules.load import InvalidObject, state_from_objects
 from rules.model import ClusterState, PodInterface
 from rules.nft import render_text

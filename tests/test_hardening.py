@@ -22,8 +22,8 @@ import pytest
 
 from builders import policy
 from enforcer.daemon import record_interfaces
-from enforcer.records import read_all_records
-from enforcer.simulation import HEALTH_PORT, Pod, in_ns, sh, wait_until
+from cni.records import read_all_records
+from enforcer.testbed.simulation import HEALTH_PORT, Pod, in_ns, sh, wait_until
 from rules.drift import table_drift
 from rules.load import state_from_objects
 from rules.nft import Table
@@ -307,7 +307,7 @@ def test_a_storm_of_200_concurrent_adds_and_dels_with_enforcer_restarts_leaks_no
 
         # GC: the runtime lists the containers it still has; records of the others go.
         ghost = read_all_records(node.state_dir)[0][0]._replace(container_id="ghost" + uuid.uuid4().hex[:8], namespace="storm", name="ghost")
-        from enforcer.records import write_record
+        from cni.records import write_record
         write_record(node.state_dir, ghost)
         valid = [{"containerID": r.container_id, "ifname": "eth0"} for r in read_all_records(node.state_dir)[0] if r.name != "ghost"]
         gc = {"cniVersion": "1.1.0", "name": "podnet", "type": "nftpolicy", "stateDir": str(node.state_dir),

@@ -32,7 +32,7 @@ import pytest
 
 from builders import namespace, pod, policy
 from dataplane import Dataplane
-from enforcer.simulation import FACT_TIMEOUT, PROBE_TIMEOUT
+from enforcer.testbed.simulation import FACT_TIMEOUT, PROBE_TIMEOUT
 from netns import netns, nft
 from rules.evaluate import verdict
 from rules.load import InvalidObject, state_from_objects
@@ -393,7 +393,7 @@ def test_accepted_names_and_the_node_name_never_break_out_of_nft_strings(node: s
 
 
 def test_a_list_that_contains_itself_through_a_yaml_alias_is_refused_naming_the_file(tmp_path) -> None:
-    from rules.load import load_state
+    from enforcer.sources.manifests import load_state
 
     (tmp_path / "loop.yaml").write_text("kind: List\nitems: &a\n- {kind: List, items: *a}\n")
     with pytest.raises(InvalidObject, match="loop.yaml"):
@@ -411,7 +411,7 @@ def test_a_yaml_alias_bomb_is_refused_in_bounded_time(tmp_path) -> None:
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(_alias_bomb(9))
     assert bomb.stat().st_size < 1000
-    script = "import sys; from rules.load import load_state, InvalidObject\n" \
+    script = "import sys; from enforcer.sources.manifests import load_state; from rules.load import InvalidObject\n" \
              "try: load_state([sys.argv[1]]); print('loaded')\nexcept InvalidObject as e: print('InvalidObject', e)\n"
     try:
         result = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=5)
@@ -423,7 +423,7 @@ def test_a_yaml_alias_bomb_is_refused_in_bounded_time(tmp_path) -> None:
 @pytest.mark.parametrize("data", [bytes(range(256)) * 4, "kind: Namespace\nmetadata: {name: café}\n".encode("latin-1")],
                          ids=["binary garbage", "latin-1 text"])
 def test_a_file_that_is_not_utf8_is_refused_naming_the_file(tmp_path, data: bytes) -> None:
-    from rules.load import load_state
+    from enforcer.sources.manifests import load_state
 
     (tmp_path / "bad.yaml").write_bytes(data)
     with pytest.raises(InvalidObject, match="bad.yaml"):
@@ -442,7 +442,7 @@ B_CLOSED = {("x/b", "x/a"): False, ("x/a", "x/b"): False, ("y/c", "x/a"): False,
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory):
     """node-1 with x/a (app=a), x/b (app=b), y/c (app=c); x/a admits only app=b."""
-    from enforcer.simulation import Testbed
+    from enforcer.testbed.simulation import Testbed
 
     with Testbed(tmp_path_factory.mktemp("hostile"), nodes=1) as bed:
         bed.namespace("x", team="a")
@@ -482,8 +482,8 @@ def wait_for(node, what: str, predicate, timeout: float = FACT_TIMEOUT) -> None:
 
 def committed_records(node) -> bool:
     """The enforcer's last commit was computed from the record files as they are now."""
-    from enforcer.records import records_signature
-    from enforcer.source import signature_digest
+    from cni.records import records_signature
+    from enforcer.sources.directory import signature_digest
 
     status = node.status()
     return status.get("pid") == node.enforcer.pid and status.get("records") == signature_digest(records_signature(node.state_dir))
@@ -680,7 +680,7 @@ def plugin_executable(request, one_node) -> Path:
     installed beside it (the same conflist entry, so the same enforcer)."""
     if request.param == "python":
         return one_node.cni_bin / "nftpolicy"
-    from enforcer.cni_install import install_plugin
+    from enforcer.node.cni_install import install_plugin
 
     bin_dir = one_node.root / "cni-bin-shim"
     if not bin_dir.exists():
@@ -697,7 +697,7 @@ def plugin_call(node, executable: Path, stdin: bytes, env: dict) -> subprocess.C
 
 def node_snapshot(node) -> tuple:
     """What a plugin call must not change: links, tables, files outside the state dir, the enforcer."""
-    from enforcer.simulation import in_ns
+    from enforcer.testbed.simulation import in_ns
 
     files = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in node.bed.root.rglob("*")
                    if p.is_file() and node.state_dir not in p.parents and p.name not in ("enforcer.log", "denied.jsonl"))
@@ -806,7 +806,7 @@ def test_invalid_cni_calls_get_a_cni_error_and_change_nothing_on_the_node(one_no
 
 
 B5 = ("B5: strings from prevResult (and so from the pod records) reach the nft script unchecked and unescaped "
-      "(cni/plugin.py attachment, rules/ports.py bridge_table, enforcer/daemon.py record_interface)")
+      "(cni/plugin.py attachment, rules/bridge.py bridge_table, enforcer/daemon.py record_interface)")
 B6 = ("B6: cni/plugin.py tag_interface opens /sys/class/net/<prevResult name>/ifalias with the name unchecked: "
       "'../' climbs out and writes a file anywhere")
 
@@ -877,7 +877,7 @@ def test_a_corrupt_status_file_is_rewritten_without_waiting_for_a_change(one_nod
 
 @kernel
 def test_verify_with_a_corrupt_status_file_does_not_report_drift(one_node) -> None:
-    from enforcer.simulation import in_ns
+    from enforcer.testbed.simulation import in_ns
 
     bed, node = one_node, one_node.nodes[0]
 

@@ -18,7 +18,7 @@ import yaml
 
 from builders import policy
 from test_load import INVALID_POLICIES
-from enforcer.simulation import Testbed, in_ns, wait_until
+from enforcer.testbed.simulation import Testbed, in_ns, wait_until
 from kube import REPO, ApiCluster, ControlPlane
 from probes import assert_matrix
 
@@ -225,7 +225,7 @@ def test_an_expired_watch_is_answered_by_a_relist(cluster) -> None:
     wait_until("etcd to compact resourceVersion 1 away", lambda: cp.compacted(1), poll=1)  # the script resumes from it
     script = (
         "import threading\n"
-        "from enforcer.api_source import ApiSource, api_client\n"
+        "from enforcer.sources.kubernetes import ApiSource, api_client\n"
         f"source = ApiSource(api_client({str(cp.enforcer_kubeconfig)!r}))\n"
         "kind = next(k for k in source.kinds if k.kind == 'NetworkPolicy')\n"
         "print('fresh', source._watch(kind, source._relist(kind), threading.Event()) is not None)\n"

@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from builders import policy
-from rules.load import InvalidObject, load_state, parse_network_policy, state_from_objects
+from enforcer.sources.manifests import load_state
+from rules.load import InvalidObject, parse_network_policy, state_from_objects
 from rules.model import Direction, NAMESPACE_NAME_LABEL, Protocol
 
 INVALID_POLICIES = [

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from builders import policy
-from enforcer.records import read_record
-from enforcer.simulation import CONFIRM_TIMEOUT, PROBE_TIMEOUT, Pod, in_ns, wait_until
+from cni.records import read_record
+from enforcer.testbed.simulation import CONFIRM_TIMEOUT, PROBE_TIMEOUT, Pod, in_ns, wait_until
 
 pytestmark = pytest.mark.kernel
 

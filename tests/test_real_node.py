@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.simulation import FACT_TIMEOUT, wait_until
+from enforcer.testbed.simulation import FACT_TIMEOUT, wait_until
 from kube import REPO
 
 pytestmark = pytest.mark.cluster

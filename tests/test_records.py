@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from enforcer.records import PodRecord, RecordError, read_all_records, read_record, records_signature, remove_record, write_record
+from cni.records import PodRecord, RecordError, read_all_records, read_record, records_signature, remove_record, write_record
 
 RECORD = PodRecord("c0ffee", "x", "a", "uid-1", "veth1234", "02:00:00:00:00:01", ("10.0.0.2", "fd00::2"), "/var/run/netns/p", "eth0")
 

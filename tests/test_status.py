@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from builders import namespace, pod, policy
-from enforcer.cni_server import CniServer
+from enforcer.node.cni_server import CniServer
 from enforcer.daemon import Enforcer, EnforcerConfig
-from enforcer.fake_kernel import FakeKernel
-from enforcer.records import PodRecord, records_signature, write_record
-from enforcer.source import DirectorySource, signature_digest
+from enforcer.kernel.fake import FakeKernel
+from cni.records import PodRecord, records_signature, write_record
+from enforcer.sources.directory import DirectorySource, signature_digest
 
 WAIT = 60.0  # an upper bound for facts that come within milliseconds on a quiet machine
 

@@ -16,7 +16,7 @@ import (
 	"unicode/utf8"
 )
 
-// As cni/plugin.py and enforcer/records.py have them.
+// As cni/plugin.py and cni/records.py have them.
 var supportedVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
 
 const (
@@ -57,7 +57,7 @@ func fail(code int, format string, args ...interface{}) *cniError {
 	return &cniError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// request and reply are the exchange with the enforcer (enforcer/cni_server.py).
+// request and reply are the exchange with the enforcer (enforcer/node/cni_server.py).
 type request struct {
 	Command string            `json:"command"`
 	Env     map[string]string `json:"env"`
@@ -332,7 +332,7 @@ func (c *invocation) delWithoutEnforcer(s settings, problem string) (int, error)
 	return 0, nil
 }
 
-// containerID is CNI_CONTAINERID, checked as enforcer/records.py checks it: it names files.
+// containerID is CNI_CONTAINERID, checked as cni/records.py checks it: it names files.
 func (c *invocation) containerID(doing string) (string, error) {
 	id := c.env["CNI_CONTAINERID"]
 	if id == "" {

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rules.evaluate import DirectionVerdict, Endpoint, Verdict, verdict
-from rules.load import InvalidObject, load_state
+from enforcer.sources.manifests import load_state
+from rules.load import InvalidObject
 from rules.model import ClusterState, IPAddress, Pod, Protocol
 from rules.nft import render_json, render_text
 from rules.translate import desired_ruleset

@@ -26,12 +26,12 @@ import shutil
 import stat
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # where the cni package lies
 PLUGIN = "nftpolicy"
 SHIM = Path("/opt/nftpolicy/cni/nftpolicy")  # where the image has the shim (Dockerfile)
 FORMS = ("shim", "python")
-# What the plugin imports: its own package and the record format it shares with the enforcer.
-PLUGIN_FILES = ("cni/__init__.py", "cni/plugin.py", "enforcer/__init__.py", "enforcer/records.py", "enforcer/lean_json.py")
+# The python form ships the ``cni`` package alone: stdlib only, it imports nothing else.
+PLUGIN_FILES = ("cni/__init__.py", "cni/plugin.py", "cni/records.py", "cni/lean_json.py")
 BACKUP_SUFFIX = ".nftpolicy-backup"
 
 

@@ -11,7 +11,8 @@ import hashlib
 import time
 from pathlib import Path
 
-from rules.load import InvalidObject, load_state
+from enforcer.sources.manifests import load_state
+from rules.load import InvalidObject
 from rules.model import ClusterState
 
 

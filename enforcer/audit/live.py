@@ -38,7 +38,7 @@ def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: Protoc
 def dump_live(kernel: Kernel, node: str, state_dir: str, state=None) -> dict[str, Any]:
     """This node's live rules per local pod, named from the CNI records (and,
     given a cluster state, remote peers named too)."""
-    from enforcer.records import read_all_records
+    from cni.records import read_all_records
     from rules.audit import dump
 
     table = kernel.read("inet", "nftpolicy")

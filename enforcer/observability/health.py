@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from enforcer.daemon import Enforcer
-from enforcer.metrics import metrics
+from enforcer.observability.metrics import metrics
 
 
 def health(enforcer: Enforcer, stale_after: float) -> tuple[bool, str]:

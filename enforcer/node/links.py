@@ -2,7 +2,7 @@
 rules are in the kernel, and know which bridge ports are not on a pod bridge
 (the bridge table checks every other port, whatever its name). And
 ``set_link``, one rtnetlink request without pyroute2, with which the plugin
-run in-process (enforcer/cni_server.py) tags and holds veths."""
+run in-process (enforcer/node/cni_server.py) tags and holds veths."""
 from __future__ import annotations
 
 import errno

@@ -14,7 +14,7 @@ import _socket  # not ``socket``: this module is on the CNI plugin's start-up pa
 import _thread  # not ``threading``: the same
 import os
 
-from enforcer import lean_json
+from cni import lean_json
 
 DEFAULT_STATE_DIR = "/var/lib/nftpolicy"
 DEFAULT_SOCKET = "/run/nftpolicy/cni.sock"

@@ -1,4 +1,4 @@
-"""The kernel edge: the only module that talks to nftables (libnftables through
+"""The kernel backend: the only module that talks to nftables (libnftables through
 its Python binding). Transactions go in as nft scripts, one atomic batch each;
 the text form keeps every comment (nft 1.0.6's JSON parser drops chain and
 set comments)."""
@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from enforcer.kernel import KernelError
 from rules.nft import Chain, Hook, Set, Table, Transaction
 from rules.nft_json import table_from_json
 
 
-class KernelError(RuntimeError):
-    """The kernel refused a transaction; nothing of it was applied."""
-
-
-class Kernel:
+class NftablesKernel:
     def __init__(self) -> None:
         import nftables  # Debian's python3-nftables, over libnftables
 

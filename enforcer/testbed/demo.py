@@ -17,9 +17,9 @@ from pathlib import Path
 import click
 import yaml
 
-from enforcer.simulation import Pod, Testbed, expected, observed
+from enforcer.testbed.simulation import Pod, Testbed, expected, observed
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data; manifests/examples links here
 
 
 def _first_tcp_port(pod: Pod) -> int:

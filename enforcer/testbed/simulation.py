@@ -33,16 +33,16 @@ from typing import Any, Callable
 
 import yaml
 
-from enforcer.cni_install import SHIM, active_conf, install
-from enforcer.records import records_signature
-from enforcer.source import DirectorySource, signature_digest
+from enforcer.node.cni_install import SHIM, active_conf, install
+from cni.records import records_signature
+from enforcer.sources.directory import DirectorySource, signature_digest
 from rules.evaluate import verdict
 from rules.load import state_from_objects
 from rules.matrix import Matrix
 
 SYSTEM_CNI = Path("/usr/lib/cni")
 PYTHON = sys.executable
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AGENT = Path(__file__).resolve().parent / "probe_agent.py"
 TCP_PORTS = (80, 81, 8080)
 # Debian's plugins (1.1.1) stop at spec 1.0.0, whose result format 1.1.0 keeps:
