@@ -747,7 +747,7 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     annotations = phase("annotations", lambda: annotation_rounds(api, enforcer, s, args.rounds))
     namespaces = phase("namespaces", lambda: namespace_rounds(api, enforcer, args.rounds))
     steady = enforcer.memory_mib()
-    metrics = [line for line in enforcer.observability.metrics().splitlines() if line.startswith("nftpolicy_change_commit_seconds")]
+    metrics = [line for line in enforcer.metrics().splitlines() if line.startswith("nftpolicy_change_commit_seconds")]
     print("restart with the tables in place", flush=True)
     enforcer.stop()
     restart = start(enforcer)

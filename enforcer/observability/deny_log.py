@@ -24,7 +24,7 @@ def describe(packet: LoggedPacket, enforcer: Enforcer) -> dict | None:
     _, direction, chain_name = words
     state = enforcer.source.state
     owners = {str(ip): p.key for p in (state.pods if state else ()) if p.is_policy_target for ip in p.ips}
-    owners.update({ip: r.key for r in cni.records for ip in r.ips})
+    owners.update({ip: r.key for r in enforcer.records for ip in r.ips})
     table = enforcer.applied.get(("inet", "nftpolicy"))
     chain = table.chain(chain_name) if table else None
     policies = [r.comment.rsplit(" ", 1)[0] for r in (chain.rules if chain else ()) if r.comment and r.comment.endswith(f" {direction}")]
