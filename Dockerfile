@@ -26,7 +26,7 @@ COPY cni /src/cni
 RUN python3 -m venv --system-site-packages /opt/nftpolicy \
  && /opt/nftpolicy/bin/pip install --no-cache-dir /src \
  && rm -rf /src
-# `nftpolicy cni install` installs this by default (enforcer/cni_install.py SHIM).
+# `nftpolicy cni install` installs this by default (enforcer/node/cni_install.py SHIM).
 COPY --from=shim /out/nftpolicy /opt/nftpolicy/cni/nftpolicy
 ENV PATH=/opt/nftpolicy/bin:$PATH
 # Root, with every capability dropped but NET_ADMIN and NET_RAW (see the

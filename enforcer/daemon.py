@@ -27,6 +27,7 @@ from enforcer.kernel import Kernel, KernelError
 from cni.records import PodRecord, RecordError, read_record, records_signature, remove_record, write_record
 from enforcer.sources.directory import signature_digest
 from rules.model import ClusterState, PodInterface
+from rules.naming import BRIDGE_TABLE, POD_PORTS_SET, POLICY_TABLE
 from rules.nft import Ruleset, Str, Table
 from rules.drift import table_drift
 from rules.plan import plan, preload
@@ -190,7 +191,7 @@ class Enforcer:
             self.sync_failures += 1
             log.error("sync failed, previous ruleset stays in force: %s", e)
             return False
-        before = self.applied.get(("inet", "nftpolicy"))
+        before = self.applied.get(POLICY_TABLE)
         self.applied = {(t.family, t.name): t for t in desired.tables}
         self.committed = inputs
         self.sync_count += 1
@@ -209,7 +210,7 @@ class Enforcer:
         log.info("sync %d: %d commands in %.1f ms%s", self.sync_count, self.last_commands, elapsed * 1000, latency)
         self._release_held()
         self._write_status()
-        inet = self.applied[("inet", "nftpolicy")]
+        inet = self.applied[POLICY_TABLE]
         if self.cutter is not None and self.config.cut_established and before is not None and before != inet:
             with self._cond:  # the cut thread takes the newest table; older requests are covered by it
                 self._cut_request = (inet, {ip for i in interfaces for ip in i.ips})
@@ -275,8 +276,8 @@ class Enforcer:
 
     def is_programmed(self, record: PodRecord) -> bool:
         """Whether the last commit holds the pod's port and addresses."""
-        bridge = self.applied.get(("bridge", "nftpolicy"))
-        ports = bridge.set("pod-ports") if bridge else None
+        bridge = self.applied.get(BRIDGE_TABLE)
+        ports = bridge.set(POD_PORTS_SET) if bridge else None
         return ports is not None and Str(record.host_ifname) in ports.elements
 
     def detect_drift(self) -> list[str]:

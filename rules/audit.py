@@ -10,7 +10,8 @@ from typing import Any, Mapping
 
 from rules.model import Direction
 from rules.nft import Counter, Match, SetRef, Table, Verdict
-from rules.translate import FAMILIES, dispatch_map_name
+from rules.naming import dispatch_map_name, is_named_port_set, policy_of
+from rules.translate import FAMILIES
 
 SCHEMA = "nftpolicy.dump/v1"
 
@@ -25,7 +26,7 @@ def _rule_entry(table: Table, rule, names: Mapping[str, str]) -> dict[str, Any]:
     for stmt in rule.statements:
         if isinstance(stmt, Match) and isinstance(stmt.right, SetRef):
             s = table.set(stmt.right.name)
-            if s is not None and not s.name.startswith("port-"):
+            if s is not None and not is_named_port_set(s.name):
                 members = [str(e.text() if hasattr(e, "text") else e) for e in s.elements]
                 peers.append({"set": s.name, "describes": s.comment,
                               "members": [f"{names[m]} ({m})" if m in names else m for m in members]})
@@ -41,7 +42,7 @@ def _direction(table: Table, chain_name: str | None, names: Mapping[str, str]) -
     for rule in isolate.rules if isolate else ():
         verdict = next((s for s in rule.statements if isinstance(s, Verdict)), None)
         if verdict and verdict.kind == "jump":
-            policies.append((rule.comment or verdict.target).rsplit(" ", 1)[0])
+            policies.append(policy_of(rule.comment or verdict.target))
             chain = table.chain(verdict.target)
             rules += [_rule_entry(table, r, names) for r in (chain.rules if chain else ())]
         elif verdict and verdict.kind == "drop":

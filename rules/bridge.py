@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from rules.model import ClusterState, Pod, PodInterface
+from rules.naming import BRIDGE_TABLE, FOREIGN_PORTS_SET, POD_PORTS_SET
 from rules.nft import (ACCEPT, DROP, AnonSet, Chain, Concat, Counter, Hook, Match, Meta, Payload, Prefix, RawPayload, Rule, Set, SetRef, Str,
                        Table)
 
@@ -83,8 +84,8 @@ def bridge_table(interfaces: Iterable[PodInterface], foreign_ports: Iterable[str
     interfaces = sorted(interfaces, key=lambda i: i.host_ifname)
     iif, oif = Meta("iifname"), Meta("oifname")
     sets = (
-        Set("pod-ports", ("ifname",), "host veths of registered pods", (), tuple(Str(n) for n in sorted({i.host_ifname for i in interfaces}))),
-        Set("foreign-ports", ("ifname",), "ports of bridges that are not pod bridges", (), tuple(Str(n) for n in sorted(set(foreign_ports)))),
+        Set(POD_PORTS_SET, ("ifname",), "host veths of registered pods", (), tuple(Str(n) for n in sorted({i.host_ifname for i in interfaces}))),
+        Set(FOREIGN_PORTS_SET, ("ifname",), "ports of bridges that are not pod bridges", (), tuple(Str(n) for n in sorted(set(foreign_ports)))),
         Set("port-macs", ("ifname", "ether_addr"), "each pod port's MAC", (),
             tuple(sorted({Concat((Str(i.host_ifname), i.mac)) for i in interfaces if i.mac}, key=repr))),
         Set("port-ipv4", ("ifname", "ipv4_addr"), "each pod port's IPv4 addresses", (), _port_pairs(interfaces, 4)),
@@ -96,7 +97,7 @@ def bridge_table(interfaces: Iterable[PodInterface], foreign_ports: Iterable[str
             _nd_targets(interfaces), typeof="iifname . @th,64,128"),
     )
     from_pods = (
-        Rule((Match(iif, SetRef("foreign-ports")), ACCEPT), "a port of a bridge that is not a pod bridge"),
+        Rule((Match(iif, SetRef(FOREIGN_PORTS_SET)), ACCEPT), "a port of a bridge that is not a pod bridge"),
         Rule((Match(Concat((iif, Payload("ether", "saddr"))), SetRef("port-macs"), "!="), Counter(), DROP),
              "source MAC is not the port's pod's, or the port is not registered"),
         # ether type, not meta protocol: the kernel takes a VLAN tag out of the
@@ -123,12 +124,11 @@ def bridge_table(interfaces: Iterable[PodInterface], foreign_ports: Iterable[str
              "IPv6 source is not the pod's"),
     )
     to_pods = (
-        Rule((Match(oif, SetRef("foreign-ports"), "!="), Match(oif, SetRef("pod-ports"), "!="), Counter(), DROP),
+        Rule((Match(oif, SetRef(FOREIGN_PORTS_SET), "!="), Match(oif, SetRef(POD_PORTS_SET), "!="), Counter(), DROP),
              "the port is not registered: its pod is not protected yet"),
     )
     return Table(
-        "bridge",
-        "nftpolicy",
+        *BRIDGE_TABLE,
         "nftpolicy: each pod port sends only its pod's addresses",
         chains=(
             Chain("from-pods", "anti-spoofing on frames from pod ports", Hook("filter", "prerouting", BRIDGE_PRIORITY), from_pods),

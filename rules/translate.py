@@ -1,27 +1,9 @@
 """Cluster state to the nftables ruleset one node needs: ``desired_ruleset()``.
 
-Shape of the ``inet nftpolicy`` table (stable names, greppable in
-``nft list ruleset``):
-
-    chain forward              base chain: replies pass, then one verdict-map
-                               lookup on the source (egress of a local pod)
-    chain ingress-dispatch     one verdict-map lookup on the destination
-                               (ingress of a local pod), else accept
-    map egress-pods-v4|v6      local pod IP -> goto isolate-egress-HASH
-    map ingress-pods-v4|v6     local pod IP -> goto isolate-ingress-HASH
-    chain isolate-DIR-HASH     one per distinct set of policies isolating pods:
-                               pods selected by the same policies share it;
-                               jumps to each policy's chain, then drops
-    chain policy-DIR-HASH-NS/NAME   the rules of one policy for one direction;
-                               a rule that matches accepts (ingress) or goes on
-                               to the ingress check (egress)
-    set peer-HASH-v4|v6        IPs of the pods a selector peer names, one per
-                               distinct (namespace scope, selector)
-    set cidr-HASH-v4|v6        an ipBlock: cidr minus except, as intervals
-    set local-port-PROTO-NAME-v4|v6  pod IP . port for each of this node's
-                               pods that gives a named port that number
-                               (ingress: the destination is always local)
-    set port-PROTO-NAME-v4|v6  the same for every pod (egress)
+The ``inet nftpolicy`` table: local pod IPs map to one isolation chain per
+distinct set of isolating policies, which jumps to each policy's chain and
+then drops; peers, ipBlocks and named ports are sets (names and comments:
+``rules.naming``).
 
 Per-packet cost: established traffic stops at the first rule; a new
 connection costs two hash lookups plus the rules of the policies that select
@@ -31,9 +13,7 @@ with distinct selectors; elements with the pods those selectors name.
 """
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
@@ -78,23 +58,16 @@ from rules.nft import (
     jump,
 )
 from rules.bridge import bridge_table, with_interfaces
+from rules.naming import (DISPATCH_CHAIN, FORWARD_CHAIN, POLICY_TABLE, deny_log_prefix, dispatch_map_name, ip_block_set_name,
+                          isolate_chain_name, named_port_set_name, peer_set_name, policy_chain_name, policy_comment, rule_comment)
 from rules.selection import policy_selects
 
-TABLE = "nftpolicy"
 FAMILIES = (4, 6)
 FORWARD_PRIORITY = 0  # filter: after kube-proxy's DNAT, so Service traffic is policed on the pod address
-NAME_MAX = 200  # nft allows 256; leaves room for prefixes and suffixes
 DENY_LOG_RATE, DENY_LOG_BURST = 10, 20  # denied packets logged per second per isolation chain
 
-DISPATCH_CHAIN = "ingress-dispatch"
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 
-
-@functools.lru_cache(maxsize=1 << 16)
-def short_hash(*parts: str) -> str:
-    """Eight stable characters that keep names unique after truncation."""
-    digest = hashlib.sha256("\0".join(parts).encode()).digest()
-    return base64.b32encode(digest)[:8].decode().lower()
 
 
 def _addr_payload(family: int, field: str) -> Payload:
@@ -103,18 +76,6 @@ def _addr_payload(family: int, field: str) -> Payload:
 
 def _addr_type(family: int) -> str:
     return "ipv4_addr" if family == 4 else "ipv6_addr"
-
-
-def dispatch_map_name(direction: Direction, family: int) -> str:
-    return f"{direction.field}-pods-v{family}"
-
-
-def policy_chain_name(policy: NetworkPolicy, direction: Direction) -> str:
-    return f"policy-{direction.field}-{short_hash(policy.key, direction.field)}-{policy.key}"[:NAME_MAX]
-
-
-def isolate_chain_name(direction: Direction, policies: tuple[NetworkPolicy, ...]) -> str:
-    return f"isolate-{direction.field}-{short_hash(*(p.key for p in policies))}"
 
 
 @dataclass(frozen=True)
@@ -152,16 +113,7 @@ class SelectorScope:
 
     @functools.lru_cache(maxsize=1 << 16)
     def set_name(self, family: int) -> str:
-        return f"peer-{short_hash(repr(self))}-v{family}"
-
-
-def ip_block_set_name(block: IPBlock) -> str:
-    return f"cidr-{short_hash(block.describe())}-v{block.cidr.version}"
-
-
-def named_port_set_name(protocol: Protocol, name: str, family: int, direction: Direction) -> str:
-    scope = "local-" if direction is Direction.INGRESS else ""
-    return f"{scope}port-{protocol.value.lower()}-{name}-v{family}"
+        return peer_set_name(repr(self), family)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -358,16 +310,12 @@ class _Builder:
                         set_name = self.named_port_set(protocol, port_name, family, direction)
                         dport = Payload(protocol.value.lower(), "dport")
                         matches.append(Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(set_name)))
-                    where = f"{policy.key} {direction.field}[{index}]"
-                    if j is not None:
-                        where += f".{direction.peers_field}[{j}]"
-                    if kind == "named":
-                        where += f" port {group[1]}"
+                    where = rule_comment(policy.key, direction, index, j, group[1] if kind == "named" else None)
                     out.append(Rule((*matches, Counter(), verdict), where))
         return out
 
     def policy_chain(self, policy: NetworkPolicy, direction: Direction) -> Chain:
-        name = policy_chain_name(policy, direction)
+        name = policy_chain_name(policy.key, direction)
         hit = self.memo.chain(name, policy)
         if hit is not None:
             chain, needs = hit
@@ -378,7 +326,7 @@ class _Builder:
         rules = [r for i, rule in enumerate(policy.rules(direction)) for r in self.rules_for(policy, direction, i, rule)]
         needs, self._needs = tuple(self._needs), None
         # The comment depends on the name alone: an existing chain keeps its comment when its rules change.
-        chain = Chain(name, f"{policy.key} {direction.field}", None, tuple(rules))
+        chain = Chain(name, policy_comment(policy.key, direction), None, tuple(rules))
         self.memo.keep_chain(name, policy, chain, needs)
         return chain
 
@@ -421,7 +369,7 @@ def _base_chains() -> list[Chain]:
         Rule((ACCEPT,), "destination not isolated for ingress"),
     ]
     return [
-        Chain("forward", "NetworkPolicy for pod traffic", Hook("filter", "forward", FORWARD_PRIORITY), tuple(forward_rules)),
+        Chain(FORWARD_CHAIN, "NetworkPolicy for pod traffic", Hook("filter", "forward", FORWARD_PRIORITY), tuple(forward_rules)),
         Chain(DISPATCH_CHAIN, "ingress check, after the source's egress allowed the flow", None, tuple(dispatch_rules)),
     ]
 
@@ -445,11 +393,6 @@ def _dispatch_map(direction: Direction, family: int, entries: dict) -> Set:
         tuple((str(ip), goto(chain)) for ip, chain in sorted(entries.items(), key=lambda e: int(e[0]))),
         map_verdicts=True,
     )
-
-
-def deny_log_prefix(direction: Direction, isolate_chain: str) -> str:
-    """What a denied packet's log line starts with: the direction and the chain that dropped it."""
-    return f"nftpolicy {direction.field} {isolate_chain} "
 
 
 def desired_ruleset(
@@ -484,10 +427,10 @@ def desired_ruleset(
             policies = isolating_policies(state, pod, direction)
             if not policies:
                 continue
-            isolate = isolate_chain_name(direction, policies)
+            isolate = isolate_chain_name(direction, tuple(p.key for p in policies))
             if isolate not in isolate_chains:
                 for p in policies:
-                    name = policy_chain_name(p, direction)
+                    name = policy_chain_name(p.key, direction)
                     if name not in policy_chains:
                         policy_chains[name] = builder.policy_chain(p, direction)
                 logging = (
@@ -500,7 +443,7 @@ def desired_ruleset(
                     f"pods isolated for {direction.field} by {', '.join(p.key for p in policies)}",
                     None,
                     (
-                        *(Rule((jump(policy_chain_name(p, direction)),), f"{p.key} {direction.field}") for p in policies),
+                        *(Rule((jump(policy_chain_name(p.key, direction)),), policy_comment(p.key, direction)) for p in policies),
                         *logging,
                         Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"),
                     ),
@@ -516,8 +459,7 @@ def desired_ruleset(
         return sorted(chains.values(), key=lambda c: c.name)
 
     table = Table(
-        "inet",
-        TABLE,
+        *POLICY_TABLE,
         f"nftpolicy: NetworkPolicy for pods on node {node}",
         chains=tuple(_base_chains() + by_name(isolate_chains) + by_name(policy_chains)),
         sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name))

@@ -6,6 +6,7 @@ from typing import Any
 
 from enforcer.kernel import Kernel, KernelError
 from rules.model import Protocol
+from rules.naming import POLICY_TABLE
 from rules.trace import L4_NAMES, Packet, Tracer
 
 
@@ -17,7 +18,7 @@ def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: Protoc
     maps back to ``NS/NAME ingress[i]``. This node decides only for its own
     pods: the egress of a local source and the ingress of a local destination.
     """
-    table = kernel.read("inet", "nftpolicy")
+    table = kernel.read(*POLICY_TABLE)
     if table is None:
         raise KernelError("no table inet nftpolicy on this node: is the enforcer running?")
     packet = Packet(ipaddress.ip_address(src), ipaddress.ip_address(dst), L4_NAMES[protocol.value], port)
@@ -41,7 +42,7 @@ def dump_live(kernel: Kernel, node: str, state_dir: str, state=None) -> dict[str
     from cni.records import read_all_records
     from rules.audit import dump
 
-    table = kernel.read("inet", "nftpolicy")
+    table = kernel.read(*POLICY_TABLE)
     if table is None:
         raise KernelError("no table inet nftpolicy on this node: is the enforcer running?")
     names: dict[str, str] = {}

@@ -12,22 +12,23 @@ from typing import TextIO
 
 from enforcer.daemon import Enforcer
 from enforcer.node.nflog import LoggedPacket, NflogReader
+from rules.naming import POLICY_TABLE, is_direction_comment, parse_deny_log_prefix, policy_of
 
 log = logging.getLogger("nftpolicy.denied")
 
 
 def describe(packet: LoggedPacket, enforcer: Enforcer) -> dict | None:
     """The log line for one packet; None when the prefix is not one of ours."""
-    words = packet.prefix.split()
-    if len(words) != 3 or words[0] != "nftpolicy":
+    parsed = parse_deny_log_prefix(packet.prefix)
+    if parsed is None:
         return None
-    _, direction, chain_name = words
+    direction, chain_name = parsed
     state = enforcer.source.state
     owners = {str(ip): p.key for p in (state.pods if state else ()) if p.is_policy_target for ip in p.ips}
     owners.update({ip: r.key for r in enforcer.records for ip in r.ips})
-    table = enforcer.applied.get(("inet", "nftpolicy"))
+    table = enforcer.applied.get(POLICY_TABLE)
     chain = table.chain(chain_name) if table else None
-    policies = [r.comment.rsplit(" ", 1)[0] for r in (chain.rules if chain else ()) if r.comment and r.comment.endswith(f" {direction}")]
+    policies = [policy_of(r.comment) for r in (chain.rules if chain else ()) if r.comment and is_direction_comment(r.comment, direction)]
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "node": enforcer.config.node,

@@ -7,6 +7,7 @@ dropped for each set of policies isolating pods.
 """
 from __future__ import annotations
 
+from rules.naming import POLICY_TABLE, is_isolate_chain, is_policy_chain, isolate_chain_direction, policy_of
 from rules.nft import Counter, Verdict
 from enforcer.daemon import Enforcer
 from enforcer.kernel import KernelError
@@ -59,7 +60,7 @@ def metrics(enforcer: Enforcer) -> str:
               "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
               "# TYPE nftpolicy_denied_packets_total counter"]
     try:
-        live = enforcer.kernel.read("inet", "nftpolicy", elements=False) if enforcer.applied else None
+        live = enforcer.kernel.read(*POLICY_TABLE, elements=False) if enforcer.applied else None
     except KernelError:
         live = None
     allowed: dict[str, int] = {}
@@ -69,12 +70,12 @@ def metrics(enforcer: Enforcer) -> str:
             verdict = next((s for s in rule.statements if isinstance(s, Verdict)), None)
             if counter is None or verdict is None:
                 continue
-            if chain.name.startswith("policy-") and rule.comment:
+            if is_policy_chain(chain.name) and rule.comment:
                 allowed[rule.comment] = allowed.get(rule.comment, 0) + counter.packets
-            elif chain.name.startswith("isolate-") and verdict.kind == "drop":
-                policies = ",".join(r.comment.rsplit(" ", 1)[0] for r in chain.rules
+            elif is_isolate_chain(chain.name) and verdict.kind == "drop":
+                policies = ",".join(policy_of(r.comment) for r in chain.rules
                                     if r.comment and any(isinstance(s, Verdict) and s.kind == "jump" for s in r.statements))
-                direction = chain.name.split("-")[1]
+                direction = isolate_chain_direction(chain.name)
                 lines.append(f'nftpolicy_denied_packets_total{{direction="{direction}",policies="{_label(policies)}"}} {counter.packets}')
     lines += [f'nftpolicy_policy_rule_packets_total{{rule="{_label(r)}"}} {n}' for r, n in sorted(allowed.items())]
     return "\n".join(lines) + "\n"
