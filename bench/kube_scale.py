@@ -255,7 +255,8 @@ class EnforcerProcess:
 def baseline_rss_mib() -> float:
     """RSS of a Python interpreter that imported what the enforcer imports, with nothing loaded."""
     code = ("import enforcer.cli, enforcer.sources.kubernetes, enforcer.daemon, enforcer.observability.health, enforcer.node.cni_server, "
-            "enforcer.node.conntrack, enforcer.node.links, enforcer.observability.metrics; from enforcer.kernel.nftables import NftablesKernel; NftablesKernel(); "
+            "enforcer.node.conntrack, enforcer.node.netlink, enforcer.observability.metrics; "
+            "from enforcer.kernel.nftables import NftablesKernel; NftablesKernel(); "
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])")
     return int(sh(PYTHON, "-c", code).stdout.strip()) / 1024
 

@@ -22,13 +22,13 @@ import _socket  # not ``socket``: its enum import costs start-up time
 import os
 import sys
 
+from cni import lean_json
+from cni.records import (DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, interface_name_problem, ip_problem,
+                         mac_problem, read_all_records, read_record, remove_record, write_record)
+
 TYPE_CHECKING = False  # typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
     from typing import Any, Mapping, TextIO
-
-from cni import lean_json
-from cni.records import (DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, interface_name_problem, ip_problem,
-                              mac_problem, read_all_records, read_record, remove_record, write_record)
 
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 DEFAULT_TIMEOUT = 10.0

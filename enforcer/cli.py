@@ -158,7 +158,7 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
     from enforcer.node.conntrack import ConnectionCutter
     from enforcer.daemon import Enforcer, EnforcerConfig
     from enforcer.kernel.nftables import NftablesKernel
-    from enforcer.node.links import Links
+    from enforcer.node.netlink import Links
 
     if sum(map(bool, (source_dir, kubeconfig, in_cluster))) != 1:
         _fail("enforce: give exactly one of --source DIR, --kubeconfig PATH, --in-cluster")
@@ -260,7 +260,7 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
     from enforcer.daemon import record_interfaces
     from enforcer.kernel import KernelError
     from enforcer.kernel.nftables import NftablesKernel
-    from enforcer.node.links import Links
+    from enforcer.node.netlink import Links
     from cni.records import read_all_records
     from rules.drift import table_drift
     from rules.translate import desired_ruleset

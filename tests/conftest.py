@@ -1,7 +1,22 @@
-"""Fixtures: a test bed of simulated nodes, shared by the dataplane tests of a module."""
+"""Fixtures: a test bed of simulated nodes, shared by the dataplane tests of a
+module. Hypothesis runs derandomized under HYPOTHESIS_PROFILE=ci (CI sets it),
+so a CI failure reproduces with the same examples."""
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Kernel and cluster tests fail, never skip, where they cannot run."""
+    needs = [m for m in ("kernel", "cluster") if item.get_closest_marker(m)]
+    if needs and os.geteuid() != 0:
+        pytest.fail(f"{item.nodeid}: marked {', '.join(needs)}: needs root (network namespaces, nftables)", pytrace=False)
 
 from enforcer.testbed.simulation import Testbed, build_shim
 

@@ -8,8 +8,6 @@ manifests/base/rbac.yaml, so tests run it with exactly that identity.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path

@@ -751,7 +751,8 @@ def test_source_routed_packets_are_not_honoured(bed, net, node_agents) -> None:
             shots.append(Shot(f"{attacker}: SYN to the node, {label}", net.wire(attacker), [frame], net.wire(victim),
                               lambda f, b=nonce(n): b in bytes(f)))
         n = marker()
-        frame = ether() / IPv6(src=src.ip(6), dst=GW[6]) / IPv6ExtHdrRouting(type=0, segleft=1, addresses=[net.ip("x/a", 6)]) / TCP(sport=n, dport=80) / nonce(n)
+        routing = IPv6ExtHdrRouting(type=0, segleft=1, addresses=[net.ip("x/a", 6)])
+        frame = ether() / IPv6(src=src.ip(6), dst=GW[6]) / routing / TCP(sport=n, dport=80) / nonce(n)
         shots.append(Shot(f"{attacker}: IPv6 SYN to the node, routing header type 0 via x/a", net.wire(attacker), [frame], net.wire("x/a"),
                           lambda f, b=nonce(n): b in bytes(f)))
         shots.append(Shot(f"{attacker}: the node answers that routing header with a parameter problem", net.wire(attacker), [],

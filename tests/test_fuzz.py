@@ -48,9 +48,9 @@ from strategies import cluster_states
 
 # Bounded: about 15 s for the whole file on this 2-core machine; deadlines are
 # generous (examples take milliseconds) so a loaded machine does not flake.
-FAST = settings(max_examples=400, deadline=timedelta(seconds=2), derandomize=False,
+FAST = settings(max_examples=400, deadline=timedelta(seconds=2),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-KERNEL = settings(max_examples=30, deadline=timedelta(seconds=5), derandomize=False,
+KERNEL = settings(max_examples=30, deadline=timedelta(seconds=5),
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 # --- JSON and text ------------------------------------------------------------
@@ -300,7 +300,7 @@ def test_gc_with_a_container_id_that_is_not_a_string_is_a_cni_error(cni_sandbox)
 # --- 1b. the CNI shim executable (cni/shim), with no enforcer to forward to -----
 
 # A process per example: fewer examples, the same properties as the plugin's.
-SHIM_RUNS = settings(max_examples=150, deadline=timedelta(seconds=10), derandomize=False,
+SHIM_RUNS = settings(max_examples=150, deadline=timedelta(seconds=10),
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FORWARDED = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 
@@ -529,7 +529,7 @@ def test_a_record_file_of_utf8_bytes_is_a_record_or_a_record_error(record_dir, d
         assert "fuzz.json: corrupt record" in str(e)
 
 
-@settings(max_examples=20, deadline=timedelta(seconds=2), derandomize=False)
+@settings(max_examples=20, deadline=timedelta(seconds=2))
 @given(st.binary(min_size=1, max_size=100).filter(lambda b: not _is_utf8(b)))
 def test_a_record_file_that_is_not_utf8_is_a_record_error(record_dir, data: bytes) -> None:
     (record_dir / "pods" / "binary.json").write_bytes(data)

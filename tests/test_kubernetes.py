@@ -175,9 +175,9 @@ def test_a_long_api_outage_and_expired_watches_lose_nothing_and_converge_after(c
     converge(bed, DENY_X)
     before = {n.name: _verdict_tables(n) for n in bed.nodes}
     log_start = {n.name: len(n.log()) for n in bed.nodes}
-    block = (f"add table inet test-api-block\n"
-             f"add chain inet test-api-block out {{ type filter hook output priority 0 ; }}\n"
-             f"add rule inet test-api-block out ip daddr 192.168.56.2 tcp dport 6443 drop\n")
+    block = ("add table inet test-api-block\n"
+             "add chain inet test-api-block out { type filter hook output priority 0 ; }\n"
+             "add rule inet test-api-block out ip daddr 192.168.56.2 tcp dport 6443 drop\n")
     for node in bed.nodes:  # the nodes lose the API a little longer than the API is down
         in_ns(node.netns, "nft", "-f", "-", input=block)
     checks = 0

@@ -223,13 +223,15 @@ def test_hand_planted_objects_of_our_names_are_replaced_and_our_own_tables_never
 
 def _read(ns: str) -> Table | None:
     """The whole table as the enforcer's kernel edge reads it back inside the namespace."""
-    code = "import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; sys.stdout.buffer.write(pickle.dumps(NftablesKernel().read('inet', 'nftpolicy')))"
+    code = ("import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; "
+            "sys.stdout.buffer.write(pickle.dumps(NftablesKernel().read('inet', 'nftpolicy')))")
     return pickle.loads(subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout)
 
 
 def _observe(ns: str) -> Table | None:
     """What the enforcer sees of the table at start (names, types and hooks, no
     contents), read by the enforcer's own kernel edge inside the namespace."""
-    code = "import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; sys.stdout.buffer.write(pickle.dumps(NftablesKernel().observe('inet', 'nftpolicy')))"
+    code = ("import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; "
+            "sys.stdout.buffer.write(pickle.dumps(NftablesKernel().observe('inet', 'nftpolicy')))")
     out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout
     return pickle.loads(out)

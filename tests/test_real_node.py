@@ -20,7 +20,8 @@ import pytest
 from enforcer.testbed.simulation import FACT_TIMEOUT, wait_until
 from kube import REPO
 
-pytestmark = pytest.mark.cluster
+# The first test may build the bed (binaries, images: ~15 minutes on a fresh machine).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 CLUSTER = REPO / "scripts" / "cluster"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"

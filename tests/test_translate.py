@@ -102,7 +102,8 @@ def test_pods_selected_by_the_same_policies_share_chains() -> None:
     objects = [namespace("x")] + [pod(f"x/p{i}", f"10.0.1.{i + 1}", labels={"app": "web"}) for i in range(30)]
     objects.append(policy("x/web", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": 80}]}]}))
     table = desired_ruleset(state_from_objects(objects), "n1").tables[0]
-    assert [c.name for c in table.chains if c.name.startswith("isolate-")] == ["isolate-ingress-" + c.name[16:] for c in table.chains if c.name.startswith("isolate-ingress-")]
+    isolating = [c.name for c in table.chains if c.name.startswith("isolate-")]
+    assert isolating == ["isolate-ingress-" + c.name[16:] for c in table.chains if c.name.startswith("isolate-ingress-")]
     assert sum(c.name.startswith("isolate-") for c in table.chains) == 1
     assert len(table.set("ingress-pods-v4").elements) == 30
 

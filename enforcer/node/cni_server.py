@@ -37,7 +37,7 @@ from typing import Any
 
 from cni import plugin as cni_plugin
 from enforcer.daemon import Enforcer
-from enforcer.node.links import set_link
+from enforcer.node.netlink import set_link
 from cni.records import RecordError, read_record, spool_dir, spool_path
 
 log = logging.getLogger("nftpolicy.cni")

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import socket
 
+from enforcer.node.netlink import ConntrackTable
 from rules.nft import Table
 from rules.trace import Packet, Tracer
 
@@ -21,27 +22,24 @@ PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", 132: "sctp"}
 
 
 class ConnectionCutter:
-    def __init__(self) -> None:
-        from pyroute2 import Conntrack
-
-        self._ct = Conntrack()
+    def __init__(self, table: ConntrackTable | None = None) -> None:
+        self._ct = table or ConntrackTable()
 
     def cut_denied(self, table: Table, local_ips: set) -> int:
         """Delete the entries of flows the policy table now drops; returns how many."""
         tracer = Tracer(table)
         cut = 0
-        for entry in list(self._ct.dump_entries()):
-            t = entry.tuple_orig
-            proto = PROTOCOLS.get(t.proto)
-            if proto is None or t.saddr is None or t.daddr is None:
+        for flow, entry in self._ct.flows():
+            proto = PROTOCOLS.get(flow.protocol)
+            if proto is None or flow.saddr is None or flow.daddr is None:
                 continue
-            src, dst = ipaddress.ip_address(t.saddr), ipaddress.ip_address(t.daddr)
+            src, dst = ipaddress.ip_address(flow.saddr), ipaddress.ip_address(flow.daddr)
             if src not in local_ips and dst not in local_ips:
                 continue
-            if tracer.trace(Packet(src, dst, proto, t.dport)).verdict == "drop":
+            if tracer.trace(Packet(src, dst, proto, flow.dport)).verdict == "drop":
                 try:
                     self._ct.delete(entry)
                     cut += 1
                 except Exception as e:  # the entry may have expired meanwhile
-                    log.debug("conntrack delete %s: %s", t, e)
+                    log.debug("conntrack delete %s: %s", flow, e)
         return cut

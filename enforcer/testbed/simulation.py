@@ -476,8 +476,8 @@ class Testbed:
 
     def publish(self) -> None:
         """Write the cluster state as the API would show it: namespaces, pods with IPs, policies."""
-        objects: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": l}}
-                               for n, l in sorted(self.namespaces.items())]
+        objects: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
+                               for n, labels in sorted(self.namespaces.items())]
         objects += [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n.name},
                      "status": {"addresses": [{"type": "InternalIP", "address": n.underlay4},
                                               {"type": "InternalIP", "address": n.underlay6}]}} for n in self.nodes]

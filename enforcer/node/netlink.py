@@ -1,8 +1,11 @@
-"""The node's links, through pyroute2: bring a held pod's veth up once its
-rules are in the kernel, and know which bridge ports are not on a pod bridge
-(the bridge table checks every other port, whatever its name). And
-``set_link``, one rtnetlink request without pyroute2, with which the plugin
-run in-process (enforcer/node/cni_server.py) tags and holds veths."""
+"""The node's netlink edge: the only module that imports pyroute2.
+
+``Links`` brings a held pod's veth up once its rules are in the kernel, and
+knows which bridge ports are not on a pod bridge (the bridge table checks
+every other port, whatever its name). ``ConntrackTable`` lists and deletes
+tracked flows (for ``conntrack.ConnectionCutter``). And ``set_link``, one
+rtnetlink request without pyroute2, with which the plugin run in-process
+(enforcer/node/cni_server.py) tags and holds veths."""
 from __future__ import annotations
 
 import errno
@@ -11,7 +14,7 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 log = logging.getLogger("nftpolicy.links")
 
@@ -97,6 +100,31 @@ class Links:
 
         threading.Thread(target=run, name="link-events", daemon=True).start()
         subscribed.wait()
+
+
+class Flow(NamedTuple):
+    """A tracked flow's original direction."""
+
+    protocol: int
+    saddr: str | None
+    daddr: str | None
+    dport: int | None
+
+
+class ConntrackTable:
+    def __init__(self) -> None:
+        from pyroute2 import Conntrack
+
+        self._ct = Conntrack()
+
+    def flows(self) -> Iterator[tuple[Flow, Any]]:
+        """Each tracked flow, with the handle ``delete`` takes."""
+        for entry in list(self._ct.dump_entries()):
+            t = entry.tuple_orig
+            yield Flow(t.proto, t.saddr, t.daddr, t.dport), entry
+
+    def delete(self, entry: Any) -> None:
+        self._ct.delete(entry)
 
 
 # rtnetlink, for set_link: RTM_SETLINK with an ifinfomsg and at most one attribute.
