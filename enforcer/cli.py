@@ -184,11 +184,11 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
         from enforcer.observability import deny_log as denied
 
         out = open(deny_log, "a") if deny_log else sys.stdout
-        threading.Thread(target=denied.run, args=(log_group, enforcer, out, stop), daemon=True).start()
+        threading.Thread(target=denied.run, args=(log_group, enforcer.status, out, stop), daemon=True).start()
     if health_port is not None:
         from enforcer.observability import health
 
-        threading.Thread(target=health.serve, args=(health_port, enforcer, stop), daemon=True).start()
+        threading.Thread(target=health.serve, args=(health_port, enforcer.status, enforcer.kernel, stop), daemon=True).start()
     enforcer.run(stop)
 
 

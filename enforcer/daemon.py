@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Protocol
 
 from enforcer.kernel import Kernel, KernelError
+from enforcer.status import EnforcerStatus
 from cni.records import PodRecord, RecordError, read_record, records_signature, remove_record, write_record
 from enforcer.sources.directory import signature_digest
 from rules.model import ClusterState, PodInterface
@@ -66,6 +67,11 @@ class EnforcerConfig:
     verify_interval: float = 60.0
     log_group: int | None = None  # NFLOG group for denied new connections (None: not logged)
     pod_bridges: tuple[str, ...] = ("cni0",)  # the bridges CNI attaches pods to: all their ports are checked
+
+
+def next_backoff(previous: float, ceiling: float) -> float:
+    """Seconds to wait after a failed sync: 0.2 s, doubling up to ``ceiling``."""
+    return min(ceiling, max(0.2, previous * 2))
 
 
 class CommittedInputs(NamedTuple):
@@ -118,7 +124,12 @@ class Enforcer:
         self.kernel = kernel
         self.links = links
         self.cutter = cutter
-        self.applied: dict[tuple[str, str], Table] = {}  # what we last committed; empty: observe the kernel
+        self.applied: dict[tuple[str, str], Table] = {}  # the tables of the last commit
+        # Plan the next sync from what the kernel holds, not from ``applied``: at start, and
+        # after a refused transaction, an unexpected error or drift, the two may differ.
+        self.full_sync_needed = True
+        self._retry_at = 0.0  # after a failed sync, no new try before this (monotonic time)
+        self._verify_at = time.monotonic() + config.verify_interval  # next read-back of the live tables
         self.records: list[PodRecord] = []
         self._records_signature: tuple | None = None
         self._record_cache: dict[tuple, PodRecord] = {}  # by (file name, size, mtime)
@@ -178,7 +189,7 @@ class Enforcer:
         try:
             for table in desired.tables:
                 key = (table.family, table.name)
-                current = self.applied[key] if key in self.applied else self.kernel.observe(*key)
+                current = self.kernel.observe(*key) if self.full_sync_needed or key not in self.applied else self.applied[key]
                 steps, current = preload(table, current)
                 preloads += steps
                 switch.append(plan(table, current))
@@ -186,13 +197,14 @@ class Enforcer:
                 self.kernel.apply([step])
             self.kernel.apply(switch)  # every table's switch in one transaction
         except KernelError as e:
-            self.applied.clear()  # observe the kernel again before the next try
+            self.full_sync_needed = True  # a preload may have landed: observe the kernel before the next try
             self.last_error = str(e)
             self.sync_failures += 1
             log.error("sync failed, previous ruleset stays in force: %s", e)
             return False
         before = self.applied.get(POLICY_TABLE)
         self.applied = {(t.family, t.name): t for t in desired.tables}
+        self.full_sync_needed = False
         self.committed = inputs
         self.sync_count += 1
         self.last_error = None
@@ -235,6 +247,14 @@ class Enforcer:
             if cut:
                 log.info("cut %d established connections that policy now denies", cut)
 
+    def status(self) -> EnforcerStatus:
+        """A snapshot for health, metrics and the deny log."""
+        return EnforcerStatus(
+            node=self.config.node, last_loop=self.last_loop, sync_count=self.sync_count, sync_failures=self.sync_failures,
+            sync_seconds=self.sync_seconds, last_commands=self.last_commands, drift_repairs=self.drift_repairs,
+            last_error=self.last_error, source_error=self.source.error, change_latencies=tuple(self.change_latencies),
+            tables=dict(self.applied), state=self.source.state, records=tuple(self.records))
+
     def _write_status(self) -> None:
         """What is in force, for health checks and tests: the source version and
         the records the last *committed* transaction was computed from (never
@@ -271,7 +291,7 @@ class Enforcer:
 
     def _state_in_force_is_current(self) -> bool:
         """Whether the kernel enforces the source's current state, under a newer version name."""
-        return (self.committed is not None and bool(self.applied) and self.committed.state is self.source.state
+        return (self.committed is not None and not self.full_sync_needed and self.committed.state is self.source.state
                 and self.committed.loaded != self.source.loaded)
 
     def is_programmed(self, record: PodRecord) -> bool:
@@ -281,8 +301,8 @@ class Enforcer:
         return ports is not None and Str(record.host_ifname) in ports.elements
 
     def detect_drift(self) -> list[str]:
-        """Compare the live tables with the last commit; on drift, forget the commit
-        so the next sync takes the tables over from the kernel and repairs them."""
+        """Compare the live tables with the last commit; on drift, the next sync
+        takes the tables over from the kernel and repairs them."""
         try:
             drift = [line for table in self.applied.values()
                      for line in table_drift(table, self.kernel.read(table.family, table.name))]
@@ -290,7 +310,7 @@ class Enforcer:
             drift = [f"cannot read the live tables back: {e}"]
         if drift:
             log.warning("the kernel's tables were changed behind our back, repairing:\n%s", "\n".join(drift))
-            self.applied.clear()
+            self.full_sync_needed = True
             self.drift_repairs += 1
         return drift
 
@@ -373,8 +393,6 @@ class Enforcer:
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.0
-        self._retry_at = 0.0
-        self._verify_at = time.monotonic() + self.config.verify_interval
         log.info("enforcing for node %s from %s", self.config.node, self.config.source)
         self.source.start(stop, self.wake)
         if self.links is not None:
@@ -392,7 +410,7 @@ class Enforcer:
                 synced = self._step(target)
             except Exception as e:  # a bug or a surprise must not end enforcement: what is in the kernel stays
                 log.exception("unexpected error, the previous ruleset stays in force; retrying")
-                self.applied.clear()
+                self.full_sync_needed = True
                 self.last_error = f"{e.__class__.__name__}: {e}"
                 self.sync_failures += 1
                 synced = False
@@ -402,7 +420,7 @@ class Enforcer:
                     self._done = max(self._done, target)
                     self._cond.notify_all()
             elif synced is False:
-                backoff = min(self.config.max_backoff, max(0.2, backoff * 2))
+                backoff = next_backoff(backoff, self.config.max_backoff)
                 self._retry_at = time.monotonic() + backoff
                 log.warning("retrying in %.1f s", backoff)
 
@@ -423,11 +441,11 @@ class Enforcer:
         changed |= self.reload_records()
         changed |= self.drop_orphaned_records()
         changed |= self.reload_foreign_ports()
-        if self.config.verify_interval and time.monotonic() >= self._verify_at and self.applied:
+        if self.config.verify_interval and time.monotonic() >= self._verify_at and not self.full_sync_needed:
             self._verify_at = time.monotonic() + self.config.verify_interval
             self.detect_drift()
             self._write_status()  # also mends a status file someone damaged
-        due = not self.applied and time.monotonic() >= self._retry_at
+        due = self.full_sync_needed and time.monotonic() >= self._retry_at
         if not (changed or target > self._done or due):
             return None
         return self.sync()

@@ -8,6 +8,8 @@ import os
 import pytest
 from hypothesis import settings
 
+from enforcer.testbed.simulation import Testbed, build_shim
+
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
@@ -17,8 +19,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     needs = [m for m in ("kernel", "cluster") if item.get_closest_marker(m)]
     if needs and os.geteuid() != 0:
         pytest.fail(f"{item.nodeid}: marked {', '.join(needs)}: needs root (network namespaces, nftables)", pytrace=False)
-
-from enforcer.testbed.simulation import Testbed, build_shim
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,27 @@ class KernelError(RuntimeError):
     """The kernel refused a transaction; nothing of it was applied."""
 
 
+class NotFound(KernelError):
+    """A command named a table, chain, set or element that does not exist (ENOENT)."""
+
+
+class Exists(KernelError):
+    """An object exists already with another type or hook (EEXIST, EOPNOTSUPP)."""
+
+
+class Busy(KernelError):
+    """A chain or set to delete is still referenced, or a chain not empty (EBUSY)."""
+
+
+def refusal(message: str) -> KernelError:
+    """The typed error for nft's message: the one place its wording is read."""
+    for errno_text, kind in (("No such file or directory", NotFound), ("File exists", Exists),
+                             ("Operation not supported", Exists), ("Device or resource busy", Busy)):
+        if errno_text in message:
+            return kind(message)
+    return KernelError(message)
+
+
 class Kernel(Protocol):
     def apply(self, transactions: Sequence[Transaction]) -> None:
         """Apply the transactions as one atomic batch: all of them, or none (KernelError)."""

@@ -8,6 +8,10 @@ chain or set redeclared with another hook or type. ``tests/test_plan.py``
 runs the same random sequences of transactions through it and through the
 real kernel and compares what each reads back.
 
+Refusals are typed as the real backend types them (``NotFound``, ``Exists``,
+``Busy``), so tests need not match error text. ``dump`` lists everything
+sorted, for comparing kernels.
+
 Two hooks let a test steer it: ``gate`` (a commit waits until it is set) and
 ``refuse`` (the next commits raise ``KernelError`` with that message).
 """
@@ -17,8 +21,8 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from enforcer.kernel import KernelError
-from rules.nft import Chain, Set, SetRef, Table, Transaction, Verdict, VMap
+from enforcer.kernel import Busy, Exists, KernelError, NotFound
+from rules.nft import Chain, Ruleset, Set, SetRef, Table, Transaction, Verdict, VMap, render_text
 
 
 @dataclass
@@ -64,6 +68,17 @@ class FakeKernel:
         return Table(family, name, None, tuple(replace(c, rules=None, comment=None) for c in table.chains.values()),
                      tuple(replace(s, elements=None) for s in table.sets.values()))
 
+    def dump(self) -> str:
+        """Every table as nft would list it, tables, chains, sets and elements sorted:
+        equal kernels dump equal text, whatever order they were built in."""
+        tables = []
+        for family, name in sorted(self.tables):
+            t = self.tables[(family, name)]
+            chains = tuple(sorted(t.chains.values(), key=lambda c: c.name))
+            sets = tuple(replace(x, elements=tuple(sorted(x.elements, key=repr))) for x in sorted(t.sets.values(), key=lambda x: x.name))
+            tables.append(Table(family, name, t.comment, chains, sets))
+        return render_text(Ruleset(tuple(tables)))
+
     def read(self, family: str, name: str, elements: bool = True) -> Table | None:
         table = self.tables.get((family, name))
         if table is None:
@@ -78,11 +93,11 @@ def _apply_op(tables: dict[tuple[str, str], _Table], key: tuple[str, str], verb:
         if verb == "add":
             tables.setdefault(key, _Table(payload))
         elif tables.pop(key, None) is None:
-            raise KernelError(f"Error: No such file or directory: delete {where}")
+            raise NotFound(f"Error: No such file or directory: delete {where}")
         return
     table = tables.get(key)
     if table is None:
-        raise KernelError(f"Error: No such file or directory: {verb} {kind} in {where}")
+        raise NotFound(f"Error: No such file or directory: {verb} {kind} in {where}")
     if kind == "chain":
         _chain_op(table, where, verb, payload)
     elif kind in ("set", "map"):
@@ -102,7 +117,7 @@ def _apply_op(tables: dict[tuple[str, str], _Table], key: tuple[str, str], verb:
 
 def _need(objects: dict, name: str, what: str) -> Any:
     if name not in objects:
-        raise KernelError(f"Error: No such file or directory: {what}")
+        raise NotFound(f"Error: No such file or directory: {what}")
     return objects[name]
 
 
@@ -110,7 +125,7 @@ def _chain_op(table: _Table, where: str, verb: str, payload: Any) -> None:
     if verb == "add":
         old = table.chains.get(payload.name)
         if old is not None and old.hook != payload.hook:
-            raise KernelError(f"Error: Operation not supported: chain {payload.name} in {where} exists with another hook")
+            raise Exists(f"Error: Operation not supported: chain {payload.name} in {where} exists with another hook")
         if old is None:
             table.chains[payload.name] = Chain(payload.name, payload.comment, payload.hook, ())
         return
@@ -119,7 +134,7 @@ def _chain_op(table: _Table, where: str, verb: str, payload: Any) -> None:
         table.chains[payload] = replace(chain, rules=())
         return
     if chain.rules or _chain_referenced(table, payload):
-        raise KernelError(f"Error: Device or resource busy: chain {payload} in {where} is not empty or still referenced")
+        raise Busy(f"Error: Device or resource busy: chain {payload} in {where} is not empty or still referenced")
     del table.chains[payload]
 
 
@@ -127,7 +142,7 @@ def _set_op(table: _Table, where: str, verb: str, payload: Any) -> None:
     if verb == "add":
         old = table.sets.get(payload.name)
         if old is not None and (old.type, old.flags, old.map_verdicts) != (payload.type, payload.flags, payload.map_verdicts):
-            raise KernelError(f"Error: File exists: {payload.kind} {payload.name} in {where} has another type")
+            raise Exists(f"Error: File exists: {payload.kind} {payload.name} in {where} has another type")
         if old is None:
             table.sets[payload.name] = replace(payload, elements=())
         return
@@ -136,7 +151,7 @@ def _set_op(table: _Table, where: str, verb: str, payload: Any) -> None:
         table.sets[payload] = replace(s, elements=())
         return
     if any(_refers_to_set(statement, payload) for chain in table.chains.values() for rule in chain.rules for statement in rule.statements):
-        raise KernelError(f"Error: Device or resource busy: set {payload} in {where} is still referenced")
+        raise Busy(f"Error: Device or resource busy: set {payload} in {where} is still referenced")
     del table.sets[payload]
 
 
@@ -146,7 +161,7 @@ def _element_op(table: _Table, where: str, verb: str, s: Set, items: tuple) -> N
         by_key = dict(current.elements)
         for k, verdict in items:
             if verdict.target and verdict.target not in table.chains:
-                raise KernelError(f"Error: No such file or directory: chain {verdict.target} in {where}")
+                raise NotFound(f"Error: No such file or directory: chain {verdict.target} in {where}")
             by_key[k] = verdict
         elements = tuple(by_key.items())
     elif current.map_verdicts:
@@ -161,7 +176,7 @@ def _element_op(table: _Table, where: str, verb: str, s: Set, items: tuple) -> N
         gone = set(items)
         missing = gone - set(current.elements)
         if missing:
-            raise KernelError(f"Error: No such file or directory: elements {sorted(map(repr, missing))} of set {s.name} in {where}")
+            raise NotFound(f"Error: No such file or directory: elements {sorted(map(repr, missing))} of set {s.name} in {where}")
         elements = tuple(e for e in current.elements if e not in gone)
     table.sets[s.name] = replace(current, elements=elements)
 
@@ -169,7 +184,7 @@ def _element_op(table: _Table, where: str, verb: str, s: Set, items: tuple) -> N
 def _check_reference(table: _Table, where: str, statement: Any) -> None:
     target = getattr(statement, "target", None) if isinstance(statement, Verdict) else None
     if target and target not in table.chains:
-        raise KernelError(f"Error: No such file or directory: chain {target} in {where}")
+        raise NotFound(f"Error: No such file or directory: chain {target} in {where}")
     for name in _set_names(statement):
         _need(table.sets, name, f"set {name} in {where}")
 

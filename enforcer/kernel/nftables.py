@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from enforcer.kernel import KernelError
+from enforcer.kernel import KernelError, NotFound, refusal
 from rules.nft import Chain, Hook, Set, Table, Transaction
 from rules.nft_json import table_from_json
 
@@ -26,7 +26,7 @@ class NftablesKernel:
             return
         rc, _, err = self._nft.cmd(script)
         if rc != 0:
-            raise KernelError(err.strip() or f"nft failed with code {rc}")
+            raise refusal(err.strip() or f"nft failed with code {rc}")
 
     def _list_json(self, command: str) -> list[dict[str, Any]] | None:
         self._nft.set_json_output(True)
@@ -35,9 +35,10 @@ class NftablesKernel:
         finally:
             self._nft.set_json_output(False)
         if rc != 0:
-            if "No such file or directory" in err:
+            error = refusal(err.strip())
+            if isinstance(error, NotFound):
                 return None
-            raise KernelError(err.strip())
+            raise error
         try:
             return json.loads(out)["nftables"]
         except (ValueError, KeyError, TypeError):

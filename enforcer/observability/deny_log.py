@@ -10,28 +10,30 @@ import threading
 import time
 from typing import TextIO
 
-from enforcer.daemon import Enforcer
+from typing import Callable
+
 from enforcer.node.nflog import LoggedPacket, NflogReader
+from enforcer.status import EnforcerStatus
 from rules.naming import POLICY_TABLE, is_direction_comment, parse_deny_log_prefix, policy_of
 
 log = logging.getLogger("nftpolicy.denied")
 
 
-def describe(packet: LoggedPacket, enforcer: Enforcer) -> dict | None:
+def describe(packet: LoggedPacket, status: EnforcerStatus) -> dict | None:
     """The log line for one packet; None when the prefix is not one of ours."""
     parsed = parse_deny_log_prefix(packet.prefix)
     if parsed is None:
         return None
     direction, chain_name = parsed
-    state = enforcer.source.state
+    state = status.state
     owners = {str(ip): p.key for p in (state.pods if state else ()) if p.is_policy_target for ip in p.ips}
-    owners.update({ip: r.key for r in enforcer.records for ip in r.ips})
-    table = enforcer.applied.get(POLICY_TABLE)
+    owners.update({ip: r.key for r in status.records for ip in r.ips})
+    table = status.tables.get(POLICY_TABLE)
     chain = table.chain(chain_name) if table else None
     policies = [policy_of(r.comment) for r in (chain.rules if chain else ()) if r.comment and is_direction_comment(r.comment, direction)]
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "node": enforcer.config.node,
+        "node": status.node,
         "direction": direction,
         "src": {"ip": packet.src, "pod": owners.get(packet.src)},
         "dst": {"ip": packet.dst, "pod": owners.get(packet.dst)},
@@ -41,12 +43,12 @@ def describe(packet: LoggedPacket, enforcer: Enforcer) -> dict | None:
     }
 
 
-def run(group: int, enforcer: Enforcer, out: TextIO, stop: threading.Event) -> None:
+def run(group: int, status: Callable[[], EnforcerStatus], out: TextIO, stop: threading.Event) -> None:
     reader = NflogReader(group)
     try:
         while not stop.is_set():
             for packet in reader.packets(timeout=0.5):
-                line = describe(packet, enforcer)
+                line = describe(packet, status())
                 if line is not None:
                     out.write(json.dumps(line) + "\n")
                     out.flush()

@@ -11,37 +11,41 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
-from enforcer.daemon import Enforcer
+from enforcer.kernel import Kernel
 from enforcer.observability.metrics import metrics
+from enforcer.status import EnforcerStatus
 
 
-def health(enforcer: Enforcer, stale_after: float) -> tuple[bool, str]:
-    age = time.monotonic() - enforcer.last_loop
+def health(status: EnforcerStatus, stale_after: float) -> tuple[bool, str]:
+    age = time.monotonic() - status.last_loop
     if age > stale_after:
         return False, f"sync loop stalled for {age:.0f}s"
     return True, "ok"
 
 
-def readiness(enforcer: Enforcer) -> tuple[bool, str]:
-    if enforcer.sync_count == 0:
+def readiness(status: EnforcerStatus) -> tuple[bool, str]:
+    if status.sync_count == 0:
         return False, "no sync has committed yet"
-    if enforcer.last_error:
-        return False, f"last sync failed: {enforcer.last_error}"
-    if enforcer.source.error:
-        return False, f"cluster state not current: {enforcer.source.error}"
+    if status.last_error:
+        return False, f"last sync failed: {status.last_error}"
+    if status.source_error:
+        return False, f"cluster state not current: {status.source_error}"
     return True, "ok"
 
 
-def serve(port: int, enforcer: Enforcer, stop: threading.Event, stale_after: float = 30.0) -> None:
+def serve(port: int, status: Callable[[], EnforcerStatus], kernel: Kernel, stop: threading.Event,
+          stale_after: float = 30.0) -> None:
+    """``status``: the enforcer's current snapshot; ``kernel``: where /metrics reads the rule counters."""
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            checks = {"/healthz": lambda: health(enforcer, stale_after), "/readyz": lambda: readiness(enforcer),
-                      "/metrics": lambda: (True, metrics(enforcer).rstrip("\n"))}
+            checks = {"/healthz": lambda s: health(s, stale_after), "/readyz": readiness,
+                      "/metrics": lambda s: (True, metrics(s, kernel).rstrip("\n"))}
             if self.path not in checks:
                 self.send_error(404)
                 return
-            ok, message = checks[self.path]()
+            ok, message = checks[self.path](status())
             body = (message + "\n").encode()
             self.send_response(200 if ok else 503)
             self.send_header("Content-Type", "text/plain")

@@ -7,10 +7,10 @@ dropped for each set of policies isolating pods.
 """
 from __future__ import annotations
 
+from enforcer.kernel import Kernel, KernelError
+from enforcer.status import EnforcerStatus
 from rules.naming import POLICY_TABLE, is_isolate_chain, is_policy_chain, isolate_chain_direction, policy_of
 from rules.nft import Counter, Verdict
-from enforcer.daemon import Enforcer
-from enforcer.kernel import KernelError
 
 
 def _label(value: str) -> str:
@@ -25,33 +25,34 @@ def _summary(name: str, values: list[float]) -> list[str]:
     return lines + [f"{name}_sum {sum(ordered):.6f}", f"{name}_count {len(ordered)}"]
 
 
-def metrics(enforcer: Enforcer) -> str:
+def metrics(status: EnforcerStatus, kernel: Kernel) -> str:
+    """``kernel``: where the rule counters are read, at scrape time."""
     lines = [
         "# HELP nftpolicy_syncs_total Transactions committed.",
         "# TYPE nftpolicy_syncs_total counter",
-        f"nftpolicy_syncs_total {enforcer.sync_count}",
+        f"nftpolicy_syncs_total {status.sync_count}",
         "# HELP nftpolicy_sync_failures_total Transactions the kernel refused (the previous ruleset stayed).",
         "# TYPE nftpolicy_sync_failures_total counter",
-        f"nftpolicy_sync_failures_total {enforcer.sync_failures}",
+        f"nftpolicy_sync_failures_total {status.sync_failures}",
         "# HELP nftpolicy_sync_seconds_total Time spent computing and committing transactions.",
         "# TYPE nftpolicy_sync_seconds_total counter",
-        f"nftpolicy_sync_seconds_total {enforcer.sync_seconds:.6f}",
+        f"nftpolicy_sync_seconds_total {status.sync_seconds:.6f}",
         "# HELP nftpolicy_last_transaction_commands Commands in the last committed transaction.",
         "# TYPE nftpolicy_last_transaction_commands gauge",
-        f"nftpolicy_last_transaction_commands {enforcer.last_commands}",
+        f"nftpolicy_last_transaction_commands {status.last_commands}",
         "# HELP nftpolicy_drift_repairs_total Hand-made changes to the tables found and undone.",
         "# TYPE nftpolicy_drift_repairs_total counter",
-        f"nftpolicy_drift_repairs_total {enforcer.drift_repairs}",
+        f"nftpolicy_drift_repairs_total {status.drift_repairs}",
         "# HELP nftpolicy_source_up Whether the cluster state is current (1) or the last good one is in force (0).",
         "# TYPE nftpolicy_source_up gauge",
-        f"nftpolicy_source_up {0 if enforcer.source.error else 1}",
+        f"nftpolicy_source_up {0 if status.source_error else 1}",
         "# HELP nftpolicy_change_commit_seconds From a change reaching the enforcer to its commit (recent syncs).",
         "# TYPE nftpolicy_change_commit_seconds summary",
-        *_summary("nftpolicy_change_commit_seconds", enforcer.change_latencies),
+        *_summary("nftpolicy_change_commit_seconds", status.change_latencies),
         "# HELP nftpolicy_objects Objects of the committed tables, by kind.",
         "# TYPE nftpolicy_objects gauge",
     ]
-    for table in enforcer.applied.values():
+    for table in status.tables.values():
         counts = {"chains": len(table.chains), "rules": sum(len(c.rules) for c in table.chains),
                   "sets": len(table.sets), "elements": sum(len(s.elements) for s in table.sets)}
         lines += [f'nftpolicy_objects{{table="{table.family} {table.name}",kind="{k}"}} {v}' for k, v in counts.items()]
@@ -60,7 +61,7 @@ def metrics(enforcer: Enforcer) -> str:
               "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
               "# TYPE nftpolicy_denied_packets_total counter"]
     try:
-        live = enforcer.kernel.read(*POLICY_TABLE, elements=False) if enforcer.applied else None
+        live = kernel.read(*POLICY_TABLE, elements=False) if status.tables else None
     except KernelError:
         live = None
     allowed: dict[str, int] = {}
