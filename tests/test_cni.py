@@ -43,24 +43,6 @@ def test_version_lists_the_supported_versions(bed, form, version: str) -> None:
     assert code == 0 and out == {"cniVersion": version, "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
 
 
-@pytest.mark.parametrize("conf,env,code,message", [
-    ({}, {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"},
-     7, "must be called as a chained plugin"),
-    ({"prevResult": {"interfaces": [], "ips": []}}, {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"},
-     4, "CNI_ARGS: missing K8S_POD_NAMESPACE, K8S_POD_NAME"),
-    ({"prevResult": {}}, {"CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"}, 4, "missing environment variable CNI_CONTAINERID"),
-    ({"prevResult": {"interfaces": [{"name": "eth0", "sandbox": "/x"}], "ips": [{"address": "10.0.0.2/24"}]}},
-     {"CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"},
-     7, "expected a host-side veth"),
-    ({"cniVersion": "0.3.1"}, {}, 1, "cniVersion 0.3.1 is not supported"),
-    ({"timeoutSeconds": "soon", "prevResult": {}}, {}, 7, "timeoutSeconds: must be a number"),
-])
-def test_bad_calls_get_cni_errors(bed, form, conf, env, code, message) -> None:
-    node = bed.nodes[0]
-    exit_code, out = run_plugin(node, "ADD", {**plugin_conf(node), **conf}, **env)
-    assert exit_code != 0 and out["code"] == code and message in out["msg"], out
-
-
 def test_stdin_that_is_not_json_is_a_decode_error(bed, form) -> None:
     node = bed.nodes[0]
     result = subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")], input="{not json",
