@@ -1,5 +1,10 @@
 """Cluster state to the nftables ruleset one node needs: ``desired_ruleset()``.
 
+Two steps: selection makes the node's policy IR (``rules.ir``: for each local
+pod and direction, its tiers of decisions), and ``policy_table`` renders the
+IR, and only the IR, as nftables. Who a peer names comes from
+``rules.ir.Members`` when a set is filled; no decision is taken here.
+
 The ``inet nftpolicy`` table: local pod IPs map to one isolation chain per
 distinct set of isolating policies, which jumps to each policy's chain and
 then drops; peers, ipBlocks and named ports are sets (names and comments:
@@ -15,22 +20,23 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-from rules.model import (
-    ClusterState,
-    Direction,
-    IPBlock,
-    LabelSelector,
-    NetworkPolicy,
-    Peer,
-    Pod,
-    PodInterface,
-    PolicyPort,
-    PolicyRule,
-    Protocol,
+from rules.ir import (
+    IRMemo,
+    Isolation,
+    Members,
+    NamedPort,
+    NodePolicy,
+    PeerRef,
+    PolicyRules,
+    PortRange,
+    RuleMatch,
+    SelectorScope,
+    Tier,
+    network_policy_ir,
 )
+from rules.model import ClusterState, Direction, IPBlock, PodInterface
 from rules.nft import (
     ACCEPT,
     DROP,
@@ -60,7 +66,6 @@ from rules.nft import (
 from rules.bridge import bridge_table, with_interfaces
 from rules.naming import (DISPATCH_CHAIN, FORWARD_CHAIN, POLICY_TABLE, deny_log_prefix, dispatch_map_name, ip_block_set_name,
                           isolate_chain_name, named_port_set_name, peer_set_name, policy_chain_name, policy_comment, rule_comment)
-from rules.selection import policy_selects
 
 FAMILIES = (4, 6)
 FORWARD_PRIORITY = 0  # filter: after kube-proxy's DNAT, so Service traffic is policed on the pod address
@@ -69,51 +74,12 @@ DENY_LOG_RATE, DENY_LOG_BURST = 10, 20  # denied packets logged per second per i
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 
 
-
 def _addr_payload(family: int, field: str) -> Payload:
     return Payload("ip" if family == 4 else "ip6", field)
 
 
 def _addr_type(family: int) -> str:
     return "ipv4_addr" if family == 4 else "ipv6_addr"
-
-
-@dataclass(frozen=True)
-class SelectorScope:
-    """Whom a selector peer names, independent of the policy it appears in.
-
-    A podSelector alone is scoped to the policy's namespace; with a
-    namespaceSelector it is scoped to the matching namespaces. Equal scopes
-    share one set across policies.
-    """
-
-    namespace: str | None
-    namespace_selector: LabelSelector | None
-    pod_selector: LabelSelector | None
-
-    @classmethod
-    def of(cls, peer: Peer, policy_namespace: str) -> SelectorScope:
-        if peer.namespace_selector is None:
-            return cls(policy_namespace, None, peer.pod_selector)
-        return cls(None, peer.namespace_selector, peer.pod_selector)
-
-    def as_peer(self) -> tuple[Peer, str]:
-        return Peer(self.pod_selector, self.namespace_selector), self.namespace or ""
-
-    def namespaces(self, state: ClusterState) -> list[str]:
-        """The namespaces whose pods this scope can name."""
-        if self.namespace is not None:
-            return [self.namespace]
-        assert self.namespace_selector is not None
-        return [n for n in state.namespace_names() if self.namespace_selector.matches(state.namespace_labels(n))]
-
-    def describe(self) -> str:
-        peer, ns = self.as_peer()
-        return peer.describe(ns)
-
-    @functools.lru_cache(maxsize=1 << 16)
-    def set_name(self, family: int) -> str:
-        return peer_set_name(repr(self), family)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -159,16 +125,18 @@ class RenderMemo:
     - A named set is reused without looking at a pod when the versions of the
       namespaces it draws from are the ones it was built at; otherwise when the
       pods it names compare equal (after a relist, say).
-    - A policy's chain is reused when the policy compares equal, with the sets
-      its rules need.
+    - A policy's chain is reused when the policy's rules in the IR compare
+      equal, with the sets its rules need.
 
-    Rendering with or without a memo gives equal rulesets."""
+    The IR is remade with ``ir``, which reuses the rules of unchanged
+    policies. Rendering with or without a memo gives equal rulesets."""
 
     def __init__(self) -> None:
+        self.ir = IRMemo()
         self._sets: dict[str, _MemoSet] = {}
-        self._chains: dict[str, tuple[NetworkPolicy, Chain, tuple]] = {}
+        self._chains: dict[str, tuple[PolicyRules, Chain, tuple]] = {}
         self._used_sets: dict[str, _MemoSet] = {}
-        self._used_chains: dict[str, tuple[NetworkPolicy, Chain, tuple]] = {}
+        self._used_chains: dict[str, tuple[PolicyRules, Chain, tuple]] = {}
 
     def set(self, name: str, versions: tuple, inputs: Callable[[], tuple], build: Callable[[tuple], Set]) -> Set:
         hit = self._sets.get(name)
@@ -178,16 +146,16 @@ class RenderMemo:
         self._used_sets[name] = hit
         return hit.set
 
-    def chain(self, name: str, policy: NetworkPolicy) -> tuple[Chain, tuple] | None:
-        """The chain and set needs rendered for an equal policy last time, if any."""
+    def chain(self, name: str, rules: PolicyRules) -> tuple[Chain, tuple] | None:
+        """The chain and set needs rendered for equal rules last time, if any."""
         hit = self._chains.get(name)
-        if hit is None or hit[0] != policy:
+        if hit is None or hit[0] != rules:
             return None
         self._used_chains[name] = hit
         return hit[1], hit[2]
 
-    def keep_chain(self, name: str, policy: NetworkPolicy, chain: Chain, needs: tuple) -> None:
-        self._used_chains[name] = (policy, chain, needs)
+    def keep_chain(self, name: str, rules: PolicyRules, chain: Chain, needs: tuple) -> None:
+        self._used_chains[name] = (rules, chain, needs)
 
     def finish(self) -> None:
         """Keep only what the render just used."""
@@ -195,72 +163,62 @@ class RenderMemo:
         self._chains, self._used_chains = self._used_chains, {}
 
 
-class _Builder:
-    """Accumulates the named sets that rules refer to, so each is made once."""
+class _Renderer:
+    """Builds the policy table from the IR: the chains its decisions need, and
+    the named sets their rules refer to (each made once), filled through
+    ``Members``."""
 
-    def __init__(self, state: ClusterState, node: str, memo: RenderMemo | None) -> None:
-        self.state = state
-        self.node = node
+    def __init__(self, members: Members, memo: RenderMemo | None, log_group: int | None) -> None:
+        self.members = members
         self.memo = memo or RenderMemo()
+        self.log_group = log_group
         self.sets: dict[str, Set] = {}
-        self._namespaces: dict[SelectorScope, list[str]] = {}
-        self._needs: list[tuple] | None = None  # while a chain renders: the sets its rules asked for
+        self.policy_chains: dict[str, Chain] = {}
+        self.isolate_chains: dict[str, Chain] = {}
+        self._needs: list[tuple] | None = None  # while a policy chain renders: the sets its rules asked for
 
-    def peer_set(self, peer: Peer, policy_namespace: str, family: int) -> str:
+    # --- sets ------------------------------------------------------------
+
+    def set_for(self, ref: PeerRef | NamedPort, family: int, direction: Direction) -> str:
+        """The named set of one family that holds what ``ref`` names."""
         if self._needs is not None:
-            self._needs.append(("peer_set", peer, policy_namespace, family))
-        if peer.ip_block is not None:
-            block = peer.ip_block
-            name = ip_block_set_name(block)
-            if name not in self.sets:
-                self.sets[name] = Set(
-                    name, (_addr_type(family),), f"ipBlock {block.describe()}", ("interval",), ip_block_elements(block)
-                )
-            return name
-        scope = SelectorScope.of(peer, policy_namespace)
-        name = scope.set_name(family)
+            self._needs.append((ref, family))
+        if isinstance(ref, IPBlock):
+            return self._ip_block_set(ref, family)
+        if isinstance(ref, NamedPort):
+            return self._named_port_set(ref, family, direction)
+        return self._peer_set(ref, family)
+
+    def _ip_block_set(self, block: IPBlock, family: int) -> str:
+        name = ip_block_set_name(block)
         if name not in self.sets:
-            namespaces = self._scope_namespaces(scope)
+            self.sets[name] = Set(name, (_addr_type(family),), f"ipBlock {block.describe()}", ("interval",), ip_block_elements(block))
+        return name
 
-            def pods() -> tuple:
-                return tuple(pod for ns in namespaces for pod in self.state.targets_selected(ns, scope.pod_selector))
-
+    def _peer_set(self, scope: SelectorScope, family: int) -> str:
+        name = _peer_set_name(scope, family)
+        if name not in self.sets:
             def build(pods: tuple) -> Set:
                 members = (ip for pod in pods for ip in pod.ips if ip.version == family)
                 return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
 
-            versions = tuple((ns, self.state.pods_version(ns)) for ns in namespaces)
-            self.sets[name] = self.memo.set(name, versions, pods, build)
+            contents = self.members.of_scope(scope)
+            self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
         return name
 
-    def _scope_namespaces(self, scope: SelectorScope) -> list[str]:
-        """Namespace selectors repeat across policies: match each once per render."""
-        key = SelectorScope(scope.namespace, scope.namespace_selector, None)
-        if key not in self._namespaces:
-            self._namespaces[key] = scope.namespaces(self.state)
-        return self._namespaces[key]
-
-    def named_port_set(self, protocol: Protocol, port_name: str, family: int, direction: Direction) -> str:
+    def _named_port_set(self, port: NamedPort, family: int, direction: Direction) -> str:
         """Ingress chains only ever see traffic to this node's pods, so theirs
         holds only those; egress can go anywhere, so its set holds every pod."""
-        if self._needs is not None:
-            self._needs.append(("named_port_set", protocol, port_name, family, direction))
-        name = named_port_set_name(protocol, port_name, family, direction)
+        name = named_port_set_name(port.protocol, port.name, family, direction)
         if name not in self.sets:
             whose = "this node's pods" if direction is Direction.INGRESS else "pods"
-
-            if direction is Direction.INGRESS:  # a few local pods: cheaper to look at than to version
-                local = tuple(p for p in self.state.pods_on(self.node) if p.is_policy_target and p.named_port(port_name, protocol))
-                pods, versions = (lambda: local), local
-            else:
-                pods, versions = (lambda: tuple(self.state.targets_with_port_name(port_name))), (self.state.pods_version_all(),)
 
             def build(pods: tuple) -> Set:
                 elements = sorted(
                     {
                         (ip, number)
                         for pod in pods
-                        if (number := pod.named_port(port_name, protocol)) is not None
+                        if (number := pod.named_port(port.name, port.protocol)) is not None
                         for ip in pod.ips
                         if ip.version == family
                     },
@@ -269,76 +227,104 @@ class _Builder:
                 return Set(
                     name,
                     (_addr_type(family), "inet_service"),
-                    f"{whose} giving {protocol.value} port {port_name!r} a number",
+                    f"{whose} giving {port.protocol.value} port {port.name!r} a number",
                     (),
                     tuple(Concat((str(ip), number)) for ip, number in elements),
                 )
 
-            self.sets[name] = self.memo.set(name, versions, pods, build)
+            contents = self.members.giving(port, local=direction is Direction.INGRESS)
+            self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
         return name
 
-    # --- one policy rule -------------------------------------------------
+    # --- chains ----------------------------------------------------------
 
-    def rules_for(self, policy: NetworkPolicy, direction: Direction, index: int, rule: PolicyRule) -> list[Rule]:
-        """nft rules for one policy rule: one per (peer, port group, family) that can match."""
-        numeric = tuple(p for p in rule.ports if not isinstance(p.port, str))
-        named = sorted({(p.protocol, p.port) for p in rule.ports if isinstance(p.port, str)})
-        port_groups: list[tuple[str, object]] = []
-        if not rule.ports:
-            port_groups.append(("all", None))
-        if numeric:
-            port_groups.append(("numeric", numeric))
-        port_groups += [("named", n) for n in named]
-        peers: list[tuple[int | None, Peer | None]] = [(None, None)] if not rule.peers else list(enumerate(rule.peers))
+    def rules_for(self, match: RuleMatch, direction: Direction) -> list[Rule]:
+        """nft rules for one match: one per address family it needs."""
         verdict = ACCEPT if direction is Direction.INGRESS else goto(DISPATCH_CHAIN)
         peer_field = "saddr" if direction is Direction.INGRESS else "daddr"
+        source = match.source
+        where = rule_comment(source.policy, source.direction, source.index, source.peer, source.named_port)
+        numeric = (Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(match.ports)))
+                   if isinstance(match.ports, tuple) else None)
         out = []
-        for j, peer in peers:
-            for kind, group in port_groups:
-                needs_family = peer is not None or kind == "named"
-                for family in FAMILIES if needs_family else (None,):
-                    if peer is not None and peer.ip_block is not None and peer.ip_block.cidr.version != family:
-                        continue
-                    matches: list = []
-                    if peer is not None:
-                        set_name = self.peer_set(peer, policy.namespace, family)
-                        matches.append(Match(_addr_payload(family, peer_field), SetRef(set_name)))
-                    if kind == "numeric":
-                        matches.append(Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(group))))
-                    elif kind == "named":
-                        protocol, port_name = group
-                        set_name = self.named_port_set(protocol, port_name, family, direction)
-                        dport = Payload(protocol.value.lower(), "dport")
-                        matches.append(Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(set_name)))
-                    where = rule_comment(policy.key, direction, index, j, group[1] if kind == "named" else None)
-                    out.append(Rule((*matches, Counter(), verdict), where))
+        for family in _families(match):
+            matches: list = []
+            if match.peer is not None:
+                matches.append(Match(_addr_payload(family, peer_field), SetRef(self.set_for(match.peer, family, direction))))
+            if isinstance(match.ports, NamedPort):
+                dport = Payload(match.ports.protocol.value.lower(), "dport")
+                matches.append(Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(self.set_for(match.ports, family, direction))))
+            elif numeric is not None:
+                matches.append(numeric)
+            out.append(Rule((*matches, Counter(), verdict), where))
         return out
 
-    def policy_chain(self, policy: NetworkPolicy, direction: Direction) -> Chain:
-        name = policy_chain_name(policy.key, direction)
-        hit = self.memo.chain(name, policy)
+    def policy_chain(self, rules: PolicyRules) -> str:
+        """One policy's chain for one direction, reused from the memo when its rules are equal."""
+        name = policy_chain_name(rules.policy, rules.direction)
+        if name in self.policy_chains:
+            return name
+        hit = self.memo.chain(name, rules)
         if hit is not None:
             chain, needs = hit
-            for method, *args in needs:  # the sets its rules name, from this state
-                getattr(self, method)(*args)
-            return chain
-        self._needs = []
-        rules = [r for i, rule in enumerate(policy.rules(direction)) for r in self.rules_for(policy, direction, i, rule)]
-        needs, self._needs = tuple(self._needs), None
-        # The comment depends on the name alone: an existing chain keeps its comment when its rules change.
-        chain = Chain(name, policy_comment(policy.key, direction), None, tuple(rules))
-        self.memo.keep_chain(name, policy, chain, needs)
-        return chain
+            for ref, family in needs:  # the sets its rules name, from this state
+                self.set_for(ref, family, rules.direction)
+        else:
+            self._needs = []
+            nft_rules = tuple(r for match in rules.matches for r in self.rules_for(match, rules.direction))
+            needs, self._needs = tuple(self._needs), None
+            # The comment depends on the name alone: an existing chain keeps its comment when its rules change.
+            chain = Chain(name, policy_comment(rules.policy, rules.direction), None, nft_rules)
+            self.memo.keep_chain(name, rules, chain, needs)
+        self.policy_chains[name] = chain
+        return name
+
+    def isolate_chain(self, direction: Direction, tiers: tuple[Tier, ...]) -> str:
+        """The chain a pod's dispatch entry goes to: its tiers in order. Pods
+        with the same policies share it."""
+        keys = tuple(p.policy for tier in tiers for p in tier.policies)
+        name = isolate_chain_name(direction, keys)
+        if name not in self.isolate_chains:
+            rules = tuple(r for tier in tiers for r in self._isolation_rules(tier, name))
+            self.isolate_chains[name] = Chain(name, f"pods isolated for {direction.field} by {', '.join(keys)}", None, rules)
+        return name
+
+    def _isolation_rules(self, isolation: Isolation, chain: str) -> list[Rule]:
+        """NetworkPolicy's tier: each policy's chain accepts what it allows
+        (egress: on to the ingress check); what none allows is counted, logged
+        if asked, and dropped."""
+        direction = isolation.direction
+        rules = [Rule((jump(self.policy_chain(p)),), policy_comment(p.policy, direction)) for p in isolation.policies]
+        if self.log_group is not None:
+            log = Log(deny_log_prefix(direction, chain), self.log_group)
+            rules.append(Rule((Limit(DENY_LOG_RATE, "second", DENY_LOG_BURST), log),
+                              f"log denied {direction.field} to NFLOG group {self.log_group}, rate-limited"))
+        rules.append(Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"))
+        return rules
 
 
-def _port_items(ports: tuple[PolicyPort, ...]) -> tuple:
-    """``proto . port`` items for an inline interval set; a missing port is every
-    port. Overlapping ranges are merged: the kernel refuses overlaps."""
+def _families(match: RuleMatch) -> tuple[int | None, ...]:
+    """The address families a match needs a rule for: an ipBlock its own; one
+    rule per family when it names addresses (peer pods, a named port's
+    ``pod IP . port``); otherwise one rule for both (None)."""
+    if isinstance(match.peer, IPBlock):
+        return (match.peer.cidr.version,)
+    if match.peer is not None or isinstance(match.ports, NamedPort):
+        return FAMILIES
+    return (None,)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _peer_set_name(scope: SelectorScope, family: int) -> str:
+    return peer_set_name(repr(scope), family)
+
+
+def _port_items(ports: tuple[PortRange, ...]) -> tuple:
+    """``proto . port`` items for an inline interval set. Overlapping ranges
+    are merged: the kernel refuses overlaps."""
     ranges: dict[str, list[tuple[int, int]]] = {}
     for p in ports:
-        low = 0 if p.port is None else p.port
-        high = 65535 if p.port is None else (p.end_port or p.port)
-        ranges.setdefault(p.protocol.value.lower(), []).append((low, high))
+        ranges.setdefault(p.protocol.value.lower(), []).append((p.first, p.last))
     items = []
     for proto in sorted(ranges):
         merged: list[list[int]] = []
@@ -372,15 +358,6 @@ def _base_chains() -> list[Chain]:
         Chain(FORWARD_CHAIN, "NetworkPolicy for pod traffic", Hook("filter", "forward", FORWARD_PRIORITY), tuple(forward_rules)),
         Chain(DISPATCH_CHAIN, "ingress check, after the source's egress allowed the flow", None, tuple(dispatch_rules)),
     ]
-
-
-def local_pods(state: ClusterState, node: str) -> list[Pod]:
-    """The pods this node enforces policy for: its own, with addresses, that policies can select."""
-    return [p for p in state.pods_on(node) if p.is_policy_target and p.ips]
-
-
-def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> tuple[NetworkPolicy, ...]:
-    return tuple(p for p in state.policies_in(pod.namespace) if direction in p.policy_types and policy_selects(p, pod))
 
 
 def _dispatch_map(direction: Direction, family: int, entries: dict) -> Set:
@@ -417,42 +394,39 @@ def desired_ruleset(
     if interfaces is not None:
         interfaces = tuple(interfaces)
         state = with_interfaces(state, node, interfaces)
-    builder = _Builder(state, node, memo)
-    policy_chains: dict[str, Chain] = {}
-    isolate_chains: dict[str, Chain] = {}
-    registered = {i.key for i in interfaces or ()}
+    memo = memo or RenderMemo()
+    ir = network_policy_ir(state, node, memo.ir)
+    table = policy_table(ir, Members(state, node), {i.key for i in interfaces or ()}, log_group, memo)
+    return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces, foreign_ports)))
+
+
+def policy_table(
+    policy: NodePolicy,
+    members: Members,
+    registered: Iterable[str] = (),
+    log_group: int | None = None,
+    memo: RenderMemo | None = None,
+) -> Table:
+    """The ``inet nftpolicy`` table that enforces a node's policy IR.
+
+    ``members`` fills the sets its peers and named ports refer to.
+    ``registered``: the pods CNI registered on the node; when two local pods
+    claim one address (a stale status), the registered one gets it.
+    """
+    registered = frozenset(registered)
+    renderer = _Renderer(members, memo, log_group)
     dispatch: dict[tuple[Direction, int], dict] = {(d, f): {} for d in Direction for f in FAMILIES}
     for direction in Direction:
-        for pod in local_pods(state, node):
-            policies = isolating_policies(state, pod, direction)
-            if not policies:
+        for pod in policy.pods:
+            tiers = pod.tiers(direction)
+            if not tiers:
                 continue
-            isolate = isolate_chain_name(direction, tuple(p.key for p in policies))
-            if isolate not in isolate_chains:
-                for p in policies:
-                    name = policy_chain_name(p.key, direction)
-                    if name not in policy_chains:
-                        policy_chains[name] = builder.policy_chain(p, direction)
-                logging = (
-                    (Rule((Limit(DENY_LOG_RATE, "second", DENY_LOG_BURST), Log(deny_log_prefix(direction, isolate), log_group)),
-                          f"log denied {direction.field} to NFLOG group {log_group}, rate-limited"),)
-                    if log_group is not None else ()
-                )
-                isolate_chains[isolate] = Chain(
-                    isolate,
-                    f"pods isolated for {direction.field} by {', '.join(p.key for p in policies)}",
-                    None,
-                    (
-                        *(Rule((jump(policy_chain_name(p.key, direction)),), policy_comment(p.key, direction)) for p in policies),
-                        *logging,
-                        Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"),
-                    ),
-                )
+            isolate = renderer.isolate_chain(direction, tiers)
             for ip in pod.ips:
                 entries = dispatch[(direction, ip.version)]
                 # Two local pods with one address (a stale status): a map key is unique,
                 # and the pod CNI registered there now wins.
-                if ip not in entries or pod.key in registered:
+                if ip not in entries or pod.pod in registered:
                     entries[ip] = isolate
 
     def by_name(chains: dict[str, Chain]) -> list[Chain]:
@@ -460,10 +434,10 @@ def desired_ruleset(
 
     table = Table(
         *POLICY_TABLE,
-        f"nftpolicy: NetworkPolicy for pods on node {node}",
-        chains=tuple(_base_chains() + by_name(isolate_chains) + by_name(policy_chains)),
-        sets=tuple(sorted(builder.sets.values(), key=lambda s: s.name))
+        f"nftpolicy: NetworkPolicy for pods on node {policy.node}",
+        chains=tuple(_base_chains() + by_name(renderer.isolate_chains) + by_name(renderer.policy_chains)),
+        sets=tuple(sorted(renderer.sets.values(), key=lambda s: s.name))
         + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
     )
-    builder.memo.finish()
-    return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces, foreign_ports)))
+    renderer.memo.finish()
+    return table

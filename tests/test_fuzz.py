@@ -43,7 +43,8 @@ from cni.records import PodRecord, RecordError
 from rules.load import InvalidObject, state_from_objects
 from rules.model import ClusterState, PodInterface
 from rules.nft import render_text
-from rules.translate import desired_ruleset, local_pods
+from rules.ir import local_pods
+from rules.translate import desired_ruleset
 from strategies import cluster_states
 
 # Bounded: about 15 s for the whole file on this 2-core machine; deadlines are
