@@ -15,6 +15,7 @@ rounds of 20 ADDs at once per form, the forms alternating round by round
 (each round's pods deleted after it, so every round meets the same node).
 Prints medians, p99 and ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,8 +103,14 @@ def main() -> None:
             install_plugin(bins["shim"], form="shim", shim=build_shim())
         node = bed.nodes[0]
         bed.namespace("bench")
-        bed.apply_policies({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                            "metadata": {"namespace": "bench", "name": "deny"}, "spec": {"podSelector": {}}})
+        bed.apply_policies(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"namespace": "bench", "name": "deny"},
+                "spec": {"podSelector": {}},
+            }
+        )
         node.start_enforcer()
         node.wait_converged()
         for i in range(args.pods):  # the forms alternate pod by pod
@@ -118,9 +125,13 @@ def main() -> None:
     print(f"  {'bridge+host-local (baseline)':30s}  {ms(all_bridge)}")
     for form in forms:
         own = [o for _, o in serial[form]]
-        print(f"  {f'nftpolicy {form} (ADD to enforced)':30s}  {ms(own)}   "
-              f"ratio to bridge p50 {statistics.median(own) / statistics.median(all_bridge):5.2f}x")
-    print(f"{CONCURRENT} concurrent ADDs x {args.rounds} rounds per form (each pod's bridge, then its nftpolicy; 20 pods at once)")
+        print(
+            f"  {f'nftpolicy {form} (ADD to enforced)':30s}  {ms(own)}   "
+            f"ratio to bridge p50 {statistics.median(own) / statistics.median(all_bridge):5.2f}x"
+        )
+    print(
+        f"{CONCURRENT} concurrent ADDs x {args.rounds} rounds per form (each pod's bridge, then its nftpolicy; 20 pods at once)"
+    )
     for form in forms:
         bridge, own = [b for b, _ in conc[form]], [o for _, o in conc[form]]
         print(f"  {f'bridge+host-local ({form} rounds)':30s}  {ms(bridge)}")

@@ -7,6 +7,7 @@ Used by bench/kube_scale.py to load 10,000 pods, their IPs (patched into
 ``status`` as a kubelet does) and 1,000 policies in minutes where per-object
 ``kubectl`` would take hours, and to make single timed writes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -24,8 +25,11 @@ CLONE_NEWNET = 0x40000000
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 MERGE_PATCH = "application/merge-patch+json"
 LIST_PAGE = 500  # as the enforcer lists
-COLLECTIONS = {"Namespace": "/api/v1/namespaces", "Pod": "/api/v1/pods",
-               "NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies"}
+COLLECTIONS = {
+    "Namespace": "/api/v1/namespaces",
+    "Pod": "/api/v1/pods",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies",
+}
 API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -96,8 +100,13 @@ class Api:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict:
-        response = self.rest.request(method, self.host + path, body=body, _request_timeout=(5, 120),
-                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        response = self.rest.request(
+            method,
+            self.host + path,
+            body=body,
+            _request_timeout=(5, 120),
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
         data = response.read()
         if not 200 <= response.status < 300:
             raise RuntimeError(f"{method} {path}: {response.status} {data[:500]!r}")

@@ -14,6 +14,7 @@ isolating x/a and selecting nothing). Measured:
 - pod ADD to enforced: nftpolicy's CNI ADD, which returns once committed,
   beside bridge's own ADD.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,12 @@ from kube import ApiCluster, ControlPlane  # noqa: E402
 
 
 def policy(selecting: str) -> dict:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"namespace": "x", "name": "toggle"},
-            "spec": {"podSelector": {"matchLabels": {"app": selecting}}, "policyTypes": ["Ingress"]}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": "x", "name": "toggle"},
+        "spec": {"podSelector": {"matchLabels": {"app": selecting}}, "policyTypes": ["Ingress"]},
+    }
 
 
 def committed_everywhere(bed: Testbed, rv: int) -> bool:

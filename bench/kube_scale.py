@@ -53,6 +53,7 @@ start also the API list of all objects (paged, as the enforcer lists). For
 apply -> probe, ``kubectl apply`` itself. For memory, a Python interpreter
 with the enforcer's imports and nothing loaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,8 +121,13 @@ class Scenario:
 def scenario(objects: list[dict], node: str) -> Scenario:
     pods = [o for o in objects if o["kind"] == "Pod"]
     local_apps = {(p["metadata"]["namespace"], p["metadata"]["labels"]["app"]) for p in pods if p["spec"]["nodeName"] == node}
-    policy = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].startswith("allow-")
-                  and (o["metadata"]["namespace"], o["spec"]["podSelector"]["matchLabels"]["app"]) in local_apps)
+    policy = next(
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and o["metadata"]["name"].startswith("allow-")
+        and (o["metadata"]["namespace"], o["spec"]["podSelector"]["matchLabels"]["app"]) in local_apps
+    )
     peer_app = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"]
     remote = next(p for p in pods if p["metadata"]["labels"]["app"] == peer_app and p["spec"]["nodeName"] != node)
     return Scenario(policy, remote["metadata"]["namespace"], peer_app, remote)
@@ -135,9 +141,16 @@ def with_port(policy: dict, port: int) -> dict:
 
 
 def probe_policy(allowed_app: str) -> dict:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"namespace": PROBE_NS, "name": "a-from"},
-            "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"],
-                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": allowed_app}}}], "ports": [{"port": 80}]}]}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": PROBE_NS, "name": "a-from"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": allowed_app}}}], "ports": [{"port": 80}]}],
+        },
+    }
 
 
 # --- the enforcer under test ---------------------------------------------------------
@@ -168,11 +181,30 @@ class EnforcerProcess:
         self.started_wall = time.time()
         with open(self.log_path, "a") as log:
             self.node.enforcer = subprocess.Popen(
-                ["ip", "netns", "exec", self.node.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.node.name,
-                 *self.node.bed.cluster.enforcer_args(), "--state-dir", str(self.node.state_dir),
-                 "--socket", str(self.node.socket), "--health-port", str(HEALTH_PORT),
-                 "--verify-interval", str(self.verify_interval)],
-                stdout=log, stderr=subprocess.STDOUT)
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.node.netns,
+                    PYTHON,
+                    "-m",
+                    "enforcer",
+                    "enforce",
+                    "--node",
+                    self.node.name,
+                    *self.node.bed.cluster.enforcer_args(),
+                    "--state-dir",
+                    str(self.node.state_dir),
+                    "--socket",
+                    str(self.node.socket),
+                    "--health-port",
+                    str(HEALTH_PORT),
+                    "--verify-interval",
+                    str(self.verify_interval),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self) -> None:
         self.node.stop_enforcer(signal.SIGTERM)
@@ -215,8 +247,7 @@ class EnforcerProcess:
             data = f.read()
         data = data[: data.rfind(b"\n") + 1]
         self._offset += len(data)
-        return [Sync(int(m[1]), int(m[2]), float(m[3]), float(m[4]) if m[4] else None)
-                for m in SYNC_LINE.finditer(data.decode())]
+        return [Sync(int(m[1]), int(m[2]), float(m[3]), float(m[4]) if m[4] else None) for m in SYNC_LINE.finditer(data.decode())]
 
     def timeline(self) -> list[tuple[float, str]]:
         """(seconds since start, message) for each log line of this run."""
@@ -254,10 +285,12 @@ class EnforcerProcess:
 
 def baseline_rss_mib() -> float:
     """RSS of a Python interpreter that imported what the enforcer imports, with nothing loaded."""
-    code = ("import enforcer.cli, enforcer.sources.kubernetes, enforcer.daemon, enforcer.observability.health, enforcer.node.cni_server, "
-            "enforcer.node.conntrack, enforcer.node.netlink, enforcer.observability.metrics; "
-            "from enforcer.kernel.nftables import NftablesKernel; NftablesKernel(); "
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])")
+    code = (
+        "import enforcer.cli, enforcer.sources.kubernetes, enforcer.daemon, enforcer.observability.health, enforcer.node.cni_server, "
+        "enforcer.node.conntrack, enforcer.node.netlink, enforcer.observability.metrics; "
+        "from enforcer.kernel.nftables import NftablesKernel; NftablesKernel(); "
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0])"
+    )
     return int(sh(PYTHON, "-c", code).stdout.strip()) / 1024
 
 
@@ -265,8 +298,9 @@ class KernelMonitor:
     """``nft monitor new elements`` in the node: when each new set element reached the kernel."""
 
     def __init__(self, netns: str) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, "nft", "monitor", "new", "elements"],
-                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "nft", "monitor", "new", "elements"], stdout=subprocess.PIPE, text=True, bufsize=1
+        )
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -289,8 +323,9 @@ class KernelMonitor:
         """The monotonic time a line naming ``ip`` arrived."""
         pattern = re.compile(rf"(?<![\d.]){re.escape(ip)}(?![\d.])")
         with self._cond:
-            found = self._cond.wait_for(lambda: next((t for t, line in self.lines if pattern.search(line)), None),
-                                        timeout=timeout)
+            found = self._cond.wait_for(
+                lambda: next((t for t, line in self.lines if pattern.search(line)), None), timeout=timeout
+            )
         if found is None:
             raise TimeoutError(f"{ip} did not reach the kernel")
         return found
@@ -437,9 +472,12 @@ def changed_copy(objects: list[dict], target: dict, change: Callable[[dict], Non
 
 def new_remote_pod(s: Scenario, i: int) -> dict:
     """A remote pod that ``s.policy`` names as a peer, with a fresh IP."""
-    return {"kind": "Pod", "metadata": {"namespace": s.peer_namespace, "name": f"bench-new-{i}", "labels": {"app": s.peer_app}},
-            "spec": {"nodeName": "remote-bench", "containers": [{"name": "main"}]},
-            "status": {"phase": "Running", "podIPs": [{"ip": f"{NEW_IP_BASE}.{i // 250}.{i % 250 + 1}"}]}}
+    return {
+        "kind": "Pod",
+        "metadata": {"namespace": s.peer_namespace, "name": f"bench-new-{i}", "labels": {"app": s.peer_app}},
+        "spec": {"nodeName": "remote-bench", "containers": [{"name": "main"}]},
+        "status": {"phase": "Running", "podIPs": [{"ip": f"{NEW_IP_BASE}.{i // 250}.{i % 250 + 1}"}]},
+    }
 
 
 def floors(offline: Offline, listed: list[dict], s: Scenario, rounds: int) -> dict[str, Floor]:
@@ -472,8 +510,12 @@ class Rounds:
     sync_ms: list[float]
 
 
-def measure(enforcer: EnforcerProcess, kind: str, writes: list[Callable[[], tuple[int, float]]],
-            committed: Callable[[int], float] | None = None) -> Rounds:
+def measure(
+    enforcer: EnforcerProcess,
+    kind: str,
+    writes: list[Callable[[], tuple[int, float]]],
+    committed: Callable[[int], float] | None = None,
+) -> Rounds:
     """Make each write, wait until it is committed (status.json shows its
     resourceVersion, or ``committed``), read the sync it caused from the log."""
     out = Rounds([], [], [], [])
@@ -505,8 +547,9 @@ def label_rounds(api: Api, enforcer: EnforcerProcess, s: Scenario, rounds: int) 
     def labelled(app: str) -> dict:
         return {"metadata": {"labels": {"app": app}}}
 
-    writes = [lambda i=i: api.patch(s.remote_pod, labelled(f"{s.peer_app}-moved" if i % 2 == 0 else s.peer_app))
-              for i in range(rounds)]
+    writes = [
+        lambda i=i: api.patch(s.remote_pod, labelled(f"{s.peer_app}-moved" if i % 2 == 0 else s.peer_app)) for i in range(rounds)
+    ]
     result = measure(enforcer, "Pod", writes)
     if rounds % 2:
         enforcer.wait_seen("Pod", api.patch(s.remote_pod, labelled(s.peer_app))[0])
@@ -517,6 +560,7 @@ def new_ip_rounds(api: Api, enforcer: EnforcerProcess, s: Scenario, rounds: int)
     """Create each pod (no IP yet) unmeasured, then time its IP patch to the element in the kernel."""
     pods = [new_remote_pod(s, i) for i in range(rounds)]
     with KernelMonitor(enforcer.node.netns) as monitor:
+
         def patch_ip(pod: dict) -> tuple[int, float]:
             enforcer.wait_seen("Pod", api.create(pod)[0])
             enforcer.syncs()
@@ -581,13 +625,19 @@ def noop_rounds(enforcer: EnforcerProcess, writes: list[Callable[[], tuple[int, 
 
 
 def annotation_rounds(api: Api, enforcer: EnforcerProcess, s: Scenario, rounds: int) -> NoOps:
-    return noop_rounds(enforcer, [lambda i=i: api.patch(s.remote_pod, {"metadata": {"annotations": {"bench/touch": str(i)}}})
-                                  for i in range(rounds)], "Pod")
+    return noop_rounds(
+        enforcer,
+        [lambda i=i: api.patch(s.remote_pod, {"metadata": {"annotations": {"bench/touch": str(i)}}}) for i in range(rounds)],
+        "Pod",
+    )
 
 
 def namespace_rounds(api: Api, enforcer: EnforcerProcess, rounds: int) -> NoOps:
-    return noop_rounds(enforcer, [lambda i=i: api.create({"kind": "Namespace", "metadata": {"name": f"bench-noop-{i}"}})
-                                  for i in range(rounds)], "Namespace")
+    return noop_rounds(
+        enforcer,
+        [lambda i=i: api.create({"kind": "Namespace", "metadata": {"name": f"bench-noop-{i}"}}) for i in range(rounds)],
+        "Namespace",
+    )
 
 
 @dataclass
@@ -645,11 +695,17 @@ class Report:
         self.line(f"{'enforcer: change seen -> committed':<44} {pcts(r.seen_to_commit)}")
         self.line(f"{'API write returned -> committed':<44} {pcts(r.write_to_commit)}")
         self.line(f"{'enforcer sync (render + plan + commit)':<44} {pcts([x / 1000 for x in r.sync_ms])}")
-        self.line(f"{'baseline: bare commit of the same transaction':<44} {pcts(floor.commit)}  "
-                  f"({floor.commands} commands offline, enforcer {sorted(set(r.commands))})")
-        self.line(f"ratio seen -> committed / bare commit: p50 {statistics.median(r.seen_to_commit) / statistics.median(floor.commit):.1f}x")
-        self.line(f"offline steps, p50: state build {ms(statistics.median(floor.build))}, render {ms(statistics.median(floor.render))}, "
-                  f"plan {ms(statistics.median(floor.plan))}, commit {ms(statistics.median(floor.commit))}")
+        self.line(
+            f"{'baseline: bare commit of the same transaction':<44} {pcts(floor.commit)}  "
+            f"({floor.commands} commands offline, enforcer {sorted(set(r.commands))})"
+        )
+        self.line(
+            f"ratio seen -> committed / bare commit: p50 {statistics.median(r.seen_to_commit) / statistics.median(floor.commit):.1f}x"
+        )
+        self.line(
+            f"offline steps, p50: state build {ms(statistics.median(floor.build))}, render {ms(statistics.median(floor.render))}, "
+            f"plan {ms(statistics.median(floor.plan))}, commit {ms(statistics.median(floor.commit))}"
+        )
         for which, q, goal in targets:
             values = r.seen_to_commit if which == "seen" else r.write_to_commit
             got = statistics.median(values) if q == 0.5 else p99(values)
@@ -668,8 +724,10 @@ def report_start(report: Report, title: str, s: Start, api_list: float | None, f
     report.line(f"CPU seconds of the enforcer then      {s.cpu:6.2f} s")
     report.line(f"first sync: {s.commands} commands in {s.sync_ms:.0f} ms; RSS then {s.memory['VmRSS']:.0f} MiB")
     if api_list is not None and floor is not None:
-        report.line(f"baselines: API list of every object {api_list:.2f} s; bare commit of the same transactions "
-                    f"{floor[1]:.2f} s ({floor[0]} commands); sum {api_list + floor[1]:.2f} s, ratio wall / sum {s.wall / (api_list + floor[1]):.1f}x")
+        report.line(
+            f"baselines: API list of every object {api_list:.2f} s; bare commit of the same transactions "
+            f"{floor[1]:.2f} s ({floor[0]} commands); sum {api_list + floor[1]:.2f} s, ratio wall / sum {s.wall / (api_list + floor[1]):.1f}x"
+        )
     report.line("timeline (s since start, from the enforcer's log, up to its first sync):")
     for at, message in s.timeline or [(0.0, "(no log lines)")]:
         report.line(f"  {at:6.2f}  {message[:110]}")
@@ -691,8 +749,10 @@ def main() -> None:
     args = parser.parse_args()
     report = Report()
     with tempfile.TemporaryDirectory() as tmp, Testbed(Path(tmp) / "bed", nodes=1) as bed:
-        with ControlPlane(Path(tmp) / "kube", bed.add_host("api", 2), "192.168.56.2") as cp, \
-                Api(cp.admin_kubeconfig, cp.netns, args.workers) as api:
+        with (
+            ControlPlane(Path(tmp) / "kube", bed.add_host("api", 2), "192.168.56.2") as cp,
+            Api(cp.admin_kubeconfig, cp.netns, args.workers) as api,
+        ):
             bed.cluster = ApiCluster(cp)
             run(args, bed, cp, api, report)
     report.summary()
@@ -703,8 +763,11 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     objects = cluster_objects(args.pods, args.policies, args.namespaces, node.name)
     s = scenario(objects, node.name)
     local = sum(1 for o in objects if o["kind"] == "Pod" and o["spec"]["nodeName"] == node.name)
-    print(f"{args.pods} pods, {args.policies} policies, {args.namespaces} namespaces; {local} of the pods on {node.name}; "
-          f"loading with {args.workers} threads", flush=True)
+    print(
+        f"{args.pods} pods, {args.policies} policies, {args.namespaces} namespaces; {local} of the pods on {node.name}; "
+        f"loading with {args.workers} threads",
+        flush=True,
+    )
     steps = load(api, objects)
     report.section("load")
     report.line(f"{sum(steps.values()):.1f} s: " + ", ".join(f"{what} {t:.1f} s" for what, t in steps.items()))
@@ -722,7 +785,9 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     finally:
         offline.close()
     report_start(report, "cold start: empty kernel -> first commit of everything", cold, list_seconds, cold_floor)
-    report.line(f"offline: state build {offline.build_seconds * 1000:.0f} ms, first render {offline.render_seconds * 1000:.0f} ms")
+    report.line(
+        f"offline: state build {offline.build_seconds * 1000:.0f} ms, first render {offline.render_seconds * 1000:.0f} ms"
+    )
     report.target("cold start wall", f"{cold.wall:.2f} s", "< 3 s", cold.wall < 3)
     report.target("cold start CPU", f"{cold.cpu:.2f} CPU-s", "< 2 CPU-s", cold.cpu < 2)
 
@@ -753,31 +818,55 @@ def run(args: argparse.Namespace, bed: Testbed, cp: ControlPlane, api: Api, repo
     enforcer.stop()
     restart = start(enforcer)
 
-    report.rounds("policy change (port toggled)", "policy change", policy, floor["policy"], [("seen", 0.5, 0.05), ("seen", 0.99, 0.2)])
-    report.rounds("pod label change (remote pod leaves/joins a peer set)", "pod label change", label, floor["label"], [("seen", 0.99, 0.05)])
-    report.rounds("new remote pod IP (status patch -> element in the kernel)", "new remote pod IP", new_ip, floor["new IP"], [("write", 0.99, 0.5)])
+    report.rounds(
+        "policy change (port toggled)", "policy change", policy, floor["policy"], [("seen", 0.5, 0.05), ("seen", 0.99, 0.2)]
+    )
+    report.rounds(
+        "pod label change (remote pod leaves/joins a peer set)", "pod label change", label, floor["label"], [("seen", 0.99, 0.05)]
+    )
+    report.rounds(
+        "new remote pod IP (status patch -> element in the kernel)",
+        "new remote pod IP",
+        new_ip,
+        floor["new IP"],
+        [("write", 0.99, 0.5)],
+    )
 
     report.section(f"kubectl apply -> probe sees it: {args.rounds} changes, alternately allowing and denying")
     report.line(f"{'baseline: kubectl apply itself':<44} {pcts(probes.apply)}")
     report.line(f"{'apply started -> probe sees the new verdict':<44} {pcts(probes.to_probe)}")
-    report.line(f"ratio p50 {statistics.median(probes.to_probe) / statistics.median(probes.apply):.2f}x "
-                "(denials are seen by a 20 ms probe timing out: up to 20 ms of each is the probe's)")
+    report.line(
+        f"ratio p50 {statistics.median(probes.to_probe) / statistics.median(probes.apply):.2f}x "
+        "(denials are seen by a 20 ms probe timing out: up to 20 ms of each is the probe's)"
+    )
     got = p99(probes.to_probe)
     report.target("kubectl apply -> probe p99", ms(got).strip(), "< 500 ms", got < 0.5)
 
     report.section(f"no-op changes: {args.rounds} each")
-    report.line(f"annotation on a remote pod: syncs caused {sum(annotations.syncs)}; write -> status shows it {pcts(annotations.write_to_status)}")
-    report.line(f"new namespace no selector names: syncs {sum(namespaces.syncs)}, commands written {sorted(set(namespaces.commands))}; "
-                f"sync {pcts([x / 1000 for x in namespaces.sync_ms])}")
-    report.line(f"baseline: the same done offline (state build + render + plan) {pcts(floor['no-op'].own)}, "
-                f"{floor['no-op'].commands} commands")
+    report.line(
+        f"annotation on a remote pod: syncs caused {sum(annotations.syncs)}; write -> status shows it {pcts(annotations.write_to_status)}"
+    )
+    report.line(
+        f"new namespace no selector names: syncs {sum(namespaces.syncs)}, commands written {sorted(set(namespaces.commands))}; "
+        f"sync {pcts([x / 1000 for x in namespaces.sync_ms])}"
+    )
+    report.line(
+        f"baseline: the same done offline (state build + render + plan) {pcts(floor['no-op'].own)}, "
+        f"{floor['no-op'].commands} commands"
+    )
     worst = p99([x / 1000 for x in namespaces.sync_ms])
-    report.target("no-op resync p99", ms(worst).strip() + f", {max(namespaces.commands)} commands", "< 300 ms, 0 commands",
-                  worst < 0.3 and max(namespaces.commands) == 0)
+    report.target(
+        "no-op resync p99",
+        ms(worst).strip() + f", {max(namespaces.commands)} commands",
+        "< 300 ms, 0 commands",
+        worst < 0.3 and max(namespaces.commands) == 0,
+    )
 
     report.section("machine")
-    report.line(f"{os.cpu_count()} cores; load average (1 min) {loadavg[0]:.1f} before the cold start, "
-                f"{os.getloadavg()[0]:.1f} at the end (other work on the machine shows here)")
+    report.line(
+        f"{os.cpu_count()} cores; load average (1 min) {loadavg[0]:.1f} before the cold start, "
+        f"{os.getloadavg()[0]:.1f} at the end (other work on the machine shows here)"
+    )
 
     report.section("memory (enforcer process)")
     rss_base = baseline_rss_mib()

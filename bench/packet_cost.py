@@ -54,6 +54,7 @@ medians to the baseline's, then the targets of the per-packet cost issue. Everyt
 in namespaces named pc-<random>-*, removed on exit, also on Ctrl-C; the
 host's links and ruleset are never touched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,6 +111,7 @@ def run(*args: str) -> str:
 
 # --- rulesets ---------------------------------------------------------------
 
+
 @dataclass
 class Config:
     name: str
@@ -120,12 +122,14 @@ class Config:
 
 
 def baseline_text() -> str:
-    return ("table inet baseline {\n"
-            "  chain forward {\n"
-            "    type filter hook forward priority 0; policy accept;\n"
-            "    ct state established,related accept\n"
-            "  }\n"
-            "}\n")
+    return (
+        "table inet baseline {\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority 0; policy accept;\n"
+        "    ct state established,related accept\n"
+        "  }\n"
+        "}\n"
+    )
 
 
 def bench_objects() -> list[dict[str, Any]]:
@@ -133,9 +137,12 @@ def bench_objects() -> list[dict[str, Any]]:
     ports = [{"port": STREAM_PORT, "protocol": "TCP"}, {"port": RR_PORT, "protocol": "TCP"}]
 
     def pod(name: str, ip: str) -> dict[str, Any]:
-        return {"kind": "Pod", "metadata": {"namespace": "bench", "name": name, "labels": {"app": name}},
-                "spec": {"nodeName": NODE, "containers": [{"name": "main"}]},
-                "status": {"phase": "Running", "podIPs": [{"ip": ip}]}}
+        return {
+            "kind": "Pod",
+            "metadata": {"namespace": "bench", "name": name, "labels": {"app": name}},
+            "spec": {"nodeName": NODE, "containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": ip}]},
+        }
 
     def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {"kind": "NetworkPolicy", "metadata": {"namespace": "bench", "name": name}, "spec": spec}
@@ -145,11 +152,23 @@ def bench_objects() -> list[dict[str, Any]]:
         pod("client", CLIENT_IP),
         pod("server", SERVER_IP),
         policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-        policy("client-egress", {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
-                                 "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": ports}]}),
+        policy(
+            "client-egress",
+            {
+                "podSelector": {"matchLabels": {"app": "client"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": ports}],
+            },
+        ),
         # From every pod of the cluster: the server's peer set holds all 10,000 remote pod IPs.
-        policy("server-ingress", {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
-                                  "ingress": [{"from": [{"namespaceSelector": {}}], "ports": ports}]}),
+        policy(
+            "server-ingress",
+            {
+                "podSelector": {"matchLabels": {"app": "server"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"namespaceSelector": {}}], "ports": ports}],
+            },
+        ),
     ]
 
 
@@ -160,10 +179,13 @@ def nftpolicy_config(policies: int, directory: Path) -> Config:
     path = directory / f"nftpolicy-{policies}.nft"
     path.write_text(render_text(ruleset) + "\n")
     counts = ruleset.object_count()
-    print(f"  nftpolicy-{policies}: {counts['chains']} chains, {counts['sets']} sets, {counts['maps']} maps, "
-          f"{counts['rules']} rules, {counts['elements']} elements; state and render {time.perf_counter() - start:.2f} s")
-    return Config(f"nftpolicy-{policies}", path, counts["rules"], True,
-                  ("bench/client-egress egress[0]", "bench/server-ingress ingress[0]"))
+    print(
+        f"  nftpolicy-{policies}: {counts['chains']} chains, {counts['sets']} sets, {counts['maps']} maps, "
+        f"{counts['rules']} rules, {counts['elements']} elements; state and render {time.perf_counter() - start:.2f} s"
+    )
+    return Config(
+        f"nftpolicy-{policies}", path, counts["rules"], True, ("bench/client-egress egress[0]", "bench/server-ingress ingress[0]")
+    )
 
 
 def cluster_pod_ips() -> list[str]:
@@ -174,21 +196,24 @@ def cluster_pod_ips() -> list[str]:
 
 def linear_text(policies: int, pod_ips: list[str]) -> str:
     """One rule per (policy, peer IP) in the server's chain, the client's rules last."""
-    peers = pod_ips[:policies * PEERS_PER_POLICY]
+    peers = pod_ips[: policies * PEERS_PER_POLICY]
     rules = [f"    ip saddr {ip} ip daddr {SERVER_IP} tcp dport {LINEAR_PEER_PORT} accept" for ip in peers]
-    rules += [f'    ip saddr {CLIENT_IP} ip daddr {SERVER_IP} tcp dport {port} counter accept comment "bench client port {port}"'
-              for port in (STREAM_PORT, RR_PORT)]
-    return ("table inet linear {\n"
-            "  chain forward {\n"
-            "    type filter hook forward priority 0; policy accept;\n"
-            "    ct state established,related accept\n"
-            f"    ip daddr {SERVER_IP} jump server-ingress\n"
-            "  }\n"
-            "  chain server-ingress {\n"
-            + "\n".join(rules) + "\n"
-            '    counter drop comment "denied"\n'
-            "  }\n"
-            "}\n")
+    rules += [
+        f'    ip saddr {CLIENT_IP} ip daddr {SERVER_IP} tcp dport {port} counter accept comment "bench client port {port}"'
+        for port in (STREAM_PORT, RR_PORT)
+    ]
+    return (
+        "table inet linear {\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority 0; policy accept;\n"
+        "    ct state established,related accept\n"
+        f"    ip daddr {SERVER_IP} jump server-ingress\n"
+        "  }\n"
+        "  chain server-ingress {\n" + "\n".join(rules) + "\n"
+        '    counter drop comment "denied"\n'
+        "  }\n"
+        "}\n"
+    )
 
 
 def linear_config(policies: int, pod_ips: list[str], directory: Path) -> Config:
@@ -203,16 +228,20 @@ def build_configs(directory: Path) -> list[Config]:
     baseline = directory / "baseline.nft"
     baseline.write_text(baseline_text())
     pod_ips = cluster_pod_ips()
-    return ([Config("baseline", baseline, 1, False, ())]
-            + [nftpolicy_config(n, directory) for n in POLICY_COUNTS]
-            + [linear_config(n, pod_ips, directory) for n in POLICY_COUNTS])
+    return (
+        [Config("baseline", baseline, 1, False, ())]
+        + [nftpolicy_config(n, directory) for n in POLICY_COUNTS]
+        + [linear_config(n, pod_ips, directory) for n in POLICY_COUNTS]
+    )
 
 
 # --- the bed ----------------------------------------------------------------
 
+
 @dataclass
 class Sample:
     """One run of one test: its rate, wall time, and the CPU time it used on the pinned CPU."""
+
     rate: float
     wall: float
     cpu: float
@@ -241,8 +270,9 @@ class Bed:
         self.node, self.client, self.server = (f"{self.prefix}-{r}" for r in ("node", "client", "server"))
         self.load = load
         self.cpu = str(cpu)
-        self.softirq_pid = next(int(p.parent.name) for p in Path("/proc").glob("[0-9]*/comm")
-                                if p.read_text().strip() == f"ksoftirqd/{cpu}")
+        self.softirq_pid = next(
+            int(p.parent.name) for p in Path("/proc").glob("[0-9]*/comm") if p.read_text().strip() == f"ksoftirqd/{cpu}"
+        )
         self.servers: dict[int, subprocess.Popen] = {}
 
     def __enter__(self) -> Bed:
@@ -272,8 +302,9 @@ class Bed:
         self._bridge_netfilter_on()
         for port, mode in ((STREAM_PORT, "discard"), (RR_PORT, "echo"), (DENIED_PORT, "echo")):
             # `ip netns exec` and `taskset` exec: the process is the server itself
-            self.servers[port] = subprocess.Popen(["ip", "netns", "exec", self.server, "taskset", "-c", self.cpu,
-                                                   str(self.load), "server", str(port), mode])
+            self.servers[port] = subprocess.Popen(
+                ["ip", "netns", "exec", self.server, "taskset", "-c", self.cpu, str(self.load), "server", str(port), mode]
+            )
         self._wait_for_servers()
 
     def _bridge_netfilter_on(self) -> None:
@@ -294,8 +325,11 @@ class Bed:
 
     def probe(self, port: int) -> bool:
         """Whether a TCP connection client -> server:port opens."""
-        result = subprocess.run(["ip", "netns", "exec", self.client, str(self.load), "probe", SERVER_IP, str(port),
-                                 str(PROBE_TIMEOUT_MS)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.client, str(self.load), "probe", SERVER_IP, str(port), str(PROBE_TIMEOUT_MS)],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode > 1:
             raise RuntimeError(f"probe: {result.stderr.strip()}")
         return result.returncode == 0
@@ -304,8 +338,20 @@ class Bed:
         port = TESTS[test][1]
         helpers = (self.servers[port].pid, self.softirq_pid)
         before = sum(map(cpu_seconds, helpers))
-        out = run("ip", "netns", "exec", self.client, "taskset", "-c", self.cpu,
-                  str(self.load), test, SERVER_IP, str(port), str(seconds))
+        out = run(
+            "ip",
+            "netns",
+            "exec",
+            self.client,
+            "taskset",
+            "-c",
+            self.cpu,
+            str(self.load),
+            test,
+            SERVER_IP,
+            str(port),
+            str(seconds),
+        )
         helpers_cpu = sum(map(cpu_seconds, helpers)) - before
         rate, wall, client_cpu = map(float, out.split())
         return Sample(rate, wall, client_cpu + helpers_cpu)
@@ -339,11 +385,14 @@ class Bed:
 
 # --- measuring --------------------------------------------------------------
 
+
 def check_enforces(bed: Bed, config: Config) -> None:
     allowed, other = bed.probe(RR_PORT), bed.probe(DENIED_PORT)
     if not allowed or other == config.enforcing:
-        raise RuntimeError(f"{config.name}: a connection to port {RR_PORT} {'opens' if allowed else 'is blocked'}, "
-                           f"to port {DENIED_PORT} {'opens' if other else 'is blocked'}: the ruleset does not do what it should")
+        raise RuntimeError(
+            f"{config.name}: a connection to port {RR_PORT} {'opens' if allowed else 'is blocked'}, "
+            f"to port {DENIED_PORT} {'opens' if other else 'is blocked'}: the ruleset does not do what it should"
+        )
 
 
 def check_counted(bed: Bed, config: Config, port: int) -> Counted:
@@ -408,13 +457,17 @@ def ratio(results: Results, config: str, test: str, key: Callable[[Sample], floa
 
 def report(configs: list[Config], results: Results, counters: dict[str, Counted]) -> None:
     for test, (unit, _) in TESTS.items():
-        print(f"\n{test + ' ' + unit:<16} {'rules':>6} {'median':>11} {'spread':>7} {'ratio':>6} | "
-              f"{'cpu share':>9} {'per CPU-s':>11} {'ratio':>6}")
+        print(
+            f"\n{test + ' ' + unit:<16} {'rules':>6} {'median':>11} {'spread':>7} {'ratio':>6} | "
+            f"{'cpu share':>9} {'per CPU-s':>11} {'ratio':>6}"
+        )
         for c in configs:
             samples = results[c.name][test]
-            print(f"{c.name:<16} {c.rules:>6} {median(samples, rate):>11,.0f} {spread(samples):>7.1%} "
-                  f"{ratio(results, c.name, test, rate):>6.3f} | {median(samples, share):>9.2f} "
-                  f"{median(samples, per_cpu):>11,.0f} {ratio(results, c.name, test, per_cpu):>6.3f}")
+            print(
+                f"{c.name:<16} {c.rules:>6} {median(samples, rate):>11,.0f} {spread(samples):>7.1%} "
+                f"{ratio(results, c.name, test, rate):>6.3f} | {median(samples, share):>9.2f} "
+                f"{median(samples, per_cpu):>11,.0f} {ratio(results, c.name, test, per_cpu):>6.3f}"
+            )
 
     print(f"\nrules that counted packets in the last run ({list(TESTS)[-1]}; the path of the bench traffic):")
     for name in (f"nftpolicy-{BIG}", f"linear-{BIG}"):
@@ -430,11 +483,12 @@ def report(configs: list[Config], results: Results, counters: dict[str, Counted]
 
     for test, floor in TARGETS.items():
         print(target_line(f"{test}: {big} / baseline >= {floor:.2f}", test, "baseline", lambda v: v >= floor))
-    print(target_line(f"crr: {big} / {small} within {CRR_FLATNESS:.0%}", "crr", small,
-                      lambda v: abs(v - 1) <= CRR_FLATNESS))
+    print(target_line(f"crr: {big} / {small} within {CRR_FLATNESS:.0%}", "crr", small, lambda v: abs(v - 1) <= CRR_FLATNESS))
     linear = f"linear-{BIG}"
-    print(f"  {'beside it, crr: ' + linear + ' / baseline':<50}"
-          + "".join(f"{ratio(results, linear, 'crr', key):>11.3f}     " for key in (rate, per_cpu)).rstrip())
+    print(
+        f"  {'beside it, crr: ' + linear + ' / baseline':<50}"
+        + "".join(f"{ratio(results, linear, 'crr', key):>11.3f}     " for key in (rate, per_cpu)).rstrip()
+    )
 
 
 def main() -> None:
@@ -454,8 +508,10 @@ def main() -> None:
         configs = build_configs(directory)
         print(f"load average at the start: {load_average()}")
         with Bed(load, args.cpu) as bed:
-            print(f"bed {bed.prefix}-*: {args.rounds} rounds of {len(configs)} configurations x {len(TESTS)} tests "
-                  f"x {args.seconds:g} s, client and server on CPU {args.cpu}")
+            print(
+                f"bed {bed.prefix}-*: {args.rounds} rounds of {len(configs)} configurations x {len(TESTS)} tests "
+                f"x {args.seconds:g} s, client and server on CPU {args.cpu}"
+            )
             results, counters = run_rounds(bed, configs, args.rounds, args.seconds)
         print(f"load average at the end: {load_average()}")
         report(configs, results, counters)

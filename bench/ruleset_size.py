@@ -13,6 +13,7 @@ changes, a policy gains a port) and the time to render and plan it as the
 enforcer does (state updated in place, render memo kept): neither should
 depend on cluster size.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -109,8 +110,10 @@ def main() -> None:
         print(f"{pods:>6} {policies:>8} " + " ".join(f"{c[k]:>10.3f}" if k == "render_s" else f"{c[k]:>10}" for k in keys))
     print("\nratio to the baseline (first row):")
     for pods, policies, c in rows:
-        print(f"{pods / SIZES[0][0]:>6.1f}x pods {policies / SIZES[0][1]:>5.1f}x policies: " + " ".join(
-            f"{k}={c[k] / base[k]:.2f}" for k in keys if base[k]))
+        print(
+            f"{pods / SIZES[0][0]:>6.1f}x pods {policies / SIZES[0][1]:>5.1f}x policies: "
+            + " ".join(f"{k}={c[k] / base[k]:.2f}" for k in keys if base[k])
+        )
     print("\none change: commands in its transaction, render+plan time (state updated in place, render memo kept)")
     print(f"{'pods':>6} " + " ".join(f"{name:>30}" for name in CHANGES))
     for pods, _, state in states:

@@ -4,6 +4,7 @@ cost about 5 ms of a 15 ms plugin start, and every pod waits for it).
 Same output as ``json.dumps(obj)``; ``loads`` accepts what ``json.loads``
 accepts, and malformed input gets ``json.loads``'s own error (a ``ValueError``).
 """
+
 from __future__ import annotations
 
 import _json

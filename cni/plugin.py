@@ -16,6 +16,7 @@ Two ways to run it: as this executable (``python -IS``, the "python" form of
 each call the static shim (``cni/shim``, the "shim" form) forwards; there it
 passes its own ``Host``, which asks the enforcer directly and uses netlink.
 """
+
 from __future__ import annotations
 
 import _socket  # not ``socket``: its enum import costs start-up time
@@ -23,8 +24,19 @@ import os
 import sys
 
 from cni import lean_json
-from cni.records import (DEFAULT_SOCKET, DEFAULT_STATE_DIR, PodRecord, RecordError, interface_name_problem, ip_problem,
-                         mac_problem, read_all_records, read_record, remove_record, write_record)
+from cni.records import (
+    DEFAULT_SOCKET,
+    DEFAULT_STATE_DIR,
+    PodRecord,
+    RecordError,
+    interface_name_problem,
+    ip_problem,
+    mac_problem,
+    read_all_records,
+    read_record,
+    remove_record,
+    write_record,
+)
 
 TYPE_CHECKING = False  # typing costs start-up time; annotations are strings
 if TYPE_CHECKING:
@@ -91,13 +103,18 @@ def attachment(prev: Mapping[str, Any], netns: str, ifname: str) -> tuple[str, s
     )
     host = [i for i in interfaces if not i.get("sandbox") and i.get("name")]
     if pod_index is None or not host:
-        raise CniError(INVALID_CONFIG, "prevResult.interfaces: expected a host-side veth and a sandbox interface (is nftpolicy chained after bridge?)")
+        raise CniError(
+            INVALID_CONFIG,
+            "prevResult.interfaces: expected a host-side veth and a sandbox interface (is nftpolicy chained after bridge?)",
+        )
     # bridge lists [bridge, host veth, container]: the host veth is the last host-side one.
     host_ifname = host[-1]["name"]
     mac = interfaces[pod_index].get("mac")
     # These strings go into nft scripts and /sys paths: only well-formed ones pass.
-    for field, problem in ((f"prevResult.interfaces[{interfaces.index(host[-1])}].name", interface_name_problem(host_ifname)),
-                           (f"prevResult.interfaces[{pod_index}].mac", None if mac is None else mac_problem(mac))):
+    for field, problem in (
+        (f"prevResult.interfaces[{interfaces.index(host[-1])}].name", interface_name_problem(host_ifname)),
+        (f"prevResult.interfaces[{pod_index}].mac", None if mac is None else mac_problem(mac)),
+    ):
         if problem:
             raise CniError(INVALID_CONFIG, f"{field}: {problem}")
     entries = prev.get("ips") or []
@@ -108,7 +125,9 @@ def attachment(prev: Mapping[str, Any], netns: str, ifname: str) -> tuple[str, s
         address = entry.get("address") if isinstance(entry, dict) else None
         ip, _, length = address.partition("/") if isinstance(address, str) else ("", "", "")
         if ip_problem(ip) or not length.isdigit():
-            raise CniError(INVALID_CONFIG, f"prevResult.ips[{n}].address: must be an address with a prefix length, like 10.244.0.5/24")
+            raise CniError(
+                INVALID_CONFIG, f"prevResult.ips[{n}].address: must be an address with a prefix length, like 10.244.0.5/24"
+            )
         if entry.get("interface", pod_index) == pod_index:
             ips.append(ip)
     if not ips:
@@ -230,7 +249,9 @@ class Plugin:
         except (OSError, ValueError) as e:
             problem = f"enforcer at {self.socket} unreachable: {e}"
         if self.fail_open:
-            self.host.warn(f"nftpolicy: {namespace}/{name}: {problem}; failOpen: the pod runs unprotected until the enforcer programs it")
+            self.host.warn(
+                f"nftpolicy: {namespace}/{name}: {problem}; failOpen: the pod runs unprotected until the enforcer programs it"
+            )
             return prev
         self.host.hold_down(host_ifname)
         write_record(self.state_dir, record._replace(held=True))
@@ -260,7 +281,10 @@ class Plugin:
             raise CniError(UNKNOWN_CONTAINER, f"no nftpolicy record for container {container_id}")
         host_ifname, _, ips = attachment(prev, netns, ifname)
         if (record.host_ifname, record.ips) != (host_ifname, ips):
-            raise CniError(INVALID_CONFIG, f"record for {record.key} says {record.host_ifname} {record.ips}, prevResult says {host_ifname} {ips}")
+            raise CniError(
+                INVALID_CONFIG,
+                f"record for {record.key} says {record.host_ifname} {record.ips}, prevResult says {host_ifname} {ips}",
+            )
         try:
             reply = self.host.call_enforcer(self.socket, "CHECK", container_id, self.timeout)
         except (OSError, ValueError) as e:
@@ -314,7 +338,9 @@ def run(env: Mapping[str, str], stdin: TextIO, stdout: TextIO, host: Host | None
             stdout.write(lean_json.dumps(_version_reply(version)))
             return 0
         if version not in SUPPORTED_VERSIONS:
-            raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported", f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+            raise CniError(
+                INCOMPATIBLE_VERSION, f"cniVersion {version} is not supported", f"supported: {', '.join(SUPPORTED_VERSIONS)}"
+            )
         plugin = Plugin(env, conf, host)
         if command == "ADD":
             stdout.write(lean_json.dumps(plugin.add()))

@@ -8,6 +8,7 @@ A record is one JSON file per container in ``<state dir>/pods/``, written
 atomically (temp file, fsync, rename): it survives enforcer and node restarts,
 and an enforcer that starts finds every local pod's interface in it.
 """
+
 from __future__ import annotations
 
 import _socket  # not ``socket``: this module is on the CNI plugin's start-up path
@@ -31,8 +32,19 @@ class PodRecord:
 
     __slots__ = _FIELDS
 
-    def __init__(self, container_id: str, namespace: str, name: str, uid: str, host_ifname: str, mac: str | None,
-                 ips: tuple[str, ...], netns: str = "", ifname: str = "", held: bool = False) -> None:
+    def __init__(
+        self,
+        container_id: str,
+        namespace: str,
+        name: str,
+        uid: str,
+        host_ifname: str,
+        mac: str | None,
+        ips: tuple[str, ...],
+        netns: str = "",
+        ifname: str = "",
+        held: bool = False,
+    ) -> None:
         for field, value in zip(_FIELDS, (container_id, namespace, name, uid, host_ifname, mac, tuple(ips), netns, ifname, held)):
             object.__setattr__(self, field, value)
 
@@ -117,11 +129,16 @@ def ip_problem(ip: object) -> str | None:
 
 
 def _field_problems(data: dict) -> list[str]:
-    problems = [f"{k}: must be a string" for k in ("container_id", "namespace", "name", "uid", "netns", "ifname")
-                if not isinstance(data.get(k, ""), str)]
-    for field, problem in (("host_ifname", interface_name_problem(data.get("host_ifname"))),
-                           ("mac", None if data.get("mac") is None else mac_problem(data["mac"])),
-                           ("held", None if isinstance(data.get("held", False), bool) else "must be true or false")):
+    problems = [
+        f"{k}: must be a string"
+        for k in ("container_id", "namespace", "name", "uid", "netns", "ifname")
+        if not isinstance(data.get(k, ""), str)
+    ]
+    for field, problem in (
+        ("host_ifname", interface_name_problem(data.get("host_ifname"))),
+        ("mac", None if data.get("mac") is None else mac_problem(data["mac"])),
+        ("held", None if isinstance(data.get("held", False), bool) else "must be true or false"),
+    ):
         if problem:
             problems.append(f"{field}: {problem}")
     ips = data.get("ips")
@@ -138,8 +155,14 @@ def records_dir(state_dir: str | os.PathLike) -> str:
 
 def _file_name(container_id: str) -> str:
     """The container's file name; refused unless it is one plain name (cni/shim checks the same)."""
-    if not isinstance(container_id, str) or not container_id or "/" in container_id or "\0" in container_id or container_id.startswith(".") \
-            or len(container_id) > MAX_CONTAINER_ID:
+    if (
+        not isinstance(container_id, str)
+        or not container_id
+        or "/" in container_id
+        or "\0" in container_id
+        or container_id.startswith(".")
+        or len(container_id) > MAX_CONTAINER_ID
+    ):
         raise RecordError(f"invalid container ID {str(container_id)[:80]!r}")
     return f"{container_id}.json"
 

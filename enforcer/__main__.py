@@ -1,4 +1,5 @@
 """``python -m enforcer``: the nftpolicy command line."""
+
 from enforcer.cli import main
 
 main()

@@ -5,6 +5,7 @@ for ``verify``: no drift), 1 ``explain`` found the flow denied, 2 invalid
 input (a malformed or invalid object, an unknown pod, a bad option), 3
 ``verify`` found the kernel differs from what the cluster state calls for.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,14 @@ def render(paths: tuple[str, ...], node: str, fmt: str) -> None:
 
 
 @main.command()
-@click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
-              help="Manifest file or directory (YAML or JSON; multi-document and kind: List). Repeatable.")
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Manifest file or directory (YAML or JSON; multi-document and kind: List). Repeatable.",
+)
 @click.option("--live", is_flag=True, help="Trace the flow through this node's live kernel rules instead (IPs only).")
 @click.option("--from", "src", required=True, metavar="NS/POD|IP", help="Source of the flow.")
 @click.option("--to", "dst", required=True, metavar="NS/POD|IP", help="Destination of the flow.")
@@ -112,8 +119,10 @@ def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:
         click.echo(json.dumps(answer, indent=2))
     else:
         rule = answer["rule"]
-        decided = f'{rule["chain"]}: {rule["rule"]}' if rule else "the base chain's policy (accept)"
-        click.echo(f"{'ALLOWED' if answer['allowed'] else 'DENIED'}  {src} -> {dst} {answer['protocol']}/{number}\n  decided by {decided}")
+        decided = f"{rule['chain']}: {rule['rule']}" if rule else "the base chain's policy (accept)"
+        click.echo(
+            f"{'ALLOWED' if answer['allowed'] else 'DENIED'}  {src} -> {dst} {answer['protocol']}/{number}\n  decided by {decided}"
+        )
     sys.exit(ExitCode.OK if answer["allowed"] else ExitCode.DENIED)
 
 
@@ -127,29 +136,74 @@ def demo() -> None:
 
 @main.command()
 @click.option("--node", required=True, help="This node's name: its pods get per-pod rules.")
-@click.option("--source", "source_dir", type=click.Path(exists=True),
-              help="Directory (or file) of Kubernetes YAML with the cluster state; watched for changes.")
+@click.option(
+    "--source",
+    "source_dir",
+    type=click.Path(exists=True),
+    help="Directory (or file) of Kubernetes YAML with the cluster state; watched for changes.",
+)
 @click.option("--kubeconfig", type=click.Path(exists=True), help="Watch the Kubernetes API with this kubeconfig.")
 @click.option("--in-cluster", is_flag=True, help="Watch the Kubernetes API with the pod's service account.")
-@click.option("--state-dir", default="/var/lib/nftpolicy", show_default=True, type=click.Path(),
-              help="Where the CNI plugin keeps pod records.")
-@click.option("--socket", "socket_path", default="/run/nftpolicy/cni.sock", show_default=True, type=click.Path(),
-              help="Unix socket the CNI plugin calls.")
+@click.option(
+    "--state-dir",
+    default="/var/lib/nftpolicy",
+    show_default=True,
+    type=click.Path(),
+    help="Where the CNI plugin keeps pod records.",
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    default="/run/nftpolicy/cni.sock",
+    show_default=True,
+    type=click.Path(),
+    help="Unix socket the CNI plugin calls.",
+)
 @click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between looks at the source and records.")
-@click.option("--cut-established/--keep-established", default=True, show_default=True,
-              help="Remove conntrack entries of established connections that a change denies.")
+@click.option(
+    "--cut-established/--keep-established",
+    default=True,
+    show_default=True,
+    help="Remove conntrack entries of established connections that a change denies.",
+)
 @click.option("--health-port", type=int, default=None, help="Serve /healthz and /readyz on this TCP port.")
-@click.option("--verify-interval", default=60.0, show_default=True,
-              help="Seconds between reading the live tables back to find and undo hand-made changes (0: never).")
+@click.option(
+    "--verify-interval",
+    default=60.0,
+    show_default=True,
+    help="Seconds between reading the live tables back to find and undo hand-made changes (0: never).",
+)
 @click.option("--log-group", type=int, default=None, help="Log denied new connections (rate-limited) to this NFLOG group.")
-@click.option("--deny-log", type=click.Path(dir_okay=False), default=None,
-              help="With --log-group: write the denied flows here as JSON lines (default: standard output).")
-@click.option("--pod-bridge", "pod_bridges", multiple=True, default=("cni0",), show_default=True,
-              help="A bridge the CNI bridge plugin attaches pods to (repeat for more): every port of it is checked, "
-                   "whatever its name; ports of the node's other bridges are left alone.")
-def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster: bool, state_dir: str,
-            socket_path: str, poll_interval: float, cut_established: bool, health_port: int | None,
-            verify_interval: float, log_group: int | None, deny_log: str | None, pod_bridges: tuple[str, ...]) -> None:
+@click.option(
+    "--deny-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --log-group: write the denied flows here as JSON lines (default: standard output).",
+)
+@click.option(
+    "--pod-bridge",
+    "pod_bridges",
+    multiple=True,
+    default=("cni0",),
+    show_default=True,
+    help="A bridge the CNI bridge plugin attaches pods to (repeat for more): every port of it is checked, "
+    "whatever its name; ports of the node's other bridges are left alone.",
+)
+def enforce(
+    node: str,
+    source_dir: str | None,
+    kubeconfig: str | None,
+    in_cluster: bool,
+    state_dir: str,
+    socket_path: str,
+    poll_interval: float,
+    cut_established: bool,
+    health_port: int | None,
+    verify_interval: float,
+    log_group: int | None,
+    deny_log: str | None,
+    pod_bridges: tuple[str, ...],
+) -> None:
     """Keep this node's nftables tables in step with the cluster state and CNI registrations.
 
     The state comes from exactly one of --source, --kubeconfig and --in-cluster.
@@ -172,8 +226,16 @@ def enforce(node: str, source_dir: str | None, kubeconfig: str | None, in_cluste
 
         api = api_client(kubeconfig)
         source, origin = ApiSource(api), api.configuration.host
-    config = EnforcerConfig(node, origin, Path(state_dir), poll_interval, cut_established,
-                            verify_interval=verify_interval, log_group=log_group, pod_bridges=tuple(pod_bridges))
+    config = EnforcerConfig(
+        node,
+        origin,
+        Path(state_dir),
+        poll_interval,
+        cut_established,
+        verify_interval=verify_interval,
+        log_group=log_group,
+        pod_bridges=tuple(pod_bridges),
+    )
     enforcer = Enforcer(config, source, NftablesKernel(), Links(), ConnectionCutter() if cut_established else None)
     server = CniServer(socket_path, enforcer)
     stop = threading.Event()
@@ -204,20 +266,46 @@ _bin_dir = click.option("--bin-dir", default="/opt/cni/bin", show_default=True, 
 @cni.command("install")
 @_conf_dir
 @_bin_dir
-@click.option("--form", type=click.Choice(["shim", "python"]), default=None,
-              help="shim: a static executable that forwards each call to the enforcer (no Python on the node); "
-                   "python: the plugin run by the node's Python. Default: shim if there is one at --shim, else python.")
-@click.option("--shim", default=str(SHIM), show_default=True, type=click.Path(dir_okay=False),
-              help="The shim executable to install (the image has it here).")
-@click.option("--python", default="/usr/bin/python3", show_default=True,
-              help="With --form python: the node's Python (3.9 or newer) that runs the plugin.")
+@click.option(
+    "--form",
+    type=click.Choice(["shim", "python"]),
+    default=None,
+    help="shim: a static executable that forwards each call to the enforcer (no Python on the node); "
+    "python: the plugin run by the node's Python. Default: shim if there is one at --shim, else python.",
+)
+@click.option(
+    "--shim",
+    default=str(SHIM),
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The shim executable to install (the image has it here).",
+)
+@click.option(
+    "--python",
+    default="/usr/bin/python3",
+    show_default=True,
+    help="With --form python: the node's Python (3.9 or newer) that runs the plugin.",
+)
 @click.option("--state-dir", default=None, help="Plugin option stateDir (default /var/lib/nftpolicy).")
 @click.option("--socket", "socket_path", default=None, help="Plugin option socket (default /run/nftpolicy/cni.sock).")
 @click.option("--timeout", type=float, default=None, help="Plugin option timeoutSeconds (default 10).")
-@click.option("--fail-open", is_flag=True, help="Let pods run unprotected when the enforcer cannot be reached (default: the shim "
-                                                 "fails the ADD so the runtime retries; the python form holds the pod's veth down).")
-def cni_install(conf_dir: str, bin_dir: str, form: str | None, shim: str, python: str, state_dir: str | None,
-                socket_path: str | None, timeout: float | None, fail_open: bool) -> None:
+@click.option(
+    "--fail-open",
+    is_flag=True,
+    help="Let pods run unprotected when the enforcer cannot be reached (default: the shim "
+    "fails the ADD so the runtime retries; the python form holds the pod's veth down).",
+)
+def cni_install(
+    conf_dir: str,
+    bin_dir: str,
+    form: str | None,
+    shim: str,
+    python: str,
+    state_dir: str | None,
+    socket_path: str | None,
+    timeout: float | None,
+    fail_open: bool,
+) -> None:
     """Put the plugin in BIN_DIR and chain it right after bridge in the node's conflist."""
     from enforcer.node.cni_install import InstallError, default_form, install
 
@@ -314,14 +402,27 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
 @main.command()
 @click.option("--node", default="", help="This node's name, for the report.")
 @click.option("--state-dir", default="/var/lib/nftpolicy", show_default=True, type=click.Path(), help="The CNI pod records.")
-@click.option("-f", "--filename", "paths", multiple=True, type=click.Path(exists=True),
-              help="Cluster state (YAML), to name remote peers by pod. Repeatable.")
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Cluster state (YAML), to name remote peers by pod. Repeatable.",
+)
 @click.option("--namespace", default=None, help="Only pods of this namespace.")
 @click.option("--pod", "pod_key", default=None, metavar="NS/POD", help="Only this pod.")
 @click.option("--policy", "policy_key", default=None, metavar="NS/NAME", help="Only pods this policy isolates.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
-def dump(node: str, state_dir: str, paths: tuple[str, ...], namespace: str | None, pod_key: str | None,
-         policy_key: str | None, fmt: str) -> None:
+def dump(
+    node: str,
+    state_dir: str,
+    paths: tuple[str, ...],
+    namespace: str | None,
+    pod_key: str | None,
+    policy_key: str | None,
+    fmt: str,
+) -> None:
     """What the live kernel of this node enforces, per local pod: isolation, the
     policies that select it, each rule with its peers and counters.
 
@@ -340,7 +441,8 @@ def dump(node: str, state_dir: str, paths: tuple[str, ...], namespace: str | Non
     except (KernelError, InvalidObject) as e:
         _fail(str(e))
     report["pods"] = [
-        p for p in report["pods"]
+        p
+        for p in report["pods"]
         if (namespace is None or p["pod"].split("/")[0] == namespace)
         and (pod_key is None or p["pod"] == pod_key)
         and (policy_key is None or policy_key in p["ingress"]["policies"] + p["egress"]["policies"])

@@ -9,6 +9,7 @@ instead and taken over in one transaction, so a restart never leaves a
 protected pod open. A failed transaction changes nothing; it is retried with
 backoff.
 """
+
 from __future__ import annotations
 
 import functools
@@ -171,7 +172,9 @@ class Enforcer:
 
     def desired(self, interfaces: list[PodInterface]) -> Ruleset:
         assert self.source.state is not None
-        return desired_ruleset(self.source.state, self.config.node, interfaces, self.config.log_group, self._memo, self.foreign_ports)
+        return desired_ruleset(
+            self.source.state, self.config.node, interfaces, self.config.log_group, self._memo, self.foreign_ports
+        )
 
     # --- sync ------------------------------------------------------------
 
@@ -217,7 +220,7 @@ class Enforcer:
         if self._pending_change is not None:
             seen_to_commit = time.monotonic() - self._pending_change
             self._pending_change = None
-            self.change_latencies = self.change_latencies[-(LATENCY_WINDOW - 1):] + [seen_to_commit]
+            self.change_latencies = self.change_latencies[-(LATENCY_WINDOW - 1) :] + [seen_to_commit]
             latency = f", change seen -> committed {seen_to_commit * 1000:.1f} ms"
         log.info("sync %d: %d commands in %.1f ms%s", self.sync_count, self.last_commands, elapsed * 1000, latency)
         self._release_held()
@@ -250,10 +253,20 @@ class Enforcer:
     def status(self) -> EnforcerStatus:
         """A snapshot for health, metrics and the deny log."""
         return EnforcerStatus(
-            node=self.config.node, last_loop=self.last_loop, sync_count=self.sync_count, sync_failures=self.sync_failures,
-            sync_seconds=self.sync_seconds, last_commands=self.last_commands, drift_repairs=self.drift_repairs,
-            last_error=self.last_error, source_error=self.source.error, change_latencies=tuple(self.change_latencies),
-            tables=dict(self.applied), state=self.source.state, records=tuple(self.records))
+            node=self.config.node,
+            last_loop=self.last_loop,
+            sync_count=self.sync_count,
+            sync_failures=self.sync_failures,
+            sync_seconds=self.sync_seconds,
+            last_commands=self.last_commands,
+            drift_repairs=self.drift_repairs,
+            last_error=self.last_error,
+            source_error=self.source.error,
+            change_latencies=tuple(self.change_latencies),
+            tables=dict(self.applied),
+            state=self.source.state,
+            records=tuple(self.records),
+        )
 
     def _write_status(self) -> None:
         """What is in force, for health checks and tests: the source version and
@@ -286,13 +299,23 @@ class Enforcer:
 
     def registration_error(self, container_id: str) -> str | None:
         """Why the record of this container is not registered, if it was refused."""
-        return next((e for e in (*self._reported_errors.get("registrations", ()), *self._reported_errors.get("records", ()))
-                     if container_id in e), None)
+        return next(
+            (
+                e
+                for e in (*self._reported_errors.get("registrations", ()), *self._reported_errors.get("records", ()))
+                if container_id in e
+            ),
+            None,
+        )
 
     def _state_in_force_is_current(self) -> bool:
         """Whether the kernel enforces the source's current state, under a newer version name."""
-        return (self.committed is not None and not self.full_sync_needed and self.committed.state is self.source.state
-                and self.committed.loaded != self.source.loaded)
+        return (
+            self.committed is not None
+            and not self.full_sync_needed
+            and self.committed.state is self.source.state
+            and self.committed.loaded != self.source.loaded
+        )
 
     def is_programmed(self, record: PodRecord) -> bool:
         """Whether the last commit holds the pod's port and addresses."""
@@ -304,8 +327,9 @@ class Enforcer:
         """Compare the live tables with the last commit; on drift, the next sync
         takes the tables over from the kernel and repairs them."""
         try:
-            drift = [line for table in self.applied.values()
-                     for line in table_drift(table, self.kernel.read(table.family, table.name))]
+            drift = [
+                line for table in self.applied.values() for line in table_drift(table, self.kernel.read(table.family, table.name))
+            ]
         except KernelError as e:  # what cannot be read back cannot be trusted: take the tables over again
             drift = [f"cannot read the live tables back: {e}"]
         if drift:
@@ -353,9 +377,14 @@ class Enforcer:
         orphans = [r for r in self.records if not self.links.exists(r.host_ifname)]
         for record in orphans:
             remove_record(self.config.state_dir, record.container_id)
-            log.warning("record %s (%s, %s): its interface %s is gone without a CNI DEL (the pod's network namespace ended,"
-                        " e.g. at a node reboot): removed", record.container_id[:12], record.key, ", ".join(record.ips),
-                        record.host_ifname)
+            log.warning(
+                "record %s (%s, %s): its interface %s is gone without a CNI DEL (the pod's network namespace ended,"
+                " e.g. at a node reboot): removed",
+                record.container_id[:12],
+                record.key,
+                ", ".join(record.ips),
+                record.host_ifname,
+            )
         return bool(orphans) and self.reload_records()
 
     # --- CNI requests ----------------------------------------------------
@@ -401,8 +430,9 @@ class Enforcer:
             threading.Thread(target=self._cut_loop, args=(stop,), name="conntrack-cut", daemon=True).start()
         while not stop.is_set():
             with self._cond:
-                self._cond.wait_for(lambda: self._wanted > self._done or self._woken or stop.is_set(),
-                                    timeout=self.config.poll_interval)
+                self._cond.wait_for(
+                    lambda: self._wanted > self._done or self._woken or stop.is_set(), timeout=self.config.poll_interval
+                )
                 target = self._wanted
                 self._woken = False
             self.last_loop = time.monotonic()

@@ -2,6 +2,7 @@
 as one immutable snapshot. Health, readiness, metrics and the deny log read
 this, never the ``Enforcer`` itself, so they cannot depend on its internals
 or see a half-updated loop."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

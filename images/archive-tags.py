@@ -10,6 +10,7 @@ itself and swapped in atomically; layers are copied unchanged.
 
 Usage: archive-tags.py ARCHIVE REF [REF...]
 """
+
 from __future__ import annotations
 
 import io

@@ -4,6 +4,7 @@ Pure: it reads a ``Table`` (as ``rules.nft_json`` parses it from the kernel)
 and names pods with what the caller knows (CNI records, cluster state). The
 comments the translator writes on every rule are what make this possible.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -28,8 +29,13 @@ def _rule_entry(table: Table, rule, names: Mapping[str, str]) -> dict[str, Any]:
             s = table.set(stmt.right.name)
             if s is not None and not is_named_port_set(s.name):
                 members = [str(e.text() if hasattr(e, "text") else e) for e in s.elements]
-                peers.append({"set": s.name, "describes": s.comment,
-                              "members": [f"{names[m]} ({m})" if m in names else m for m in members]})
+                peers.append(
+                    {
+                        "set": s.name,
+                        "describes": s.comment,
+                        "members": [f"{names[m]} ({m})" if m in names else m for m in members],
+                    }
+                )
     match = " ".join(s.text() for s in rule.statements if not isinstance(s, (Counter, Verdict)))
     return {"rule": rule.comment, "match": match or "everything", "peers": peers, **_counts(rule.statements)}
 
@@ -60,12 +66,14 @@ def dump(table: Table, node: str, pods: Mapping[str, tuple[str, str | None]], na
                 dispatch[(direction, str(key))] = verdict.target
     entries = []
     for key, (ip, ifname) in sorted(pods.items()):
-        entries.append({
-            "pod": key,
-            "ips": sorted(i for i, k in names.items() if k == key),
-            "interface": ifname,
-            **{d.field: _direction(table, dispatch.get((d, ip)), names) for d in Direction},
-        })
+        entries.append(
+            {
+                "pod": key,
+                "ips": sorted(i for i, k in names.items() if k == key),
+                "interface": ifname,
+                **{d.field: _direction(table, dispatch.get((d, ip)), names) for d in Direction},
+            }
+        )
     return {"schemaVersion": SCHEMA, "node": node, "pods": entries}
 
 

@@ -18,6 +18,7 @@ attached anywhere is closed until the enforcer has seen where it went.
 The bridge family has no conntrack on this kernel, so this table only checks
 sources; NetworkPolicy itself is in ``table inet nftpolicy``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -26,8 +27,25 @@ from typing import Iterable
 
 from rules.model import ClusterState, Pod, PodInterface
 from rules.naming import BRIDGE_TABLE, FOREIGN_PORTS_SET, POD_PORTS_SET
-from rules.nft import (ACCEPT, DROP, AnonSet, Chain, Concat, Counter, Hook, Match, Meta, Payload, Prefix, RawPayload, Rule, Set, SetRef, Str,
-                       Table)
+from rules.nft import (
+    ACCEPT,
+    DROP,
+    AnonSet,
+    Chain,
+    Concat,
+    Counter,
+    Hook,
+    Match,
+    Meta,
+    Payload,
+    Prefix,
+    RawPayload,
+    Rule,
+    Set,
+    SetRef,
+    Str,
+    Table,
+)
 
 BRIDGE_PRIORITY = -200  # filter
 
@@ -51,7 +69,9 @@ def with_interfaces(state: ClusterState, node: str, interfaces: Iterable[PodInte
     local = []
     for i in interfaces:
         pod = state.pod(i.key)
-        local.append(replace(pod, node=node, ips=i.ips) if pod else Pod(i.namespace, i.name, node=node, ips=i.ips, uid=i.container_id))
+        local.append(
+            replace(pod, node=node, ips=i.ips) if pod else Pod(i.namespace, i.name, node=node, ips=i.ips, uid=i.container_id)
+        )
     return state.with_pods(local)
 
 
@@ -84,56 +104,123 @@ def bridge_table(interfaces: Iterable[PodInterface], foreign_ports: Iterable[str
     interfaces = sorted(interfaces, key=lambda i: i.host_ifname)
     iif, oif = Meta("iifname"), Meta("oifname")
     sets = (
-        Set(POD_PORTS_SET, ("ifname",), "host veths of registered pods", (), tuple(Str(n) for n in sorted({i.host_ifname for i in interfaces}))),
-        Set(FOREIGN_PORTS_SET, ("ifname",), "ports of bridges that are not pod bridges", (), tuple(Str(n) for n in sorted(set(foreign_ports)))),
-        Set("port-macs", ("ifname", "ether_addr"), "each pod port's MAC", (),
-            tuple(sorted({Concat((Str(i.host_ifname), i.mac)) for i in interfaces if i.mac}, key=repr))),
+        Set(
+            POD_PORTS_SET,
+            ("ifname",),
+            "host veths of registered pods",
+            (),
+            tuple(Str(n) for n in sorted({i.host_ifname for i in interfaces})),
+        ),
+        Set(
+            FOREIGN_PORTS_SET,
+            ("ifname",),
+            "ports of bridges that are not pod bridges",
+            (),
+            tuple(Str(n) for n in sorted(set(foreign_ports))),
+        ),
+        Set(
+            "port-macs",
+            ("ifname", "ether_addr"),
+            "each pod port's MAC",
+            (),
+            tuple(sorted({Concat((Str(i.host_ifname), i.mac)) for i in interfaces if i.mac}, key=repr)),
+        ),
         Set("port-ipv4", ("ifname", "ipv4_addr"), "each pod port's IPv4 addresses", (), _port_pairs(interfaces, 4)),
         Set("port-ipv6", ("ifname", "ipv6_addr"), "each pod port's IPv6 addresses", (), _port_pairs(interfaces, 6)),
-        Set("port-link-local", ("ifname", "ipv6_addr"), "each pod port's IPv6 link-local address", (),
-            tuple(Concat((Str(ifname), str(ip))) for ifname, ip in
-                  sorted({(i.host_ifname, link_local(i.mac)) for i in interfaces if i.mac}))),
-        Set("port-nd-targets", ("ifname", "integer"), "addresses each pod port's neighbour advertisements may claim", (),
-            _nd_targets(interfaces), typeof="iifname . @th,64,128"),
+        Set(
+            "port-link-local",
+            ("ifname", "ipv6_addr"),
+            "each pod port's IPv6 link-local address",
+            (),
+            tuple(
+                Concat((Str(ifname), str(ip)))
+                for ifname, ip in sorted({(i.host_ifname, link_local(i.mac)) for i in interfaces if i.mac})
+            ),
+        ),
+        Set(
+            "port-nd-targets",
+            ("ifname", "integer"),
+            "addresses each pod port's neighbour advertisements may claim",
+            (),
+            _nd_targets(interfaces),
+            typeof="iifname . @th,64,128",
+        ),
     )
     from_pods = (
         Rule((Match(iif, SetRef(FOREIGN_PORTS_SET)), ACCEPT), "a port of a bridge that is not a pod bridge"),
-        Rule((Match(Concat((iif, Payload("ether", "saddr"))), SetRef("port-macs"), "!="), Counter(), DROP),
-             "source MAC is not the port's pod's, or the port is not registered"),
+        Rule(
+            (Match(Concat((iif, Payload("ether", "saddr"))), SetRef("port-macs"), "!="), Counter(), DROP),
+            "source MAC is not the port's pod's, or the port is not registered",
+        ),
         # ether type, not meta protocol: the kernel takes a VLAN tag out of the
         # frame before this hook, and meta protocol then shows what it hid.
-        Rule((Match(Payload("ether", "type"), AnonSet(("ip", "ip6", "arp")), "!="), Counter(), DROP),
-             "VLAN tags and other ethertypes could hide a forged source or skip the policy table"),
+        Rule(
+            (Match(Payload("ether", "type"), AnonSet(("ip", "ip6", "arp")), "!="), Counter(), DROP),
+            "VLAN tags and other ethertypes could hide a forged source or skip the policy table",
+        ),
         Rule((Match(Payload("arp", "saddr ip"), "0.0.0.0"), ACCEPT), "ARP probe"),
-        Rule((Match(Concat((iif, Payload("arp", "saddr ether"))), SetRef("port-macs"), "!="), Counter(), DROP),
-             "ARP sender MAC is not the pod's"),
-        Rule((Match(Concat((iif, Payload("arp", "saddr ip"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
-             "ARP sender IP is not the pod's"),
-        Rule((Match(Concat((iif, Payload("ip", "saddr"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
-             "IPv4 source is not the pod's"),
-        Rule((Match(Payload("icmpv6", "type"), "nd-neighbor-advert"),
-              Match(Concat((iif, RawPayload("th", 64, 128))), SetRef("port-nd-targets"), "!="), Counter(), DROP),
-             "neighbour advertisement for an address that is not the pod's"),
-        Rule((Match(Payload("ip6", "saddr"), Prefix("fe80::", 10)),
-              Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-link-local"), "!="), Counter(), DROP),
-             "IPv6 link-local source is not the pod's"),
-        Rule((Match(Payload("ip6", "saddr"), AnonSet(("::", Prefix("fe80::", 10)))),
-              Match(Payload("icmpv6", "type"), AnonSet(LINK_LOCAL_ICMPV6)), ACCEPT),
-             "neighbour discovery, DAD and MLD from link-local or unspecified sources"),
-        Rule((Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-ipv6"), "!="), Counter(), DROP),
-             "IPv6 source is not the pod's"),
+        Rule(
+            (Match(Concat((iif, Payload("arp", "saddr ether"))), SetRef("port-macs"), "!="), Counter(), DROP),
+            "ARP sender MAC is not the pod's",
+        ),
+        Rule(
+            (Match(Concat((iif, Payload("arp", "saddr ip"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
+            "ARP sender IP is not the pod's",
+        ),
+        Rule(
+            (Match(Concat((iif, Payload("ip", "saddr"))), SetRef("port-ipv4"), "!="), Counter(), DROP),
+            "IPv4 source is not the pod's",
+        ),
+        Rule(
+            (
+                Match(Payload("icmpv6", "type"), "nd-neighbor-advert"),
+                Match(Concat((iif, RawPayload("th", 64, 128))), SetRef("port-nd-targets"), "!="),
+                Counter(),
+                DROP,
+            ),
+            "neighbour advertisement for an address that is not the pod's",
+        ),
+        Rule(
+            (
+                Match(Payload("ip6", "saddr"), Prefix("fe80::", 10)),
+                Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-link-local"), "!="),
+                Counter(),
+                DROP,
+            ),
+            "IPv6 link-local source is not the pod's",
+        ),
+        Rule(
+            (
+                Match(Payload("ip6", "saddr"), AnonSet(("::", Prefix("fe80::", 10)))),
+                Match(Payload("icmpv6", "type"), AnonSet(LINK_LOCAL_ICMPV6)),
+                ACCEPT,
+            ),
+            "neighbour discovery, DAD and MLD from link-local or unspecified sources",
+        ),
+        Rule(
+            (Match(Concat((iif, Payload("ip6", "saddr"))), SetRef("port-ipv6"), "!="), Counter(), DROP),
+            "IPv6 source is not the pod's",
+        ),
     )
     to_pods = (
-        Rule((Match(oif, SetRef(FOREIGN_PORTS_SET), "!="), Match(oif, SetRef(POD_PORTS_SET), "!="), Counter(), DROP),
-             "the port is not registered: its pod is not protected yet"),
+        Rule(
+            (Match(oif, SetRef(FOREIGN_PORTS_SET), "!="), Match(oif, SetRef(POD_PORTS_SET), "!="), Counter(), DROP),
+            "the port is not registered: its pod is not protected yet",
+        ),
     )
     return Table(
         *BRIDGE_TABLE,
         "nftpolicy: each pod port sends only its pod's addresses",
         chains=(
-            Chain("from-pods", "anti-spoofing on frames from pod ports", Hook("filter", "prerouting", BRIDGE_PRIORITY), from_pods),
-            Chain("to-bridged-pods", "closed until registered, bridged traffic", Hook("filter", "forward", BRIDGE_PRIORITY), to_pods),
-            Chain("to-routed-pods", "closed until registered, routed traffic", Hook("filter", "output", BRIDGE_PRIORITY), to_pods),
+            Chain(
+                "from-pods", "anti-spoofing on frames from pod ports", Hook("filter", "prerouting", BRIDGE_PRIORITY), from_pods
+            ),
+            Chain(
+                "to-bridged-pods", "closed until registered, bridged traffic", Hook("filter", "forward", BRIDGE_PRIORITY), to_pods
+            ),
+            Chain(
+                "to-routed-pods", "closed until registered, routed traffic", Hook("filter", "output", BRIDGE_PRIORITY), to_pods
+            ),
         ),
         sets=sets,
     )

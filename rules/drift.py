@@ -4,6 +4,7 @@ Compared as the kernel keeps them: element order and the order of items in
 an inline set do not matter, rule order does; comments on chains and sets
 are not compared (the kernel's JSON output does not carry chain comments).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -39,7 +40,10 @@ def table_drift(desired: Table, live: Table | None) -> list[str]:
         elif chain.hook != got.hook or [_rule_key(r) for r in chain.rules] != [_rule_key(r) for r in got.rules]:
             want, have = [_rule_key(r) for r in chain.rules], [_rule_key(r) for r in got.rules]
             detail = [f"    - {r}" for r in want if r not in have] + [f"    + {r}" for r in have if r not in want]
-            lines.append(f"changed: {where} chain {chain.name}" + ("".join("\n" + d for d in detail) if detail else " (rule order or hook)"))
+            lines.append(
+                f"changed: {where} chain {chain.name}"
+                + ("".join("\n" + d for d in detail) if detail else " (rule order or hook)")
+            )
     lines += [f"extra: {where} chain {name}" for name in live_chains]
     live_sets = {s.name: s for s in live.sets}
     for s in desired.sets:

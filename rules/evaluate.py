@@ -14,6 +14,7 @@ is the oracle every dataplane test compares against.
 - Traffic between a pod and its own node is always allowed (kubelet probes);
   hostNetwork pods are never selected, so they are never isolated.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -125,6 +126,7 @@ def _is_node_traffic(state: ClusterState, a: Endpoint, b: Endpoint) -> bool:
 def resolve(state: ClusterState, src: Pod | str | IPAddress, dst: Pod | str | IPAddress) -> tuple[Endpoint, Endpoint]:
     """Endpoints of a flow: addresses that belong to a pod become that pod,
     and a pod takes its address of the flow's IP family."""
+
     def as_ip(x: Pod | str | IPAddress) -> IPAddress | None:
         return None if isinstance(x, Pod) else ipaddress.ip_address(x)
 
@@ -151,7 +153,11 @@ def resolve(state: ClusterState, src: Pod | str | IPAddress, dst: Pod | str | IP
 
 
 def verdict(
-    state: ClusterState, src: Pod | str | IPAddress, dst: Pod | str | IPAddress, port: int, protocol: Protocol | str = Protocol.TCP
+    state: ClusterState,
+    src: Pod | str | IPAddress,
+    dst: Pod | str | IPAddress,
+    port: int,
+    protocol: Protocol | str = Protocol.TCP,
 ) -> Verdict:
     """Is a new connection from ``src`` to ``dst`` on ``port``/``protocol`` allowed?"""
     protocol = Protocol(protocol)
@@ -183,5 +189,7 @@ def verdict(
         )
         return decided(False, reason, egress, ingress)
     isolated = [v for v in (egress, ingress) if v is not None and v.isolated_by]
-    reason = "allowed by " + ", ".join(str(r) for v in isolated for r in v.allowed_by) if isolated else "no policy isolates either end"
+    reason = (
+        "allowed by " + ", ".join(str(r) for v in isolated for r in v.allowed_by) if isolated else "no policy isolates either end"
+    )
     return decided(True, reason, egress, ingress)

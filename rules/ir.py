@@ -21,12 +21,25 @@ Peers and named ports are references (``SelectorScope``, ``IPBlock``,
 ``NamedPort``), not addresses: a pod coming or going changes whom they name
 (``Members``, what a backend fills its sets with), not the decisions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple
 
-from rules.model import ClusterState, Direction, IPAddress, IPBlock, LabelSelector, NetworkPolicy, Peer, Pod, PolicyPort, PolicyRule, Protocol
+from rules.model import (
+    ClusterState,
+    Direction,
+    IPAddress,
+    IPBlock,
+    LabelSelector,
+    NetworkPolicy,
+    Peer,
+    Pod,
+    PolicyPort,
+    PolicyRule,
+    Protocol,
+)
 from rules.selection import policy_selects
 
 
@@ -194,7 +207,10 @@ def network_policy_ir(state: ClusterState, node: str, memo: IRMemo | None = None
             isolations[key] = (Isolation(direction, tuple(memo.rules(p, direction) for p in policies)),)
         return isolations[key]
 
-    pods = tuple(PodPolicy(pod.key, pod.ips, tiers(pod, Direction.INGRESS), tiers(pod, Direction.EGRESS)) for pod in local_pods(state, node))
+    pods = tuple(
+        PodPolicy(pod.key, pod.ips, tiers(pod, Direction.INGRESS), tiers(pod, Direction.EGRESS))
+        for pod in local_pods(state, node)
+    )
     memo.finish()
     return NodePolicy(node, pods)
 
@@ -276,12 +292,16 @@ class Members:
             self._namespaces[key] = scope.namespaces(self.state)
         namespaces = self._namespaces[key]
         stamp = tuple((ns, self.state.pods_version(ns)) for ns in namespaces)
-        return Contents(stamp, lambda: tuple(pod for ns in namespaces for pod in self.state.targets_selected(ns, scope.pod_selector)))
+        return Contents(
+            stamp, lambda: tuple(pod for ns in namespaces for pod in self.state.targets_selected(ns, scope.pod_selector))
+        )
 
     def giving(self, port: NamedPort, local: bool) -> Contents:
         """The policy-target pods that give a named port a number: this node's
         (``local``; so few that they are their own stamp) or the cluster's."""
         if local:
-            pods = tuple(p for p in self.state.pods_on(self.node) if p.is_policy_target and p.named_port(port.name, port.protocol))
+            pods = tuple(
+                p for p in self.state.pods_on(self.node) if p.is_policy_target and p.named_port(port.name, port.protocol)
+            )
             return Contents(pods, lambda: pods)
         return Contents((self.state.pods_version_all(),), lambda: tuple(self.state.targets_with_port_name(port.name)))

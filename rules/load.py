@@ -5,6 +5,7 @@ Every object is validated as the API server would; an invalid object raises
 ``InvalidObject`` naming the object and each offending field path, e.g.
 ``x/deny-all: spec.ingress[0].ports[1].endPort: must not be less than port``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -153,9 +154,7 @@ def _peer(f: _Fields, value: Any, path: str) -> Peer | None:
     raw = f.mapping(value, path)
     pod_sel = _selector(f, raw["podSelector"], f"{path}.podSelector") if raw.get("podSelector") is not None else None
     ns_sel = (
-        _selector(f, raw["namespaceSelector"], f"{path}.namespaceSelector")
-        if raw.get("namespaceSelector") is not None
-        else None
+        _selector(f, raw["namespaceSelector"], f"{path}.namespaceSelector") if raw.get("namespaceSelector") is not None else None
     )
     block = _ip_block(f, raw["ipBlock"], f"{path}.ipBlock") if raw.get("ipBlock") is not None else None
     if pod_sel is None and ns_sel is None and raw.get("ipBlock") is None:
@@ -206,9 +205,7 @@ def _rule(f: _Fields, value: Any, path: str, direction: Direction) -> PolicyRule
     peers_key = direction.peers_field
     for unknown in set(raw) - {peers_key, "ports"}:
         f.error(f"{path}.{unknown}", "unknown field")
-    ports = tuple(
-        _policy_port(f, p, f"{path}.ports[{i}]") for i, p in enumerate(f.items(raw.get("ports"), f"{path}.ports"))
-    )
+    ports = tuple(_policy_port(f, p, f"{path}.ports[{i}]") for i, p in enumerate(f.items(raw.get("ports"), f"{path}.ports")))
     peers = tuple(
         _peer(f, p, f"{path}.{peers_key}[{i}]") for i, p in enumerate(f.items(raw.get(peers_key), f"{path}.{peers_key}"))
     )

@@ -1,6 +1,7 @@
 """Connectivity matrices in the style of the upstream NetworkPolicy e2e tests:
 rows are sources, columns destinations, ``.`` allowed and ``X`` denied; when
 expected and observed differ, the cell shows ``!`` and the two are printed."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

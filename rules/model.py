@@ -4,6 +4,7 @@ The engine sees flattened objects (labels, IPs, ports), never whole API
 objects: that keeps caches slim at scale and makes every function here a pure
 function of its inputs. Loading and validation live in ``rules.load``.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -76,9 +77,7 @@ class LabelSelector:
     match_expressions: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.match_labels) and all(
-            r.matches(labels) for r in self.match_expressions
-        )
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(r.matches(labels) for r in self.match_expressions)
 
     def describe(self) -> str:
         """Compact, canonical text: used in nft comments and explanations."""
@@ -110,11 +109,7 @@ class IPBlock:
     except_: tuple[IPNetwork, ...] = ()
 
     def contains(self, ip: IPAddress) -> bool:
-        return (
-            ip.version == self.cidr.version
-            and ip in self.cidr
-            and not any(ip in e for e in self.except_)
-        )
+        return ip.version == self.cidr.version and ip in self.cidr and not any(ip in e for e in self.except_)
 
     def describe(self) -> str:
         if not self.except_:
@@ -138,7 +133,9 @@ class Peer:
     def describe(self, policy_namespace: str) -> str:
         if self.ip_block is not None:
             return f"ipBlock {self.ip_block.describe()}"
-        pods = f"pods {self.pod_selector.describe()}" if self.pod_selector and self.pod_selector != LabelSelector() else "all pods"
+        pods = (
+            f"pods {self.pod_selector.describe()}" if self.pod_selector and self.pod_selector != LabelSelector() else "all pods"
+        )
         if self.namespace_selector is None:
             return f"{pods} in namespace {policy_namespace}"
         if self.namespace_selector == LabelSelector():
@@ -418,8 +415,9 @@ class ClusterState:
             return self
         return ClusterState(self.namespaces, tuple(index.ordered), self.policies, self.nodes, pod_index=index)
 
-    def with_objects(self, namespaces: Iterable[Namespace] | None = None,
-                     policies: Iterable[NetworkPolicy] | None = None) -> ClusterState:
+    def with_objects(
+        self, namespaces: Iterable[Namespace] | None = None, policies: Iterable[NetworkPolicy] | None = None
+    ) -> ClusterState:
         """This state with all its namespaces or policies replaced; pods and their index kept."""
         return ClusterState(
             tuple(sorted(namespaces, key=lambda n: n.name)) if namespaces is not None else self.namespaces,

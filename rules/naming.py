@@ -24,6 +24,7 @@ rule says ``NS/NAME DIR[i]``, then ``.from[j]``/``.to[j]`` for a peer, then
 `` port NAME`` for a named port. Denied packets are logged with the prefix
 ``nftpolicy DIR CHAIN``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -94,7 +95,7 @@ def is_isolate_chain(name: str) -> bool:
 
 def isolate_chain_direction(name: str) -> str:
     """``ingress`` or ``egress``, from an isolation chain's name."""
-    return name[len(_ISOLATE):].split("-", 1)[0]
+    return name[len(_ISOLATE) :].split("-", 1)[0]
 
 
 def is_named_port_set(name: str) -> bool:
@@ -120,8 +121,9 @@ def is_direction_comment(comment: str, direction: str) -> bool:
     return comment.endswith(f" {direction}")
 
 
-def rule_comment(policy_key: str, direction: Direction, index: int, peer: int | None = None,
-                 named_port: str | None = None) -> str:
+def rule_comment(
+    policy_key: str, direction: Direction, index: int, peer: int | None = None, named_port: str | None = None
+) -> str:
     """The policy rule (and peer, and named port) an nft rule implements."""
     where = f"{policy_key} {direction.field}[{index}]"
     if peer is not None:

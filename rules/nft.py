@@ -5,6 +5,7 @@ frozen dataclasses; a ``Transaction`` is an ordered list of verbs over them
 that renders to one nft script or one JSON document, applied atomically by
 whoever owns the kernel. Only the expressions nftpolicy needs are modelled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

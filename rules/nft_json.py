@@ -6,14 +6,37 @@ Only the subset nftpolicy writes is understood; any other expression becomes
 ``Unknown``, which compares unequal to everything we render, so a hand-made
 change always shows as drift.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from rules.nft import (AnonSet, Chain, Concat, Counter, Ct, Flags, Hook, Limit, Log, Match, Meta, Payload, Prefix, Range, RawPayload, Rule,
-                      Set, SetRef, Str, Table, Verdict, VMap)
+from rules.nft import (
+    AnonSet,
+    Chain,
+    Concat,
+    Counter,
+    Ct,
+    Flags,
+    Hook,
+    Limit,
+    Log,
+    Match,
+    Meta,
+    Payload,
+    Prefix,
+    Range,
+    RawPayload,
+    Rule,
+    Set,
+    SetRef,
+    Str,
+    Table,
+    Verdict,
+    VMap,
+)
 
 IFNAME_KEYS = ("iifname", "oifname")
 
@@ -62,7 +85,7 @@ def _value(j: Any, types: tuple[str, ...] = ()) -> Any:
         low, high = j["range"]
         return Range(_value(low), _value(high))
     if "concat" in j:
-        return Concat(tuple(_value(v, types[i:i + 1]) for i, v in enumerate(j["concat"])))
+        return Concat(tuple(_value(v, types[i : i + 1]) for i, v in enumerate(j["concat"])))
     if "set" in j:
         return AnonSet(tuple(_value(v, types) for v in j["set"]))
     return Unknown(json.dumps(j, sort_keys=True))
@@ -126,6 +149,10 @@ def table_from_json(items: list[dict], family: str, name: str) -> Table:
         elif "rule" in item:
             r = item["rule"]
             chains.setdefault(r["chain"], []).append(Rule(tuple(_statement(e) for e in r["expr"]), r.get("comment")))
-    return Table(family, name, None,
-                 tuple(Chain(n, comments.get(n), hooks.get(n), tuple(rules)) for n, rules in chains.items()),
-                 tuple(sets))
+    return Table(
+        family,
+        name,
+        None,
+        tuple(Chain(n, comments.get(n), hooks.get(n), tuple(rules)) for n, rules in chains.items()),
+        tuple(sets),
+    )

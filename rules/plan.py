@@ -22,6 +22,7 @@ exists or deleted while referenced:
 A table holding objects of our names that cannot become ours in place (a set
 of another type, a chain on another hook) is replaced whole, atomically.
 """
+
 from __future__ import annotations
 
 from rules.nft import Chain, Table, Transaction, create_transaction
@@ -79,9 +80,9 @@ def _incompatible(current_chains: dict[str, Chain], desired_chains: dict[str, Ch
     """Objects of our names that cannot be changed into ours in place: a set of
     another type, a chain hooked elsewhere (planted by hand, or left by another
     version). Our own commits never produce them: names fix types and hooks."""
-    return any((old.type, old.flags, old.map_verdicts) != (new.type, new.flags, new.map_verdicts) for old, new in kept_sets) or any(
-        name in current_chains and current_chains[name].hook != chain.hook for name, chain in desired_chains.items()
-    )
+    return any(
+        (old.type, old.flags, old.map_verdicts) != (new.type, new.flags, new.map_verdicts) for old, new in kept_sets
+    ) or any(name in current_chains and current_chains[name].hook != chain.hook for name, chain in desired_chains.items())
 
 
 def replace_table(desired: Table) -> Transaction:
@@ -128,6 +129,11 @@ def preload(desired: Table, current: Table | None, budget: int = PRELOAD_ELEMENT
             chunk, elements = elements[:room], elements[room:]
             steps[-1].add_elements(s, chunk)
             room -= len(chunk)
-    after = Table(desired.family, desired.name, desired.comment,
-                  current.chains if current else (), (current.sets if current else ()) + tuple(new_sets))
+    after = Table(
+        desired.family,
+        desired.name,
+        desired.comment,
+        current.chains if current else (),
+        (current.sets if current else ()) + tuple(new_sets),
+    )
     return steps, after

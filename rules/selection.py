@@ -1,5 +1,6 @@
 """Who a policy selects and whom its peers name: the spec's matching rules,
 shared by the reference evaluator and the translator."""
+
 from __future__ import annotations
 
 from rules.model import ClusterState, IPAddress, NetworkPolicy, Peer, Pod

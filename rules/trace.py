@@ -4,6 +4,7 @@ A small interpreter for the subset of nftables that ``rules.translate``
 emits. Tests use it to hold every rendered ruleset to the reference
 evaluator without a kernel; auditors get the rule that decides a flow.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -70,8 +71,10 @@ def _field(p: Packet, expr: Any) -> Any:
 
 def _element_matches(element: Any, value: Any) -> bool:
     if isinstance(element, Concat):
-        return isinstance(value, tuple) and len(value) == len(element.items) and all(
-            _element_matches(e, v) for e, v in zip(element.items, value)
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(element.items)
+            and all(_element_matches(e, v) for e, v in zip(element.items, value))
         )
     if isinstance(element, Range):
         return _scalar(element.low, value) <= value <= _scalar(element.high, value)
@@ -137,9 +140,7 @@ class Tracer:
                         break
                 elif isinstance(stmt, VMap):
                     value = _field(packet, stmt.key)
-                    entry = next(
-                        (v for k, v in self._lookup(stmt.map) if value is not None and _element_matches(k, value)), None
-                    )
+                    entry = next((v for k, v in self._lookup(stmt.map) if value is not None and _element_matches(k, value)), None)
                     if entry is None:
                         break
                     verdict = entry

@@ -16,6 +16,7 @@ its own endpoints, whatever the number of pods or policies in the cluster.
 Size: chains grow with local pods' distinct policy sets and policies; sets
 with distinct selectors; elements with the pods those selectors name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,8 +65,20 @@ from rules.nft import (
     jump,
 )
 from rules.bridge import bridge_table, with_interfaces
-from rules.naming import (DISPATCH_CHAIN, FORWARD_CHAIN, POLICY_TABLE, deny_log_prefix, dispatch_map_name, ip_block_set_name,
-                          isolate_chain_name, named_port_set_name, peer_set_name, policy_chain_name, policy_comment, rule_comment)
+from rules.naming import (
+    DISPATCH_CHAIN,
+    FORWARD_CHAIN,
+    POLICY_TABLE,
+    deny_log_prefix,
+    dispatch_map_name,
+    ip_block_set_name,
+    isolate_chain_name,
+    named_port_set_name,
+    peer_set_name,
+    policy_chain_name,
+    policy_comment,
+    rule_comment,
+)
 
 FAMILIES = (4, 6)
 FORWARD_PRIORITY = 0  # filter: after kube-proxy's DNAT, so Service traffic is policed on the pod address
@@ -103,8 +116,7 @@ def ip_block_elements(block: IPBlock) -> tuple:
     address = type(cidr.network_address)
     nets = (n for first, last in ranges for n in ipaddress.summarize_address_range(address(first), address(last)))
     return tuple(
-        str(n.network_address) if n.prefixlen == n.max_prefixlen else Prefix(str(n.network_address), n.prefixlen)
-        for n in nets
+        str(n.network_address) if n.prefixlen == n.max_prefixlen else Prefix(str(n.network_address), n.prefixlen) for n in nets
     )
 
 
@@ -142,7 +154,11 @@ class RenderMemo:
         hit = self._sets.get(name)
         if hit is None or hit.versions != versions:
             pods = inputs()
-            hit = hit._replace(versions=versions) if hit is not None and hit.inputs == pods else _MemoSet(versions, pods, build(pods))
+            hit = (
+                hit._replace(versions=versions)
+                if hit is not None and hit.inputs == pods
+                else _MemoSet(versions, pods, build(pods))
+            )
         self._used_sets[name] = hit
         return hit.set
 
@@ -192,12 +208,15 @@ class _Renderer:
     def _ip_block_set(self, block: IPBlock, family: int) -> str:
         name = ip_block_set_name(block)
         if name not in self.sets:
-            self.sets[name] = Set(name, (_addr_type(family),), f"ipBlock {block.describe()}", ("interval",), ip_block_elements(block))
+            self.sets[name] = Set(
+                name, (_addr_type(family),), f"ipBlock {block.describe()}", ("interval",), ip_block_elements(block)
+            )
         return name
 
     def _peer_set(self, scope: SelectorScope, family: int) -> str:
         name = _peer_set_name(scope, family)
         if name not in self.sets:
+
             def build(pods: tuple) -> Set:
                 members = (ip for pod in pods for ip in pod.ips if ip.version == family)
                 return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
@@ -244,8 +263,11 @@ class _Renderer:
         peer_field = "saddr" if direction is Direction.INGRESS else "daddr"
         source = match.source
         where = rule_comment(source.policy, source.direction, source.index, source.peer, source.named_port)
-        numeric = (Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(match.ports)))
-                   if isinstance(match.ports, tuple) else None)
+        numeric = (
+            Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(match.ports)))
+            if isinstance(match.ports, tuple)
+            else None
+        )
         out = []
         for family in _families(match):
             matches: list = []
@@ -253,7 +275,9 @@ class _Renderer:
                 matches.append(Match(_addr_payload(family, peer_field), SetRef(self.set_for(match.peer, family, direction))))
             if isinstance(match.ports, NamedPort):
                 dport = Payload(match.ports.protocol.value.lower(), "dport")
-                matches.append(Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(self.set_for(match.ports, family, direction))))
+                matches.append(
+                    Match(Concat((_addr_payload(family, "daddr"), dport)), SetRef(self.set_for(match.ports, family, direction)))
+                )
             elif numeric is not None:
                 matches.append(numeric)
             out.append(Rule((*matches, Counter(), verdict), where))
@@ -297,8 +321,12 @@ class _Renderer:
         rules = [Rule((jump(self.policy_chain(p)),), policy_comment(p.policy, direction)) for p in isolation.policies]
         if self.log_group is not None:
             log = Log(deny_log_prefix(direction, chain), self.log_group)
-            rules.append(Rule((Limit(DENY_LOG_RATE, "second", DENY_LOG_BURST), log),
-                              f"log denied {direction.field} to NFLOG group {self.log_group}, rate-limited"))
+            rules.append(
+                Rule(
+                    (Limit(DENY_LOG_RATE, "second", DENY_LOG_BURST), log),
+                    f"log denied {direction.field} to NFLOG group {self.log_group}, rate-limited",
+                )
+            )
         rules.append(Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"))
         return rules
 

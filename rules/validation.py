@@ -3,6 +3,7 @@
 Each check returns a list of messages (empty when valid), in the wording of
 k8s.io/apimachinery/pkg/util/validation where it matters to users.
 """
+
 from __future__ import annotations
 
 import re

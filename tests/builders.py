@@ -5,6 +5,7 @@ fd00:1::/64, on node n2 10.0.2.0/24 and fd00:2::/64; "outside the cluster" is
 203.0.113.0/24 (TEST-NET-3) and 2001:db8::/32. Nothing here ever sends a
 packet outside a network namespace the test made.
 """
+
 from __future__ import annotations
 
 import random
@@ -30,9 +31,7 @@ def pod(
     """A pod as the API returns it. ``ports``: (name, number[, protocol]) tuples."""
     ns, name = key.split("/")
     ips = [ips] if isinstance(ips, str) else ips
-    container_ports = [
-        {"name": p[0], "containerPort": p[1], "protocol": p[2] if len(p) > 2 else "TCP"} for p in ports or []
-    ]
+    container_ports = [{"name": p[0], "containerPort": p[1], "protocol": p[2] if len(p) > 2 else "TCP"} for p in ports or []]
     return {
         "kind": "Pod",
         "metadata": {"namespace": ns, "name": name, "labels": labels or {}},
@@ -43,7 +42,12 @@ def pod(
 
 def policy(key: str, spec: dict[str, Any]) -> dict[str, Any]:
     ns, name = key.split("/")
-    return {"kind": "NetworkPolicy", "apiVersion": "networking.k8s.io/v1", "metadata": {"namespace": ns, "name": name}, "spec": spec}
+    return {
+        "kind": "NetworkPolicy",
+        "apiVersion": "networking.k8s.io/v1",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": spec,
+    }
 
 
 def state(*objects: dict[str, Any]) -> ClusterState:
@@ -52,26 +56,49 @@ def state(*objects: dict[str, Any]) -> ClusterState:
 
 def random_policy(rng: random.Random, i: int) -> dict:
     """A random but valid policy over the bed's labels, ports and CIDRs."""
+
     def selector() -> dict:
-        return rng.choice([{}, {"matchLabels": {"app": rng.choice("abc")}},
-                           {"matchExpressions": [{"key": "app", "operator": rng.choice(["In", "NotIn"]), "values": [rng.choice("abc")]}]}])
+        return rng.choice(
+            [
+                {},
+                {"matchLabels": {"app": rng.choice("abc")}},
+                {"matchExpressions": [{"key": "app", "operator": rng.choice(["In", "NotIn"]), "values": [rng.choice("abc")]}]},
+            ]
+        )
 
     def peer() -> dict:
-        return rng.choice([
-            {"podSelector": selector()},
-            {"namespaceSelector": rng.choice([{}, {"matchLabels": {"team": rng.choice("ab")}}])},
-            {"namespaceSelector": {"matchLabels": {"team": rng.choice("ab")}}, "podSelector": selector()},
-            {"ipBlock": {"cidr": "10.244.0.0/16", "except": [f"10.244.{rng.choice([1, 2])}.0/24"]}},
-        ])
+        return rng.choice(
+            [
+                {"podSelector": selector()},
+                {"namespaceSelector": rng.choice([{}, {"matchLabels": {"team": rng.choice("ab")}}])},
+                {"namespaceSelector": {"matchLabels": {"team": rng.choice("ab")}}, "podSelector": selector()},
+                {"ipBlock": {"cidr": "10.244.0.0/16", "except": [f"10.244.{rng.choice([1, 2])}.0/24"]}},
+            ]
+        )
 
     def port() -> dict:
-        return rng.choice([{"port": 80}, {"port": "http"}, {"port": 79, "endPort": 81}, {"protocol": "UDP", "port": 53}, {"protocol": "TCP"}])
+        return rng.choice(
+            [{"port": 80}, {"port": "http"}, {"port": 79, "endPort": 81}, {"protocol": "UDP", "port": 53}, {"protocol": "TCP"}]
+        )
 
     def rules() -> list:
-        return [{k: v for k, v in (("from", [peer() for _ in range(rng.randint(0, 2))]), ("ports", [port() for _ in range(rng.randint(0, 2))])) if v}
-                for _ in range(rng.randint(0, 2))]
+        return [
+            {
+                k: v
+                for k, v in (
+                    ("from", [peer() for _ in range(rng.randint(0, 2))]),
+                    ("ports", [port() for _ in range(rng.randint(0, 2))]),
+                )
+                if v
+            }
+            for _ in range(rng.randint(0, 2))
+        ]
 
     egress = [{("to" if k == "from" else k): v for k, v in r.items()} for r in rules()]
-    spec = {"podSelector": selector(), "policyTypes": rng.choice([["Ingress"], ["Egress"], ["Ingress", "Egress"]]),
-            "ingress": rules(), "egress": egress}
+    spec = {
+        "podSelector": selector(),
+        "policyTypes": rng.choice([["Ingress"], ["Egress"], ["Ingress", "Egress"]]),
+        "ingress": rules(),
+        "egress": egress,
+    }
     return policy(f"{rng.choice('xyz')}/random-{i}", spec)

@@ -1,6 +1,7 @@
 """Fixtures: a test bed of simulated nodes, shared by the dataplane tests of a
 module. Hypothesis runs derandomized under HYPOTHESIS_PROFILE=ci (CI sets it),
 so a CI failure reproduces with the same examples."""
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ the host's namespace, no process is started, and nothing outlives the test.
 - ``Counters``: the packet counters of nft rules, by rule comment, so a test
   can name the rule that dropped its frames.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,6 +1,7 @@
 """What the rendered rulesets of a cluster's nodes do to a flow, without a
 kernel: every node that enforces an end of the flow traces the packet through
 its own ``desired_ruleset`` with ``rules.trace``."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """Throwaway network namespaces for kernel tests: made by the test, always removed."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ def table_state(ns: str, family: str = "inet", table: str = "nftpolicy") -> list
     assert listed.returncode == 0, listed.stderr
     objects = []
     for item in json.loads(listed.stdout)["nftables"]:
-        (kind, body), = item.items()
+        ((kind, body),) = item.items()
         if kind == "metainfo":
             continue
         body = {k: v for k, v in body.items() if k != "handle"}

@@ -1,4 +1,5 @@
 """Comparing real packets on a test bed with the reference evaluator."""
+
 from __future__ import annotations
 
 from enforcer.testbed.simulation import Testbed, expected, observed

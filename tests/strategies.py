@@ -17,6 +17,7 @@ Hypothesis leans towards the first choice and towards zeros, and shrinks that
 way too: the first branch of every ``one_of`` and ``sampled_from`` here is the
 simple case (empty selector, TCP, no hostNetwork, Running...).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -122,9 +123,7 @@ def label_selectors(universe: dict[str, tuple[str, ...]]) -> st.SearchStrategy[L
 
 
 POD_SELECTORS = label_selectors(POD_LABEL_UNIVERSE)
-NAMESPACE_SELECTORS = label_selectors(
-    {**NAMESPACE_LABEL_UNIVERSE, NAMESPACE_NAME_LABEL: NAMESPACE_NAMES}
-)
+NAMESPACE_SELECTORS = label_selectors({**NAMESPACE_LABEL_UNIVERSE, NAMESPACE_NAME_LABEL: NAMESPACE_NAMES})
 
 
 # --- namespaces and pods -----------------------------------------------------

@@ -27,6 +27,7 @@ own addresses.
 Known holes are strict xfails, each with its reason:
 - ICMP errors quoting a real flow of the victim are "related" whoever sends them.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -71,10 +72,14 @@ pytestmark = pytest.mark.kernel
 
 # --- policies -----------------------------------------------------------------
 
-ALLOW_B_TO_A = policy("x/a-from-b", {"podSelector": {"matchLabels": {"app": "a"}},
-                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
-WEB = policy("x/web", {"podSelector": {"matchLabels": {"app": "a"}},
-                       "ingress": [{"ports": [{"port": 80}, {"protocol": "UDP", "port": 53}]}]})
+ALLOW_B_TO_A = policy(
+    "x/a-from-b",
+    {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]},
+)
+WEB = policy(
+    "x/web",
+    {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"ports": [{"port": 80}, {"protocol": "UDP", "port": 53}]}]},
+)
 DENY_A = policy("x/a-deny", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"]})
 NO_EGRESS_B = policy("x/b-no-egress", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"]})
 
@@ -109,7 +114,9 @@ def enforce(bed, *policies) -> None:
 
 
 def counters(node) -> dict[str, int]:
-    return rule_counters(node.nft("list", "table", "bridge", "nftpolicy")) | rule_counters(node.nft("list", "table", "inet", "nftpolicy"))
+    return rule_counters(node.nft("list", "table", "bridge", "nftpolicy")) | rule_counters(
+        node.nft("list", "table", "inet", "nftpolicy")
+    )
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -122,6 +129,7 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 @dataclass
 class Shot:
     """Frames sent on one wire, and how to recognise them (or their effect) on another."""
+
     name: str
     sender: Wire
     frames: list
@@ -156,8 +164,11 @@ def fire(shots: list[Shot], settle: float = 0.35, timeout: float = FACT_TIMEOUT)
 
 
 def wrong(shots: list[Shot], got: dict[str, int]) -> list[str]:
-    return [f"{s.kind} {s.name}: {'arrived' if got[s.name] else 'did not arrive'} ({got[s.name]} frames)"
-            for s in shots if bool(got[s.name]) != s.want]
+    return [
+        f"{s.kind} {s.name}: {'arrived' if got[s.name] else 'did not arrive'} ({got[s.name]} frames)"
+        for s in shots
+        if bool(got[s.name]) != s.want
+    ]
 
 
 # --- the summary table ------------------------------------------------------------
@@ -169,16 +180,26 @@ def record(scenario: str, shots: list[Shot], got: dict[str, int], where: dict[st
     attacks = [s for s in shots if s.kind == "attack"]
     controls = [s for s in shots if s.kind == "control"]
     where = where if isinstance(where, str) else ", ".join(f"{k!r} +{v}" for k, v in sorted(where.items())) or "-"
-    LEDGER.append((scenario, sum(len(s.frames) for s in attacks), sum(1 for s in attacks if got[s.name]),
-                   sum(1 for s in controls if got[s.name]), where))
+    LEDGER.append(
+        (
+            scenario,
+            sum(len(s.frames) for s in attacks),
+            sum(1 for s in attacks if got[s.name]),
+            sum(1 for s in controls if got[s.name]),
+            where,
+        )
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ledger():
     LEDGER.clear()
     yield
-    lines = ["", "| scenario | attack frames sent | attack shots that arrived | control shots that arrived | where dropped (counter deltas) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "| scenario | attack frames sent | attack shots that arrived | control shots that arrived | where dropped (counter deltas) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     lines += [f"| {s} | {n} | {r} | {c} | {w} |" for s, n, r, c, w in LEDGER]
     print("\n".join(lines))
     if path := os.environ.get("NFTPOLICY_ADVERSARIAL_REPORT"):
@@ -238,21 +259,55 @@ def L3(family: int, src: str, dst: str, **kw):
     return IP(src=src, dst=dst, **kw) if family == 4 else IPv6(src=src, dst=dst, **kw)
 
 
-def tcp_shot(net: Net, name: str, src: str, dst: str, family: int, port: int, kind: str = "attack", *,
-             saddr: str | None = None, ether: Ether | None = None, flags: str = "S", l3: dict | None = None, ext=()) -> Shot:
+def tcp_shot(
+    net: Net,
+    name: str,
+    src: str,
+    dst: str,
+    family: int,
+    port: int,
+    kind: str = "attack",
+    *,
+    saddr: str | None = None,
+    ether: Ether | None = None,
+    flags: str = "S",
+    l3: dict | None = None,
+    ext=(),
+) -> Shot:
     """A crafted TCP segment carrying a nonce, from pod ``src`` (or a forged ``saddr``) to pod ``dst``."""
     n = marker()
     pkt = L3(family, saddr or net.ip(src, family), net.ip(dst, family), **(l3 or {}))
     for header in ext:
         pkt = pkt / header
-    pkt = (ether or net.ether(src, dst)) / pkt / TCP(sport=n, dport=port, flags=flags, seq=n, ack=n if "A" in flags else 0) / nonce(n)
+    pkt = (
+        (ether or net.ether(src, dst))
+        / pkt
+        / TCP(sport=n, dport=port, flags=flags, seq=n, ack=n if "A" in flags else 0)
+        / nonce(n)
+    )
     return Shot(name, net.wire(src), [pkt], net.wire(dst), lambda f, b=nonce(n): b in bytes(f), kind)
 
 
-def udp_shot(net: Net, name: str, src: str, dst: str, family: int, port: int, kind: str = "attack", *,
-             saddr: str | None = None, ether: Ether | None = None, sport: int | None = None) -> Shot:
+def udp_shot(
+    net: Net,
+    name: str,
+    src: str,
+    dst: str,
+    family: int,
+    port: int,
+    kind: str = "attack",
+    *,
+    saddr: str | None = None,
+    ether: Ether | None = None,
+    sport: int | None = None,
+) -> Shot:
     n = marker()
-    pkt = (ether or net.ether(src, dst)) / L3(family, saddr or net.ip(src, family), net.ip(dst, family)) / UDP(sport=sport or n, dport=port) / nonce(n)
+    pkt = (
+        (ether or net.ether(src, dst))
+        / L3(family, saddr or net.ip(src, family), net.ip(dst, family))
+        / UDP(sport=sport or n, dport=port)
+        / nonce(n)
+    )
     return Shot(name, net.wire(src), [pkt], net.wire(dst), lambda f, b=nonce(n): b in bytes(f), kind)
 
 
@@ -298,7 +353,9 @@ def test_forged_source_addresses_are_dropped_at_the_bridge_table(bed, net, famil
         shots.append(tcp_shot(net, f"SYN from y/b's own address to {dst}", "y/b", dst, family, 80, "control"))
         shots.append(udp_shot(net, f"UDP from y/b's own address to {dst}", "y/b", dst, family, 53, "control"))
     shots.append(tcp_shot(net, "SYN from x/b itself to x/a (what the forgery would borrow)", "x/b", "x/a", family, 80, "control"))
-    shots.append(tcp_shot(net, "SYN from y/b's own address to x/a (policy denies it, not the bridge table)", "y/b", "x/a", family, 80))
+    shots.append(
+        tcp_shot(net, "SYN from y/b's own address to x/a (policy denies it, not the bridge table)", "y/b", "x/a", family, 80)
+    )
     before = counters(node)
     got = fire(shots)
     moved = delta(before, counters(node))
@@ -336,9 +393,13 @@ def test_forged_source_macs_are_dropped_and_never_learnt(bed, net) -> None:
     moved = delta(before, counters(node))
     group = ("broadcast", "multicast")
     unicast = sum(1 for s in shots if s.kind == "attack" and not any(g in s.name for g in group))
-    record("2. MAC spoofing (6 forged MACs x IPv4/IPv6 x TCP/UDP)", shots, got,
-           f"{BAD_MAC!r} +{moved.get(BAD_MAC, 0)} (the {unicast} unicast ones); broadcast/multicast sources: "
-           "the bridge itself drops them before its hooks (br_handle_frame: invalid source address)")
+    record(
+        "2. MAC spoofing (6 forged MACs x IPv4/IPv6 x TCP/UDP)",
+        shots,
+        got,
+        f"{BAD_MAC!r} +{moved.get(BAD_MAC, 0)} (the {unicast} unicast ones); broadcast/multicast sources: "
+        "the bridge itself drops them before its hooks (br_handle_frame: invalid source address)",
+    )
     assert not wrong(shots, got), wrong(shots, got)
     assert moved.get(BAD_MAC) == unicast, moved
     fdb = in_ns(node.netns, "bridge", "fdb", "show", "br", "cni0").stdout
@@ -366,21 +427,45 @@ def test_arp_spoofing_is_dropped_and_neighbour_caches_stay_clean(bed, net) -> No
             return Shot(name, y, [frame], at, lambda f, p=bytes(arp_layer): ARP in f and bytes(f[ARP]) == p, kind)
 
         shots = [
-            arp("gratuitous ARP request claiming the gateway's IP (broadcast)",
-                Ether(src=ymac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=ymac, psrc=GW[4], hwdst="00:00:00:00:00:00", pdst=GW[4]), at_a),
-            arp("ARP reply to x/a claiming the gateway's IP",
-                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=ymac, psrc=GW[4], hwdst=amac, pdst=a.ip(4)), at_a),
-            arp("ARP reply to x/a claiming x/b's IP",
-                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=ymac, psrc=b.ip(4), hwdst=amac, pdst=a.ip(4)), at_a),
-            arp("ARP reply to the node claiming x/a's IP",
-                Ether(src=ymac, dst=gmac) / ARP(op=2, hwsrc=ymac, psrc=a.ip(4), hwdst=gmac, pdst=GW[4]), at_node),
-            arp("ARP reply to x/a, own IP but x/b's MAC as sender hardware address",
-                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=bmac, psrc=yb.ip(4), hwdst=amac, pdst=a.ip(4)), at_a),
-            arp("gratuitous ARP reply for y/b's own IP and MAC", Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=ymac, psrc=yb.ip(4),
-                                                                                                  hwdst=amac, pdst=a.ip(4)), at_a, "control"),
+            arp(
+                "gratuitous ARP request claiming the gateway's IP (broadcast)",
+                Ether(src=ymac, dst="ff:ff:ff:ff:ff:ff")
+                / ARP(op=1, hwsrc=ymac, psrc=GW[4], hwdst="00:00:00:00:00:00", pdst=GW[4]),
+                at_a,
+            ),
+            arp(
+                "ARP reply to x/a claiming the gateway's IP",
+                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=ymac, psrc=GW[4], hwdst=amac, pdst=a.ip(4)),
+                at_a,
+            ),
+            arp(
+                "ARP reply to x/a claiming x/b's IP",
+                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=ymac, psrc=b.ip(4), hwdst=amac, pdst=a.ip(4)),
+                at_a,
+            ),
+            arp(
+                "ARP reply to the node claiming x/a's IP",
+                Ether(src=ymac, dst=gmac) / ARP(op=2, hwsrc=ymac, psrc=a.ip(4), hwdst=gmac, pdst=GW[4]),
+                at_node,
+            ),
+            arp(
+                "ARP reply to x/a, own IP but x/b's MAC as sender hardware address",
+                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=bmac, psrc=yb.ip(4), hwdst=amac, pdst=a.ip(4)),
+                at_a,
+            ),
+            arp(
+                "gratuitous ARP reply for y/b's own IP and MAC",
+                Ether(src=ymac, dst=amac) / ARP(op=2, hwsrc=ymac, psrc=yb.ip(4), hwdst=amac, pdst=a.ip(4)),
+                at_a,
+                "control",
+            ),
             # RFC 5227 probes (sender IP 0.0.0.0) pass before the sender-MAC check; Linux never learns from them.
-            arp("ARP probe for the gateway's IP with the gateway's MAC as sender hardware address",
-                Ether(src=ymac, dst=amac) / ARP(op=1, hwsrc=gmac, psrc="0.0.0.0", pdst=a.ip(4)), at_a, "pin"),
+            arp(
+                "ARP probe for the gateway's IP with the gateway's MAC as sender hardware address",
+                Ether(src=ymac, dst=amac) / ARP(op=1, hwsrc=gmac, psrc="0.0.0.0", pdst=a.ip(4)),
+                at_a,
+                "pin",
+            ),
         ]
         before = counters(node)
         got = fire(shots)
@@ -410,14 +495,32 @@ def test_neighbour_advertisements_cannot_claim_another_pods_or_the_gateways_addr
         yll = net.link_local("y/b")
 
         def na(name, src, dst_mac, dst, target, at, kind="attack"):
-            frame = (Ether(src=ymac, dst=dst_mac) / IPv6(src=src, dst=dst, hlim=255)
-                     / ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=ymac))
+            frame = (
+                Ether(src=ymac, dst=dst_mac)
+                / IPv6(src=src, dst=dst, hlim=255)
+                / ICMPv6ND_NA(tgt=target, R=0, S=0, O=1)
+                / ICMPv6NDOptDstLLAddr(lladdr=ymac)
+            )
             return Shot(name, y, [frame], at, lambda f, t=target: ICMPv6ND_NA in f and f[ICMPv6ND_NA].tgt == t, kind)
 
         shots = [
             na("NA (override) to x/a claiming the gateway's address, from y/b's link-local", yll, amac, a.ip(6), GW[6], at_a),
-            na("NA (override) to x/a claiming x/b's address, from a made-up link-local", "fe80::bad", amac, a.ip(6), b.ip(6), at_a),
-            na("NA (override) to the node claiming x/a's address, from y/b's own address", yb.ip(6), gmac, GW[6], a.ip(6), at_node),
+            na(
+                "NA (override) to x/a claiming x/b's address, from a made-up link-local",
+                "fe80::bad",
+                amac,
+                a.ip(6),
+                b.ip(6),
+                at_a,
+            ),
+            na(
+                "NA (override) to the node claiming x/a's address, from y/b's own address",
+                yb.ip(6),
+                gmac,
+                GW[6],
+                a.ip(6),
+                at_node,
+            ),
             na("NA for y/b's own address", yll, amac, a.ip(6), yb.ip(6), at_a, "control"),
         ]
         before = counters(node)
@@ -436,12 +539,17 @@ def test_neighbour_advertisements_cannot_claim_another_pods_or_the_gateways_addr
             with s:
                 s.sendto(nonce(n), (net.ip("y/a", 6), 53))
             intercepted = len(cap.wait_for(lambda f: nonce(n) in bytes(f), 1, 0.5))
-        record("4a. IPv6 NA spoofing (override NA claiming gateway / x/b / x/a)", shots, got,
-               f"dropped by {BAD_ND_TARGET!r} / {BAD_LINK_LOCAL!r}; caches poisoned: {', '.join(poisoned) or 'none'}; "
-               f"x/a's datagram to y/a captured at y/b: {intercepted}")
+        record(
+            "4a. IPv6 NA spoofing (override NA claiming gateway / x/b / x/a)",
+            shots,
+            got,
+            f"dropped by {BAD_ND_TARGET!r} / {BAD_LINK_LOCAL!r}; caches poisoned: {', '.join(poisoned) or 'none'}; "
+            f"x/a's datagram to y/a captured at y/b: {intercepted}",
+        )
         assert not wrong(shots, got) and not poisoned, (
             f"advertisements arrived: {wrong(shots, got)}; caches now pointing at y/b ({ymac}): {sorted(poisoned)}; "
-            f"x/a's datagram to y/a captured at y/b: {intercepted}; counters: {moved}")
+            f"x/a's datagram to y/a captured at y/b: {intercepted}; counters: {moved}"
+        )
     finally:
         for ip in (GW[6], b.ip(6), a.ip(6)):
             bed.forget_neighbour(ip)
@@ -462,21 +570,41 @@ def test_pods_cannot_reroute_their_neighbours_with_router_advertisements_or_redi
 
     def ra(name, src, kind):
         n = marker()
-        frame = (Ether(src=ymac, dst="33:33:00:00:00:01") / IPv6(src=src, dst="ff02::1", hlim=255)
-                 / ICMPv6ND_RA(routerlifetime=1800, reachabletime=n) / ICMPv6NDOptSrcLLAddr(lladdr=ymac)
-                 / ICMPv6NDOptPrefixInfo(prefix="2001:db8:66::", prefixlen=64, L=1, A=1))
+        frame = (
+            Ether(src=ymac, dst="33:33:00:00:00:01")
+            / IPv6(src=src, dst="ff02::1", hlim=255)
+            / ICMPv6ND_RA(routerlifetime=1800, reachabletime=n)
+            / ICMPv6NDOptSrcLLAddr(lladdr=ymac)
+            / ICMPv6NDOptPrefixInfo(prefix="2001:db8:66::", prefixlen=64, L=1, A=1)
+        )
         return Shot(name, y, [frame], at_a, lambda f, n=n: ICMPv6ND_RA in f and f[ICMPv6ND_RA].reachabletime == n, kind)
 
     def redirect6(name, src, kind):
-        frame = (Ether(src=ymac, dst=amac) / IPv6(src=src, dst=a.ip(6), hlim=255)
-                 / ICMPv6ND_Redirect(tgt=yll, dst=ya.ip(6)) / ICMPv6NDOptDstLLAddr(lladdr=ymac))
+        frame = (
+            Ether(src=ymac, dst=amac)
+            / IPv6(src=src, dst=a.ip(6), hlim=255)
+            / ICMPv6ND_Redirect(tgt=yll, dst=ya.ip(6))
+            / ICMPv6NDOptDstLLAddr(lladdr=ymac)
+        )
         return Shot(name, y, [frame], at_a, lambda f: ICMPv6ND_Redirect in f and f[IPv6].src == src, kind)
 
     def redirect4(name, src, kind):
         n = marker()
-        frame = (Ether(src=ymac, dst=amac) / IP(src=src, dst=a.ip(4)) / ICMP(type=5, code=1, gw=yb.ip(4))
-                 / IP(src=a.ip(4), dst=ya.ip(4)) / UDP(sport=n, dport=53))
-        return Shot(name, y, [frame], at_a, lambda f, n=n: ICMP in f and f[ICMP].type == 5 and UDPerror in f and f[UDPerror].sport == n, kind)
+        frame = (
+            Ether(src=ymac, dst=amac)
+            / IP(src=src, dst=a.ip(4))
+            / ICMP(type=5, code=1, gw=yb.ip(4))
+            / IP(src=a.ip(4), dst=ya.ip(4))
+            / UDP(sport=n, dport=53)
+        )
+        return Shot(
+            name,
+            y,
+            [frame],
+            at_a,
+            lambda f, n=n: ICMP in f and f[ICMP].type == 5 and UDPerror in f and f[UDPerror].sport == n,
+            kind,
+        )
 
     try:
         shots = [
@@ -515,13 +643,25 @@ def test_link_local_sources_carry_only_neighbour_discovery(bed, net) -> None:
     shots = []
     for label, dst, dport in (("x/a's link-local", all_, 80), ("x/a's global address", net.ip("x/a", 6), 80)):
         n = marker()
-        shots.append(Shot(f"TCP SYN from y/b's link-local to {label}", net.wire("y/b"),
-                          [net.ether("y/b", "x/a") / IPv6(src=yll, dst=dst) / TCP(sport=n, dport=dport) / nonce(n)],
-                          net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f)))
+        shots.append(
+            Shot(
+                f"TCP SYN from y/b's link-local to {label}",
+                net.wire("y/b"),
+                [net.ether("y/b", "x/a") / IPv6(src=yll, dst=dst) / TCP(sport=n, dport=dport) / nonce(n)],
+                net.wire("x/a"),
+                lambda f, b=nonce(n): b in bytes(f),
+            )
+        )
         n = marker()
-        shots.append(Shot(f"UDP from y/b's link-local to {label}", net.wire("y/b"),
-                          [net.ether("y/b", "x/a") / IPv6(src=yll, dst=dst) / UDP(sport=n, dport=53) / nonce(n)],
-                          net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f)))
+        shots.append(
+            Shot(
+                f"UDP from y/b's link-local to {label}",
+                net.wire("y/b"),
+                [net.ether("y/b", "x/a") / IPv6(src=yll, dst=dst) / UDP(sport=n, dport=53) / nonce(n)],
+                net.wire("x/a"),
+                lambda f, b=nonce(n): b in bytes(f),
+            )
+        )
     shots.append(tcp_shot(net, "TCP SYN from y/b's global address to x/a's", "y/b", "x/a", 6, 80, "control"))
     shots.append(udp_shot(net, "UDP from y/b's global address to x/a's", "y/b", "x/a", 6, 53, "control"))
     before = counters(node)
@@ -540,8 +680,12 @@ EXTENSION_HEADERS = {
     "Segment Routing (type 4), segments left 0": lambda: [IPv6ExtHdrSegmentRouting(segleft=0, addresses=["fd00:10:244:1::99"])],
     "atomic Fragment": lambda: [IPv6ExtHdrFragment(offset=0, m=0, id=marker())],
     "HbH + DestOpt + RH0 + atomic Fragment + DestOpt": lambda: [
-        IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting(type=0, segleft=0, addresses=["fd00:10:244:1::99"]),
-        IPv6ExtHdrFragment(offset=0, m=0, id=marker()), IPv6ExtHdrDestOpt()],
+        IPv6ExtHdrHopByHop(),
+        IPv6ExtHdrDestOpt(),
+        IPv6ExtHdrRouting(type=0, segleft=0, addresses=["fd00:10:244:1::99"]),
+        IPv6ExtHdrFragment(offset=0, m=0, id=marker()),
+        IPv6ExtHdrDestOpt(),
+    ],
 }
 IPV4_OPTIONS = {
     "4 NOP options": lambda: [IPOption_NOP()] * 4,
@@ -573,17 +717,31 @@ def test_extension_headers_and_ip_options_do_not_hide_the_transport_port(bed, ne
 # --- 6. fragments -------------------------------------------------------------------
 
 
-def _fragments(family: int, src: str, dst: str, full, pieces: list[tuple[int, int, bool]], ident: int,
-               nh: int | None = None, payload: bytes | None = None) -> list:
+def _fragments(
+    family: int,
+    src: str,
+    dst: str,
+    full,
+    pieces: list[tuple[int, int, bool]],
+    ident: int,
+    nh: int | None = None,
+    payload: bytes | None = None,
+) -> list:
     """IP fragments of ``full``'s payload, one per (start, end, more-fragments) slice, in the given order."""
-    data = payload if payload is not None else bytes(full)[20 if family == 4 else 40:]
+    data = payload if payload is not None else bytes(full)[20 if family == 4 else 40 :]
     out = []
     for start, end, more in pieces:
         if family == 4:
-            out.append(IP(src=src, dst=dst, id=ident, proto=full[IP].proto, flags="MF" if more else 0, frag=start // 8) / Raw(data[start:end]))
+            out.append(
+                IP(src=src, dst=dst, id=ident, proto=full[IP].proto, flags="MF" if more else 0, frag=start // 8)
+                / Raw(data[start:end])
+            )
         else:
-            out.append(IPv6(src=src, dst=dst) / IPv6ExtHdrFragment(nh=nh if nh is not None else full[IPv6].nh, offset=start // 8,
-                                                                   m=int(more), id=ident) / Raw(data[start:end]))
+            out.append(
+                IPv6(src=src, dst=dst)
+                / IPv6ExtHdrFragment(nh=nh if nh is not None else full[IPv6].nh, offset=start // 8, m=int(more), id=ident)
+                / Raw(data[start:end])
+            )
     return out
 
 
@@ -604,7 +762,9 @@ def _frag_shot(net: Net, name: str, family: int, transport, pieces, kind: str, *
     def match(f, ident=ident, fam=family, b=bytes(transport[Raw])):
         if fam == 4:
             return IP in f and f[IP].src == src and f[IP].id == ident
-        return (IPv6ExtHdrFragment in f and f[IPv6ExtHdrFragment].id == ident) or (f.haslayer(Raw) and b in bytes(f) and f[IPv6].src == src)
+        return (IPv6ExtHdrFragment in f and f[IPv6ExtHdrFragment].id == ident) or (
+            f.haslayer(Raw) and b in bytes(f) and f[IPv6].src == src
+        )
 
     return Shot(name, net.wire("y/b"), [ether / f for f in frags], net.wire("x/a"), match, kind)
 
@@ -626,11 +786,21 @@ def test_fragments_are_reassembled_before_policy(bed, net) -> None:
             shots.append(_frag_shot(net, f"IPv{family} SYN to {port} in 8-byte fragments", family, syn, eights, kind))
             n = marker()
             syn = TCP(sport=n, dport=port, flags="S", seq=n) / Raw(nonce(n) * 5)
-            shots.append(_frag_shot(net, f"IPv{family} SYN to {port} in 8-byte fragments, last first", family, syn, eights[::-1], kind))
+            shots.append(
+                _frag_shot(net, f"IPv{family} SYN to {port} in 8-byte fragments, last first", family, syn, eights[::-1], kind)
+            )
             n = marker()
             udp = UDP(sport=n, dport=53 if port == 80 else 5353) / Raw(nonce(n) * 6)  # 8 + 72 bytes
-            shots.append(_frag_shot(net, f"IPv{family} UDP to {udp.dport} in 16-byte fragments", family, udp,
-                                    [(i, i + 16, i + 16 < 80) for i in range(0, 80, 16)], kind))
+            shots.append(
+                _frag_shot(
+                    net,
+                    f"IPv{family} UDP to {udp.dport} in 16-byte fragments",
+                    family,
+                    udp,
+                    [(i, i + 16, i + 16 < 80) for i in range(0, 80, 16)],
+                    kind,
+                )
+            )
         # Overlaps: bytes 16..23 sent twice with different content; the kernel drops the datagram (RFC 5722 for IPv6).
         for port in (80, 8080):
             n = marker()
@@ -646,8 +816,14 @@ def test_fragments_are_reassembled_before_policy(bed, net) -> None:
         # the first of two fragments with the same range, so the datagram policy judged is the one delivered.
         n = marker()
         good = TCP(sport=n, dport=80, flags="S", seq=n) / Raw(nonce(n) * 5)
-        shot = _frag_shot(net, f"IPv{family} SYN to 80 then a duplicate first fragment rewriting it to 8080: 8080 seen",
-                          family, good, [(0, 8, True), (8, 80, False)], "attack")
+        shot = _frag_shot(
+            net,
+            f"IPv{family} SYN to 80 then a duplicate first fragment rewriting it to 8080: 8080 seen",
+            family,
+            good,
+            [(0, 8, True), (8, 80, False)],
+            "attack",
+        )
         evil = bytearray(bytes(shot.frames[0][Raw]))
         evil[2:4] = (8080).to_bytes(2, "big")
         rewrite = shot.frames[0].copy()
@@ -655,20 +831,41 @@ def test_fragments_are_reassembled_before_policy(bed, net) -> None:
         shot.frames.insert(1, rewrite)
         shot.match = lambda f, p=n.to_bytes(2, "big") + (8080).to_bytes(2, "big"): p in bytes(f)
         shots.append(shot)
-        shots.append(Shot(f"IPv{family} the same, port 80 seen (the first fragment wins)", shot.sender, [], shot.at,
-                          lambda f, p=n.to_bytes(2, "big") + (80).to_bytes(2, "big"): p in bytes(f), "pin"))
+        shots.append(
+            Shot(
+                f"IPv{family} the same, port 80 seen (the first fragment wins)",
+                shot.sender,
+                [],
+                shot.at,
+                lambda f, p=n.to_bytes(2, "big") + (80).to_bytes(2, "big"): p in bytes(f),
+                "pin",
+            )
+        )
     for port in (80, 8080):  # IPv6, transport header only in the second fragment (RFC 7112): dropped whatever the port
         n = marker()
         syn = TCP(sport=n, dport=port, flags="S", seq=n) / Raw(nonce(n))
-        shots.append(_frag_shot(net, f"IPv6 SYN to {port}, TCP header in the second fragment", 6, syn,
-                                [(0, 8, True), (8, 40, False)], "attack", dest_opt=True))
+        shots.append(
+            _frag_shot(
+                net,
+                f"IPv6 SYN to {port}, TCP header in the second fragment",
+                6,
+                syn,
+                [(0, 8, True), (8, 40, False)],
+                "attack",
+                dest_opt=True,
+            )
+        )
     before = counters(node)
     got = fire(shots, settle=0.5)
     moved = delta(before, counters(node))
-    record("6. fragments IPv4/IPv6: tiny, reordered, overlapping, port rewrite, header in 2nd fragment", shots, got,
-           ", ".join(f"{k!r} +{v}" for k, v in sorted(moved.items())) + "; overlapping fragments: discarded by conntrack's "
-           "reassembly (no rule counts them); TCP header in the 2nd fragment: denied by policy, port 80 included; "
-           "duplicate first fragment: the first one wins, policy judged what was delivered")
+    record(
+        "6. fragments IPv4/IPv6: tiny, reordered, overlapping, port rewrite, header in 2nd fragment",
+        shots,
+        got,
+        ", ".join(f"{k!r} +{v}" for k, v in sorted(moved.items())) + "; overlapping fragments: discarded by conntrack's "
+        "reassembly (no rule counts them); TCP header in the 2nd fragment: denied by policy, port 80 included; "
+        "duplicate first fragment: the first one wins, policy judged what was delivered",
+    )
     assert not wrong(shots, got), wrong(shots, got)
     assert moved.get(INGRESS_DENIED, 0) >= whole_denied, f"each whole denied datagram meets the policy: {moved}"
 
@@ -717,16 +914,33 @@ def test_an_egress_isolated_pod_reaches_its_own_node_and_nothing_beyond(bed, net
             else:
                 echo = Ether(src=net.mac("x/b"), dst=gmac) / IPv6(src=b.ip(6), dst=host) / ICMPv6EchoRequest(id=n) / nonce(n)
                 reply = lambda f, n=n: ICMPv6EchoReply in f and f[ICMPv6EchoReply].id == n
-            pings.append(Shot(f"ICMP echo IPv{family} to {label}: reply", net.wire("x/b"), [echo], net.wire("x/b"), reply,
-                              "control" if allowed else "attack"))
+            pings.append(
+                Shot(
+                    f"ICMP echo IPv{family} to {label}: reply",
+                    net.wire("x/b"),
+                    [echo],
+                    net.wire("x/b"),
+                    reply,
+                    "control" if allowed else "attack",
+                )
+            )
     # The node as a router between two of its own pods: addressed to the gateway's MAC, not bridged.
-    pings.append(tcp_shot(net, "x/b (no egress) to x/a routed through the node", "x/b", "x/a", 4, 80, ether=Ether(src=net.mac("x/b"), dst=gmac)))
-    pings.append(tcp_shot(net, "y/b to x/a routed through the node", "y/b", "x/a", 4, 80, "control", ether=Ether(src=net.mac("y/b"), dst=gmac)))
+    pings.append(
+        tcp_shot(
+            net, "x/b (no egress) to x/a routed through the node", "x/b", "x/a", 4, 80, ether=Ether(src=net.mac("x/b"), dst=gmac)
+        )
+    )
+    pings.append(
+        tcp_shot(
+            net, "y/b to x/a routed through the node", "y/b", "x/a", 4, 80, "control", ether=Ether(src=net.mac("y/b"), dst=gmac)
+        )
+    )
     got = fire(pings)
     moved = delta(before, counters(node))
     got |= {k: int(v) for k, v in results.items()}
-    probes = pings + [Shot(k, None, [None], net.wire("x/b"), None, "control" if targets[k.split(" ", 2)[2]][1] else "attack")
-                      for k in results]
+    probes = pings + [
+        Shot(k, None, [None], net.wire("x/b"), None, "control" if targets[k.split(" ", 2)[2]][1] else "attack") for k in results
+    ]
     record("7a. egress-isolated pod to node addresses (TCP/UDP/ICMP) and through the node", probes, got, moved)
     assert not failures and not wrong(pings, got), failures + wrong(pings, got)
     assert moved.get(EGRESS_DENIED, 0) >= sum(1 for s in probes if s.kind == "attack"), moved
@@ -744,30 +958,72 @@ def test_source_routed_packets_are_not_honoured(bed, net, node_agents) -> None:
     for attacker in ("x/b", "y/b"):
         src = net.pod(attacker)
         ether = lambda: Ether(src=net.mac(attacker), dst=gmac)
-        for label, option, victim in (("LSRR via x/a", IPOption_LSRR, "x/a"), ("SSRR via y/a", IPOption_SSRR, "y/a"),
-                                      ("LSRR via y/a", IPOption_LSRR, "y/a")):
+        for label, option, victim in (
+            ("LSRR via x/a", IPOption_LSRR, "x/a"),
+            ("SSRR via y/a", IPOption_SSRR, "y/a"),
+            ("LSRR via y/a", IPOption_LSRR, "y/a"),
+        ):
             n = marker()
-            frame = ether() / IP(src=src.ip(4), dst=GW[4], options=[option(routers=[net.ip(victim, 4)])]) / TCP(sport=n, dport=80) / nonce(n)
-            shots.append(Shot(f"{attacker}: SYN to the node, {label}", net.wire(attacker), [frame], net.wire(victim),
-                              lambda f, b=nonce(n): b in bytes(f)))
+            frame = (
+                ether()
+                / IP(src=src.ip(4), dst=GW[4], options=[option(routers=[net.ip(victim, 4)])])
+                / TCP(sport=n, dport=80)
+                / nonce(n)
+            )
+            shots.append(
+                Shot(
+                    f"{attacker}: SYN to the node, {label}",
+                    net.wire(attacker),
+                    [frame],
+                    net.wire(victim),
+                    lambda f, b=nonce(n): b in bytes(f),
+                )
+            )
         n = marker()
         routing = IPv6ExtHdrRouting(type=0, segleft=1, addresses=[net.ip("x/a", 6)])
         frame = ether() / IPv6(src=src.ip(6), dst=GW[6]) / routing / TCP(sport=n, dport=80) / nonce(n)
-        shots.append(Shot(f"{attacker}: IPv6 SYN to the node, routing header type 0 via x/a", net.wire(attacker), [frame], net.wire("x/a"),
-                          lambda f, b=nonce(n): b in bytes(f)))
-        shots.append(Shot(f"{attacker}: the node answers that routing header with a parameter problem", net.wire(attacker), [],
-                          net.wire(attacker), lambda f, b=nonce(n): ICMPv6ParamProblem in f and b in bytes(f), "pin"))
+        shots.append(
+            Shot(
+                f"{attacker}: IPv6 SYN to the node, routing header type 0 via x/a",
+                net.wire(attacker),
+                [frame],
+                net.wire("x/a"),
+                lambda f, b=nonce(n): b in bytes(f),
+            )
+        )
+        shots.append(
+            Shot(
+                f"{attacker}: the node answers that routing header with a parameter problem",
+                net.wire(attacker),
+                [],
+                net.wire(attacker),
+                lambda f, b=nonce(n): ICMPv6ParamProblem in f and b in bytes(f),
+                "pin",
+            )
+        )
         for family in (4, 6):
             n = marker()
             frame = ether() / L3(family, src.ip(family), GW[family]) / TCP(sport=n, dport=80, flags="S", seq=n)
-            shots.append(Shot(f"{attacker}: IPv{family} SYN to the node without a route: the node answers", net.wire(attacker), [frame],
-                              net.wire(attacker), lambda f, n=n: TCP in f and f[TCP].dport == n and f[TCP].flags == "SA", "control"))
+            shots.append(
+                Shot(
+                    f"{attacker}: IPv{family} SYN to the node without a route: the node answers",
+                    net.wire(attacker),
+                    [frame],
+                    net.wire(attacker),
+                    lambda f, n=n: TCP in f and f[TCP].dport == n and f[TCP].flags == "SA",
+                    "control",
+                )
+            )
     before = counters(node)
     got = fire(shots)
     moved = delta(before, counters(node))
-    record("7b. source routing through the node (IPv4 LSRR/SSRR, IPv6 RH0) to protected pods", shots, got,
-           f"never forwarded: the node does not honour source routes (IPv4: accept_source_route=0 on all, dropped "
-           f"silently at input; IPv6: RH0 answered with ICMPv6 parameter problem); nft counters {moved or '-'}")
+    record(
+        "7b. source routing through the node (IPv4 LSRR/SSRR, IPv6 RH0) to protected pods",
+        shots,
+        got,
+        f"never forwarded: the node does not honour source routes (IPv4: accept_source_route=0 on all, dropped "
+        f"silently at input; IPv6: RH0 answered with ICMPv6 parameter problem); nft counters {moved or '-'}",
+    )
     assert not wrong(shots, got), wrong(shots, got)
 
 
@@ -778,8 +1034,19 @@ def conntrack(node) -> str:
     return in_ns(node.netns, "cat", "/proc/net/nf_conntrack").stdout
 
 
-TCP_FORGERIES = {"SYN-ACK": "SA", "ACK": "A", "RST": "R", "RST-ACK": "RA", "FIN": "F", "FIN-ACK": "FA", "PSH-ACK with data": "PA",
-                 "invalid SYN+FIN": "SF", "invalid SYN+RST": "SR", "invalid no flags": "", "invalid FIN+PSH+URG": "FPU"}
+TCP_FORGERIES = {
+    "SYN-ACK": "SA",
+    "ACK": "A",
+    "RST": "R",
+    "RST-ACK": "RA",
+    "FIN": "F",
+    "FIN-ACK": "FA",
+    "PSH-ACK with data": "PA",
+    "invalid SYN+FIN": "SF",
+    "invalid SYN+RST": "SR",
+    "invalid no flags": "",
+    "invalid FIN+PSH+URG": "FPU",
+}
 
 
 def test_forged_replies_do_not_reach_a_protected_pod(bed, net) -> None:
@@ -795,12 +1062,25 @@ def test_forged_replies_do_not_reach_a_protected_pod(bed, net) -> None:
     for label in ("SYN-ACK", "ACK", "RST", "PSH-ACK with data"):
         shots.append(tcp_shot(net, f"IPv6 TCP {label} to 7", "y/b", "x/a", 6, 7, flags=TCP_FORGERIES[label]))
     for family in (4, 6):
-        shots.append(udp_shot(net, f"IPv{family} UDP 'DNS reply' from port 53 to a port x/a never used", "y/b", "x/a", family, marker(), sport=53))
+        shots.append(
+            udp_shot(
+                net,
+                f"IPv{family} UDP 'DNS reply' from port 53 to a port x/a never used",
+                "y/b",
+                "x/a",
+                family,
+                marker(),
+                sport=53,
+            )
+        )
     ether = net.ether("y/b", "x/a")
     y, x = net.pod("y/b"), a
     fake = [
         ("ICMP port unreachable quoting a flow that never was", IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=3, code=3)),
-        ("ICMP fragmentation needed quoting a flow that never was", IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=3, code=4, nexthopmtu=576)),
+        (
+            "ICMP fragmentation needed quoting a flow that never was",
+            IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=3, code=4, nexthopmtu=576),
+        ),
         ("ICMP time exceeded quoting a flow that never was", IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=11, code=0)),
     ]
     fake6 = [
@@ -812,12 +1092,16 @@ def test_forged_replies_do_not_reach_a_protected_pod(bed, net) -> None:
         for label, outer in rows:
             n = marker()
             inner = L3(family, x.ip(family), y.ip(family)) / UDP(sport=n, dport=53) / nonce(n)
-            shots.append(Shot(label, net.wire("y/b"), [ether / outer / inner], net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f)))
+            shots.append(
+                Shot(label, net.wire("y/b"), [ether / outer / inner], net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f))
+            )
     # Controls: a real flow from x/a to y/b, and its replies, crafted by y/b.
     flows = {}
     with net.wire("y/b").capture() as arrivals:  # the flows exist in conntrack once their first datagrams crossed the node
         for family in (4, 6):
-            s = in_netns(a.netns, lambda f=family: socket.socket(socket.AF_INET6 if f == 6 else socket.AF_INET, socket.SOCK_DGRAM))
+            s = in_netns(
+                a.netns, lambda f=family: socket.socket(socket.AF_INET6 if f == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+            )
             s.bind((x.ip(family), 0))
             s.sendto(b"question", (y.ip(family), 9999))
             flows[family] = s
@@ -825,12 +1109,26 @@ def test_forged_replies_do_not_reach_a_protected_pod(bed, net) -> None:
     try:
         for family, s in flows.items():
             port = s.getsockname()[1]
-            shots.append(udp_shot(net, f"IPv{family} UDP reply on x/a's real flow", "y/b", "x/a", family, port, "control", sport=9999))
+            shots.append(
+                udp_shot(net, f"IPv{family} UDP reply on x/a's real flow", "y/b", "x/a", family, port, "control", sport=9999)
+            )
             n = marker()
             inner = L3(family, x.ip(family), y.ip(family)) / UDP(sport=port, dport=9999) / nonce(n)
-            outer = IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=3, code=3) if family == 4 else IPv6(src=y.ip(6), dst=x.ip(6)) / ICMPv6DestUnreach(code=4)
-            shots.append(Shot(f"IPv{family} port unreachable quoting x/a's real flow (related)", net.wire("y/b"), [ether / outer / inner],
-                              net.wire("x/a"), lambda f, b=nonce(n): b in bytes(f), "control"))
+            outer = (
+                IP(src=y.ip(4), dst=x.ip(4)) / ICMP(type=3, code=3)
+                if family == 4
+                else IPv6(src=y.ip(6), dst=x.ip(6)) / ICMPv6DestUnreach(code=4)
+            )
+            shots.append(
+                Shot(
+                    f"IPv{family} port unreachable quoting x/a's real flow (related)",
+                    net.wire("y/b"),
+                    [ether / outer / inner],
+                    net.wire("x/a"),
+                    lambda f, b=nonce(n): b in bytes(f),
+                    "control",
+                )
+            )
         assert a.connects(y.ip(4), 80), "control: x/a's own connection gets its SYN-ACK"
         before = counters(node)
         got = fire(shots)
@@ -858,11 +1156,21 @@ def test_loose_tcp_pickup_does_not_open_a_protected_pod(bed, net) -> None:
             n = marker()
             ether = net.ether("y/b", victim)
             l3 = lambda: L3(family, y.ip(family), net.ip(victim, family))
-            frames = [ether / l3() / TCP(sport=n, dport=7, flags="A", seq=n, ack=1),
-                      ether / l3() / TCP(sport=n, dport=7, flags="PA", seq=n, ack=1) / nonce(n),
-                      ether / l3() / TCP(sport=n, dport=7, flags="PA", seq=n + 12, ack=1) / nonce(n)]
-            shots.append(Shot(f"IPv{family} ACK then two data segments to {victim}:7 (sport {n})", net.wire("y/b"), frames, net.wire(victim),
-                              lambda f, b=nonce(n): b in bytes(f), kind))
+            frames = [
+                ether / l3() / TCP(sport=n, dport=7, flags="A", seq=n, ack=1),
+                ether / l3() / TCP(sport=n, dport=7, flags="PA", seq=n, ack=1) / nonce(n),
+                ether / l3() / TCP(sport=n, dport=7, flags="PA", seq=n + 12, ack=1) / nonce(n),
+            ]
+            shots.append(
+                Shot(
+                    f"IPv{family} ACK then two data segments to {victim}:7 (sport {n})",
+                    net.wire("y/b"),
+                    frames,
+                    net.wire(victim),
+                    lambda f, b=nonce(n): b in bytes(f),
+                    kind,
+                )
+            )
     # x/b's kernel would answer the stray segments with a RST, and conntrack kills an unassured entry on a RST:
     # for the control's entry to be seen, x/b stays silent while the test runs.
     quiet = "table inet adversarial-quiet {\n chain out {\n type filter hook output priority 0;\n tcp flags rst drop\n }\n}\n"
@@ -886,10 +1194,14 @@ def test_loose_tcp_pickup_does_not_open_a_protected_pod(bed, net) -> None:
     assert moved.get(INGRESS_DENIED) == 6, f"each of the 3 segments x 2 families met the policy as new: {moved}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE (minor): `ct state established,related accept` accepts an ICMP error quoting a real flow of the victim "
-    "whoever sends it; conntrack only checks the outer destination against the quoted source, so a pod that policy "
-    "denies can inject unreachable / fragmentation-needed errors into a protected pod's flows if it knows their ports"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "HOLE (minor): `ct state established,related accept` accepts an ICMP error quoting a real flow of the victim "
+        "whoever sends it; conntrack only checks the outer destination against the quoted source, so a pod that policy "
+        "denies can inject unreachable / fragmentation-needed errors into a protected pod's flows if it knows their ports"
+    ),
+)
 def test_icmp_errors_from_a_denied_pod_cannot_ride_a_real_flow(bed, net) -> None:
     enforce(bed, DENY_A)
     node = bed.nodes[0]
@@ -905,16 +1217,30 @@ def test_icmp_errors_from_a_denied_pod_cannot_ride_a_real_flow(bed, net) -> None
         for sender, kind in (("y/b", "attack"), ("y/a", "control")):
             n = marker()
             inner = IP(src=x.ip(4), dst=ya.ip(4)) / UDP(sport=port, dport=9998) / nonce(n)
-            frame = net.ether(sender, "x/a") / IP(src=net.ip(sender, 4), dst=x.ip(4)) / ICMP(type=3, code=4, nexthopmtu=552) / inner
-            shots.append(Shot(f"fragmentation needed from {sender} quoting x/a's flow to y/a", net.wire(sender), [frame], net.wire("x/a"),
-                              lambda f, b=nonce(n): b in bytes(f), kind))
+            frame = (
+                net.ether(sender, "x/a") / IP(src=net.ip(sender, 4), dst=x.ip(4)) / ICMP(type=3, code=4, nexthopmtu=552) / inner
+            )
+            shots.append(
+                Shot(
+                    f"fragmentation needed from {sender} quoting x/a's flow to y/a",
+                    net.wire(sender),
+                    [frame],
+                    net.wire("x/a"),
+                    lambda f, b=nonce(n): b in bytes(f),
+                    kind,
+                )
+            )
         before = counters(node)
         got = fire(shots)
         moved = delta(before, counters(node))
     finally:
         s.close()
-    record("8c. ICMP error from a denied third pod quoting a real flow", shots, got,
-           f"accepted as ct related (forward chain rule 1); counters {moved or '-'}")
+    record(
+        "8c. ICMP error from a denied third pod quoting a real flow",
+        shots,
+        got,
+        f"accepted as ct related (forward chain rule 1); counters {moved or '-'}",
+    )
     assert not wrong(shots, got), wrong(shots, got)
 
 
@@ -938,17 +1264,37 @@ def test_vlan_tagged_frames_do_not_bypass_policy(bed, net) -> None:
             for t in tag():
                 frame = frame / t
             frame = frame / L3(family, y.ip(family), a.ip(family)) / TCP(sport=n, dport=8080, flags="S", seq=n) / nonce(n)
-            shots.append(Shot(f"IPv{family} SYN to denied port 8080, {label}", net.wire("y/b"), [frame], net.wire("x/a"),
-                              lambda f, b=nonce(n): b in bytes(f)))
-            replies.append(Shot(f"IPv{family} SYN-ACK from x/a:8080 to y/b, {label}", net.wire("y/b"), [], net.wire("y/b"),
-                                lambda f, n=n: TCP in f and f[TCP].dport == n and f[TCP].flags == "SA", "pin", want=False))
+            shots.append(
+                Shot(
+                    f"IPv{family} SYN to denied port 8080, {label}",
+                    net.wire("y/b"),
+                    [frame],
+                    net.wire("x/a"),
+                    lambda f, b=nonce(n): b in bytes(f),
+                )
+            )
+            replies.append(
+                Shot(
+                    f"IPv{family} SYN-ACK from x/a:8080 to y/b, {label}",
+                    net.wire("y/b"),
+                    [],
+                    net.wire("y/b"),
+                    lambda f, n=n: TCP in f and f[TCP].dport == n and f[TCP].flags == "SA",
+                    "pin",
+                    want=False,
+                )
+            )
     shots.append(tcp_shot(net, "untagged SYN to denied port 8080", "y/b", "x/a", 4, 8080))
     shots.append(tcp_shot(net, "untagged SYN to allowed port 80", "y/b", "x/a", 4, 80, "control"))
     before = counters(node)
     got = fire(shots + replies)
     moved = delta(before, counters(node))
     answered = [r.name for r in replies if got[r.name]]
-    record("9. VLAN-tagged frames (802.1Q VID 0 / VID 5, QinQ) to a denied port", shots, got,
-           f"{OTHER_ETHERTYPE!r} +{moved.get(OTHER_ETHERTYPE, 0)}; x/a answered {len(answered)} tagged SYNs; counters {moved}")
+    record(
+        "9. VLAN-tagged frames (802.1Q VID 0 / VID 5, QinQ) to a denied port",
+        shots,
+        got,
+        f"{OTHER_ETHERTYPE!r} +{moved.get(OTHER_ETHERTYPE, 0)}; x/a answered {len(answered)} tagged SYNs; counters {moved}",
+    )
     assert not wrong(shots, got), f"{wrong(shots, got)}; x/a answered: {answered}; counters: {moved}"
     assert moved.get(OTHER_ETHERTYPE, 0) >= 6, "every tagged frame is dropped by the ethertype rule"

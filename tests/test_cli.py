@@ -1,4 +1,5 @@
 """The nftpolicy command line: exit codes, formats, and errors that name the object and field."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,10 @@ def test_invalid_policy_exits_2_naming_object_and_field(tmp_path) -> None:
         "kind: NetworkPolicy\nmetadata: {name: deny-all, namespace: x}\n"
         "spec: {podSelector: {}, ingress: [{ports: [{port: 80}, {port: 90, endPort: 80}]}]}\n"
     )
-    for args in (["render", "-f", str(bad), "--node", "n1"], ["explain", "-f", str(bad), "--from", "1.2.3.4", "--to", "1.2.3.5", "--port", "80"]):
+    for args in (
+        ["render", "-f", str(bad), "--node", "n1"],
+        ["explain", "-f", str(bad), "--from", "1.2.3.4", "--to", "1.2.3.5", "--port", "80"],
+    ):
         result = invoke(*args)
         assert result.exit_code == ExitCode.INVALID_INPUT
         assert "x/deny-all: spec.ingress[0].ports[1].endPort: must not be less than port" in result.output
@@ -36,10 +40,34 @@ def test_unknown_pod_and_bad_port_exit_2() -> None:
 
 
 def test_explain_json_names_the_deciding_rule_or_the_isolating_policies() -> None:
-    allowed = invoke("explain", "-f", str(EXAMPLES), "--from", "frontend/web-1", "--to", "backend/api-v1-0", "--port", "8080", "--format", "json")
+    allowed = invoke(
+        "explain",
+        "-f",
+        str(EXAMPLES),
+        "--from",
+        "frontend/web-1",
+        "--to",
+        "backend/api-v1-0",
+        "--port",
+        "8080",
+        "--format",
+        "json",
+    )
     assert allowed.exit_code == ExitCode.OK
     assert json.loads(allowed.output)["deciding_rules"] == ["backend/allow-from-frontend ingress[0]"]
-    denied = invoke("explain", "-f", str(EXAMPLES), "--from", "staging/web-canary-0", "--to", "backend/api-v1-0", "--port", "8080", "--format", "json")
+    denied = invoke(
+        "explain",
+        "-f",
+        str(EXAMPLES),
+        "--from",
+        "staging/web-canary-0",
+        "--to",
+        "backend/api-v1-0",
+        "--port",
+        "8080",
+        "--format",
+        "json",
+    )
     assert denied.exit_code == ExitCode.DENIED
     body = json.loads(denied.output)
     assert body["allowed"] is False and "backend/default-deny-ingress" in body["denied_by"]
@@ -54,7 +82,9 @@ def test_explain_text_says_the_verdict_first() -> None:
 def test_render_json_is_a_libnftables_batch() -> None:
     result = invoke("render", "-f", str(EXAMPLES), "--node", "node-1", "--format", "json")
     batch = json.loads(result.output)["nftables"]
-    assert batch[0] == {"add": {"table": {"family": "inet", "name": "nftpolicy", "comment": "nftpolicy: NetworkPolicy for pods on node node-1"}}}
+    assert batch[0] == {
+        "add": {"table": {"family": "inet", "name": "nftpolicy", "comment": "nftpolicy: NetworkPolicy for pods on node node-1"}}
+    }
     assert any("rule" in op["add"] for op in batch)
 
 

@@ -1,6 +1,7 @@
 """The chained CNI plugin, run as a container runtime runs it, on a real node,
 in both forms the installer puts on a node: the static shim that forwards each
 call to the enforcer, and the Python plugin run by the node's Python."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ def form(request, bed) -> str:
 def run_plugin(node, command: str, conf: dict, **env: str) -> tuple[int, dict | None]:
     """The nftpolicy plugin alone, with exactly the environment given."""
     base = {"CNI_COMMAND": command, "CNI_PATH": str(node.bed.cni_bin), "PATH": os.environ["PATH"]}
-    result = subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")],
-                            input=json.dumps(conf), env={**base, **env}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")],
+        input=json.dumps(conf),
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+    )
     return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None)
 
 
@@ -45,8 +51,13 @@ def test_version_lists_the_supported_versions(bed, form, version: str) -> None:
 
 def test_stdin_that_is_not_json_is_a_decode_error(bed, form) -> None:
     node = bed.nodes[0]
-    result = subprocess.run(["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")], input="{not json",
-                            env={"CNI_COMMAND": "ADD", "PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    result = subprocess.run(
+        ["ip", "netns", "exec", node.netns, str(node.bed.cni_bin / "nftpolicy")],
+        input="{not json",
+        env={"CNI_COMMAND": "ADD", "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and json.loads(result.stdout)["code"] == 6
 
 
@@ -70,8 +81,16 @@ def test_add_check_del_through_the_conflist(bed, form, version: str) -> None:
 def test_check_fails_when_the_pod_is_not_programmed(bed, form) -> None:
     node = bed.nodes[0]
     pod = node.pods["x/a"]
-    code, out = node.run_plugin(node.conflist()["plugins"][1], "CHECK", pod, {**pod.result, "interfaces": [
-        {"name": "cni0"}, {"name": "vethmissing"}, *[i for i in pod.result["interfaces"] if i.get("sandbox")]]}, "1.0.0")
+    code, out = node.run_plugin(
+        node.conflist()["plugins"][1],
+        "CHECK",
+        pod,
+        {
+            **pod.result,
+            "interfaces": [{"name": "cni0"}, {"name": "vethmissing"}, *[i for i in pod.result["interfaces"] if i.get("sandbox")]],
+        },
+        "1.0.0",
+    )
     assert code != 0 and "record for x/a says" in out["msg"]
 
 
@@ -95,12 +114,17 @@ def test_status_reports_an_unreachable_enforcer(bed, form) -> None:
 
 @pytest.mark.parametrize("form", ["python", "shim"])
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
-def test_the_installed_chain_with_portmap_bandwidth_and_firewall_wires_protected_pods(tmp_path, request, version: str, form: str) -> None:
+def test_the_installed_chain_with_portmap_bandwidth_and_firewall_wires_protected_pods(
+    tmp_path, request, version: str, form: str
+) -> None:
     from builders import policy
     from enforcer.testbed.simulation import Testbed
 
-    extra = ({"type": "portmap", "capabilities": {"portMappings": True}},
-             {"type": "bandwidth", "capabilities": {"bandwidth": True}}, {"type": "firewall", "backend": "iptables"})
+    extra = (
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        {"type": "firewall", "backend": "iptables"},
+    )
     shim = request.getfixturevalue("shim") if form == "shim" else None
     with Testbed(tmp_path / "bed", nodes=1, extra_plugins=extra, cni_form=form, shim=shim) as bed:
         node = bed.nodes[0]

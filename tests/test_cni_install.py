@@ -1,5 +1,6 @@
 """The conflist installer on real conflists: what it writes, what it refuses,
 and that what it writes wires real pods."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,13 @@ from click.testing import CliRunner
 
 from enforcer.cli import main
 
-BRIDGE = {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
-          "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+BRIDGE = {
+    "type": "bridge",
+    "bridge": "cni0",
+    "isGateway": True,
+    "ipMasq": True,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]},
+}
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 BANDWIDTH = {"type": "bandwidth", "capabilities": {"bandwidth": True}}
 FIREWALL = {"type": "firewall"}
@@ -38,10 +44,14 @@ def install(conf: Path, bin_: Path, *extra: str):
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"])
-@pytest.mark.parametrize("plugins,expected", [
-    ([BRIDGE], ["bridge", "nftpolicy"]),
-    ([BRIDGE, PORTMAP, BANDWIDTH, FIREWALL], ["bridge", "nftpolicy", "portmap", "bandwidth", "firewall"]),
-], ids=["bridge alone", "bridge, portmap, bandwidth, firewall"])
+@pytest.mark.parametrize(
+    "plugins,expected",
+    [
+        ([BRIDGE], ["bridge", "nftpolicy"]),
+        ([BRIDGE, PORTMAP, BANDWIDTH, FIREWALL], ["bridge", "nftpolicy", "portmap", "bandwidth", "firewall"]),
+    ],
+    ids=["bridge alone", "bridge, portmap, bandwidth, firewall"],
+)
 def test_install_chains_right_after_bridge_and_keeps_the_rest(dirs, version, plugins, expected) -> None:
     conf, bin_ = dirs
     original = conflist(*plugins, version=version)
@@ -65,8 +75,7 @@ def test_the_plugin_runs_from_wherever_the_node_mounts_its_bin_dir(dirs, tmp_pat
     assert install(conf, bin_).exit_code == 0
     node_view = tmp_path / "node-opt-cni-bin"
     bin_.rename(node_view)
-    result = subprocess.run([str(node_view / "nftpolicy")], input=b"{}", capture_output=True,
-                            env={"CNI_COMMAND": "VERSION"})
+    result = subprocess.run([str(node_view / "nftpolicy")], input=b"{}", capture_output=True, env={"CNI_COMMAND": "VERSION"})
     assert result.returncode == 0, result.stderr
     assert "1.0.0" in json.loads(result.stdout)["supportedVersions"]
 
@@ -91,12 +100,20 @@ def test_uninstall_restores_the_conflist_and_removes_the_plugin(dirs) -> None:
     assert list(bin_.iterdir()) == [] and [p.name for p in conf.iterdir()] == ["10-podnet.conflist"]
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("10-podnet.conflist", "{not json", "not valid JSON"),
-    ("10-podnet.conflist", json.dumps(conflist(PORTMAP)), "no bridge plugin"),
-    ("10-podnet.conflist", json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": {"type": "bridge"}}), "plugins: must be a list"),
-    ("10-bridge.conf", json.dumps({"cniVersion": "1.0.0", "name": "podnet", **BRIDGE}), "single-plugin configuration"),
-], ids=["malformed", "no bridge", "plugins not a list", "single-plugin .conf"])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("10-podnet.conflist", "{not json", "not valid JSON"),
+        ("10-podnet.conflist", json.dumps(conflist(PORTMAP)), "no bridge plugin"),
+        (
+            "10-podnet.conflist",
+            json.dumps({"cniVersion": "1.0.0", "name": "x", "plugins": {"type": "bridge"}}),
+            "plugins: must be a list",
+        ),
+        ("10-bridge.conf", json.dumps({"cniVersion": "1.0.0", "name": "podnet", **BRIDGE}), "single-plugin configuration"),
+    ],
+    ids=["malformed", "no bridge", "plugins not a list", "single-plugin .conf"],
+)
 def test_install_refuses_what_it_cannot_change_safely(dirs, name, text, message) -> None:
     conf, bin_ = dirs
     (conf / name).write_text(text)
@@ -122,16 +139,21 @@ def test_the_first_file_in_lexical_order_is_the_one_changed(dirs) -> None:
 
 # --- the two forms of the plugin ---------------------------------------------
 
+
 def _form_of(bin_: Path) -> str:
     return "shim" if (bin_ / "nftpolicy").read_bytes()[:4] == b"\x7fELF" else "python"
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--form", "shim"], "shim"),
-    (["--form", "python"], "python"),
-    ([], "shim"),  # the default where there is a shim
-    (["--shim", "/nonexistent/nftpolicy"], "python"),  # ...and where there is none
-], ids=["shim", "python", "default with a shim", "default without a shim"])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--form", "shim"], "shim"),
+        (["--form", "python"], "python"),
+        ([], "shim"),  # the default where there is a shim
+        (["--shim", "/nonexistent/nftpolicy"], "python"),  # ...and where there is none
+    ],
+    ids=["shim", "python", "default with a shim", "default without a shim"],
+)
 def test_install_puts_the_plugin_in_the_form_asked_or_the_shim_where_there_is_one(dirs, shim, args, expected) -> None:
     conf, bin_ = dirs
     (conf / "10-podnet.conflist").write_text(json.dumps(conflist(BRIDGE)))
@@ -174,8 +196,9 @@ def test_the_shim_runs_from_wherever_the_node_mounts_its_bin_dir_without_python(
     assert install(conf, bin_, "--form", "shim", "--shim", str(shim)).exit_code == 0
     node_view = tmp_path / "node-opt-cni-bin"
     bin_.rename(node_view)
-    result = subprocess.run([str(node_view / "nftpolicy")], input=b'{"cniVersion": "1.0.0"}', capture_output=True,
-                            env={"CNI_COMMAND": "VERSION"})
+    result = subprocess.run(
+        [str(node_view / "nftpolicy")], input=b'{"cniVersion": "1.0.0"}', capture_output=True, env={"CNI_COMMAND": "VERSION"}
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
     assert _static(node_view / "nftpolicy"), "no interpreter, no dynamic section: it needs no libc of the node's"
@@ -187,7 +210,7 @@ def _static(path: Path) -> bool:
 
     data = path.read_bytes()
     assert data[:5] == b"\x7fELF\x02", "a 64-bit ELF"
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     types = {struct.unpack_from("<I", data, phoff + n * phentsize)[0] for n in range(phnum)}
     return not types & {2, 3}

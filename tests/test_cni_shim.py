@@ -10,6 +10,7 @@ stopped and started again, and a veth held down from inside the enforcer.
 Wiring pods and enforcing policy through the shim is tested with the Python
 form in test_cni.py and test_hostile_input.py, parametrized over both forms.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,12 +29,20 @@ from cni.records import PodRecord, read_record, write_record
 
 PREV_RESULT = {
     "cniVersion": "1.0.0",
-    "interfaces": [{"name": "cni0", "mac": "02:00:00:00:00:01"}, {"name": "vethshim0", "mac": "02:00:00:00:00:02"},
-                   {"name": "eth0", "sandbox": "/var/run/netns/p", "mac": "02:00:00:00:00:03"}],
+    "interfaces": [
+        {"name": "cni0", "mac": "02:00:00:00:00:01"},
+        {"name": "vethshim0", "mac": "02:00:00:00:00:02"},
+        {"name": "eth0", "sandbox": "/var/run/netns/p", "mac": "02:00:00:00:00:03"},
+    ],
     "ips": [{"address": "10.244.1.9/24", "gateway": "10.244.1.1", "interface": 2}],
 }
-ENV = {"CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/var/run/netns/p", "CNI_IFNAME": "eth0",
-       "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=p;K8S_POD_UID=u", "CNI_PATH": "/opt/cni/bin"}
+ENV = {
+    "CNI_CONTAINERID": "c0ffee",
+    "CNI_NETNS": "/var/run/netns/p",
+    "CNI_IFNAME": "eth0",
+    "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=p;K8S_POD_UID=u",
+    "CNI_PATH": "/opt/cni/bin",
+}
 
 
 class Answer(NamedTuple):
@@ -46,8 +55,9 @@ class Answer(NamedTuple):
 def call(shim: Path, command: str | None, stdin: str | bytes, env: dict | None = None) -> Answer:
     """The shim as a runtime runs it: only the CNI_* variables given (and one that is not, to be left behind)."""
     full = {**({"CNI_COMMAND": command} if command is not None else {}), **(env or {}), "NOT_CNI": "left behind"}
-    result = subprocess.run([str(shim)], input=stdin.encode() if isinstance(stdin, str) else stdin, env=full,
-                            capture_output=True, timeout=60)
+    result = subprocess.run(
+        [str(shim)], input=stdin.encode() if isinstance(stdin, str) else stdin, env=full, capture_output=True, timeout=60
+    )
     stdout, stderr = result.stdout.decode(), result.stderr.decode()
     assert "panic" not in stderr and "goroutine" not in stderr, stderr
     return Answer(result.returncode, json.loads(stdout) if stdout.strip() else None, stdout, stderr)
@@ -62,23 +72,36 @@ def python_plugin(command: str | None, stdin: str, env: dict | None = None) -> A
 
 # --- 1. what the shim answers itself, as the Python plugin answers it ---------
 
+
 def _same(command: str | None, stdin: str, exact: bool = True, case_id: str = ""):
     return pytest.param(command, stdin, exact, id=case_id or f"{command} {stdin[:40]}")
 
 
 ANSWERED_HERE = [
-    *[_same("VERSION", json.dumps({"cniVersion": v}), case_id=f"VERSION at {v!r}")
-      for v in ("0.4.0", "1.0.0", "1.1.0", "", None, 0, "9.9.9", ["1.0.0"], {"a": 1}, 2.5)],
+    *[
+        _same("VERSION", json.dumps({"cniVersion": v}), case_id=f"VERSION at {v!r}")
+        for v in ("0.4.0", "1.0.0", "1.1.0", "", None, 0, "9.9.9", ["1.0.0"], {"a": 1}, 2.5)
+    ],
     _same("VERSION", "{}", case_id="VERSION without cniVersion"),
     _same("VERSION", "", case_id="VERSION with nothing on stdin"),
     _same("ADD", '{"cniVersion": "0.3.1"}', case_id="cniVersion unsupported"),
     _same("ADD", '{"cniVersion": 1.0}', case_id="cniVersion a number"),
     _same("ADD", '{"cniVersion": ["1.0.0"]}', exact=False, case_id="cniVersion a list"),
-    *[_same("ADD", json.dumps({"cniVersion": "1.0.0", "timeoutSeconds": t}), case_id=f"timeoutSeconds {t!r}")
-      for t in ("soon", "10", -1, 0, 3601, 1e300, True, None, [5])],
-    *[_same("ADD", json.dumps({"cniVersion": "1.0.0", **c}), case_id=f"{c}")
-      for c in ({"stateDir": 5}, {"stateDir": ""}, {"stateDir": "a\0b"}, {"socket": ["/x.sock"]}, {"socket": None},
-                {"stateDir": 5, "socket": 5})],
+    *[
+        _same("ADD", json.dumps({"cniVersion": "1.0.0", "timeoutSeconds": t}), case_id=f"timeoutSeconds {t!r}")
+        for t in ("soon", "10", -1, 0, 3601, 1e300, True, None, [5])
+    ],
+    *[
+        _same("ADD", json.dumps({"cniVersion": "1.0.0", **c}), case_id=f"{c}")
+        for c in (
+            {"stateDir": 5},
+            {"stateDir": ""},
+            {"stateDir": "a\0b"},
+            {"socket": ["/x.sock"]},
+            {"socket": None},
+            {"stateDir": 5, "socket": 5},
+        )
+    ],
     _same("GC", '{"cniVersion": "1.0.0"}', case_id="GC before 1.1.0"),
     _same("STATUS", '{"cniVersion": "0.4.0"}', case_id="STATUS before 1.1.0"),
     _same("EXPLODE", '{"cniVersion": "1.0.0"}', case_id="an unknown command"),
@@ -86,20 +109,32 @@ ANSWERED_HERE = [
     _same("it's", "{}", case_id="a command with a quote"),
     _same("", '{"cniVersion": "1.0.0"}', case_id="CNI_COMMAND empty"),
     _same(None, "", case_id="CNI_COMMAND missing"),
-    *[_same("ADD", text, exact=False, case_id=f"stdin {name}") for name, text in (
-        ("not JSON", "{not json"), ("a list", "[1]"), ("a string", '"conf"'), ("a number", "1"),
-        ("JSON and more", '{"cniVersion": "1.0.0"} {}'), ("100,000 [", "[" * 100_000), ("truncated", '{"cniVersion": "1.0'))],
+    *[
+        _same("ADD", text, exact=False, case_id=f"stdin {name}")
+        for name, text in (
+            ("not JSON", "{not json"),
+            ("a list", "[1]"),
+            ("a string", '"conf"'),
+            ("a number", "1"),
+            ("JSON and more", '{"cniVersion": "1.0.0"} {}'),
+            ("100,000 [", "[" * 100_000),
+            ("truncated", '{"cniVersion": "1.0'),
+        )
+    ],
 ]
 
 
 @pytest.mark.parametrize("command,stdin,exact", ANSWERED_HERE)
-def test_version_and_calls_that_cannot_be_forwarded_are_answered_as_the_python_plugin_answers(shim, command, stdin, exact) -> None:
+def test_version_and_calls_that_cannot_be_forwarded_are_answered_as_the_python_plugin_answers(
+    shim, command, stdin, exact
+) -> None:
     env = {**ENV, "CNI_PATH": "/nonexistent"}
     ours, python = call(shim, command, stdin, env), python_plugin(command, stdin, env)
     assert ours.code == python.code, (ours, python)
     if exact:
         assert ours.out == python.out
     else:  # the same code and message, but for how Go and Python word a parse error or print a value
+
         def gist(msg: str) -> tuple[str, str]:
             words = msg.split(":")[0].split()
             return words[0], words[-1]
@@ -115,6 +150,7 @@ def test_malformed_stdin_is_a_decode_error(shim, stdin) -> None:
 
 
 # --- 2. the exchange with the enforcer ---------------------------------------
+
 
 class FakeEnforcer:
     """A unix socket that records each request line and answers with ``reply(request_line)`` (bytes)."""
@@ -161,12 +197,22 @@ def fake_enforcer(tmp_path):
 
 
 def conf(tmp_path: Path, **changes) -> dict:
-    return {"cniVersion": "1.0.0", "name": "podnet", "type": "nftpolicy", "stateDir": str(tmp_path / "state"),
-            "socket": str(tmp_path / "cni.sock"), "timeoutSeconds": 5, "prevResult": PREV_RESULT, **changes}
+    return {
+        "cniVersion": "1.0.0",
+        "name": "podnet",
+        "type": "nftpolicy",
+        "stateDir": str(tmp_path / "state"),
+        "socket": str(tmp_path / "cni.sock"),
+        "timeoutSeconds": 5,
+        "prevResult": PREV_RESULT,
+        **changes,
+    }
 
 
 @pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
-def test_a_call_goes_to_the_enforcer_as_one_line_with_the_cni_environment_and_stdin_as_given(shim, tmp_path, fake_enforcer, command) -> None:
+def test_a_call_goes_to_the_enforcer_as_one_line_with_the_cni_environment_and_stdin_as_given(
+    shim, tmp_path, fake_enforcer, command
+) -> None:
     enforcer = fake_enforcer(lambda line: b'{"code": 0, "stdout": "", "stderr": ""}\n')
     stdin = json.dumps(conf(tmp_path, cniVersion="1.1.0", note="é <&> \u2603 \\"), indent=1, ensure_ascii=False) + "\n"
     assert call(shim, command, stdin, ENV).code == 0
@@ -175,13 +221,21 @@ def test_a_call_goes_to_the_enforcer_as_one_line_with_the_cni_environment_and_st
     assert json.loads(line) == {"command": "CNI", "env": {"CNI_COMMAND": command, **ENV}, "stdin": stdin}
 
 
-@pytest.mark.parametrize("reply,code,stdout,stderr", [
-    ({"code": 0, "stdout": json.dumps(PREV_RESULT), "stderr": ""}, 0, json.dumps(PREV_RESULT), ""),
-    ({"code": 1, "stdout": '{"cniVersion": "1.0.0", "code": 7, "msg": "bad"}', "stderr": "nftpolicy: a warning\n"}, 1,
-     '{"cniVersion": "1.0.0", "code": 7, "msg": "bad"}', "nftpolicy: a warning\n"),
-    ({"code": 0, "stdout": "", "stderr": "nftpolicy: x/p: held down\n"}, 0, "", "nftpolicy: x/p: held down\n"),
-    ({"code": 300, "stdout": "{}", "stderr": ""}, 1, "{}", ""),
-], ids=["result", "CNI error and a warning", "nothing on stdout", "exit code out of range"])
+@pytest.mark.parametrize(
+    "reply,code,stdout,stderr",
+    [
+        ({"code": 0, "stdout": json.dumps(PREV_RESULT), "stderr": ""}, 0, json.dumps(PREV_RESULT), ""),
+        (
+            {"code": 1, "stdout": '{"cniVersion": "1.0.0", "code": 7, "msg": "bad"}', "stderr": "nftpolicy: a warning\n"},
+            1,
+            '{"cniVersion": "1.0.0", "code": 7, "msg": "bad"}',
+            "nftpolicy: a warning\n",
+        ),
+        ({"code": 0, "stdout": "", "stderr": "nftpolicy: x/p: held down\n"}, 0, "", "nftpolicy: x/p: held down\n"),
+        ({"code": 300, "stdout": "{}", "stderr": ""}, 1, "{}", ""),
+    ],
+    ids=["result", "CNI error and a warning", "nothing on stdout", "exit code out of range"],
+)
 def test_the_enforcer_s_answer_is_what_the_runtime_gets(shim, tmp_path, fake_enforcer, reply, code, stdout, stderr) -> None:
     fake_enforcer(lambda line: (json.dumps(reply) + "\n").encode())
     answer = call(shim, "ADD", json.dumps(conf(tmp_path)), ENV)
@@ -189,6 +243,7 @@ def test_the_enforcer_s_answer_is_what_the_runtime_gets(shim, tmp_path, fake_enf
 
 
 # --- 3. the enforcer unreachable --------------------------------------------
+
 
 def _no_socket(tmp_path, fake_enforcer) -> str:
     return "no such file or directory"
@@ -211,15 +266,19 @@ def _answers_something_else(tmp_path, fake_enforcer) -> str:
     return "not a CNI reply"
 
 
-UNREACHABLE = [pytest.param(f, id=f.__name__.strip("_").replace("_", " "))
-               for f in (_no_socket, _nobody_listening, _closes_without_answering, _answers_something_else)]
+UNREACHABLE = [
+    pytest.param(f, id=f.__name__.strip("_").replace("_", " "))
+    for f in (_no_socket, _nobody_listening, _closes_without_answering, _answers_something_else)
+]
 
 
 @pytest.mark.parametrize("how", UNREACHABLE)
-@pytest.mark.parametrize("command,version,code", [("ADD", "1.0.0", 11), ("CHECK", "1.0.0", 11), ("GC", "1.1.0", 11),
-                                                  ("STATUS", "1.1.0", 50)])
-def test_without_the_enforcer_add_check_gc_and_status_fail_naming_the_socket(shim, tmp_path, fake_enforcer, how, command, version,
-                                                                             code) -> None:
+@pytest.mark.parametrize(
+    "command,version,code", [("ADD", "1.0.0", 11), ("CHECK", "1.0.0", 11), ("GC", "1.1.0", 11), ("STATUS", "1.1.0", 50)]
+)
+def test_without_the_enforcer_add_check_gc_and_status_fail_naming_the_socket(
+    shim, tmp_path, fake_enforcer, how, command, version, code
+) -> None:
     why = how(tmp_path, fake_enforcer)
     answer = call(shim, command, json.dumps(conf(tmp_path, cniVersion=version)), ENV)
     assert answer.code == 1 and answer.out["code"] == code, answer
@@ -228,7 +287,9 @@ def test_without_the_enforcer_add_check_gc_and_status_fail_naming_the_socket(shi
 
 
 @pytest.mark.parametrize("how", UNREACHABLE)
-def test_without_the_enforcer_a_fail_open_add_passes_prev_result_back_and_spools_the_call(shim, tmp_path, fake_enforcer, how) -> None:
+def test_without_the_enforcer_a_fail_open_add_passes_prev_result_back_and_spools_the_call(
+    shim, tmp_path, fake_enforcer, how
+) -> None:
     how(tmp_path, fake_enforcer)
     stdin = json.dumps(conf(tmp_path, failOpen=True, prevResult={**PREV_RESULT, "dns": {"nameservers": ["10.96.0.10"]}}))
     answer = call(shim, "ADD", stdin, ENV)
@@ -239,13 +300,17 @@ def test_without_the_enforcer_a_fail_open_add_passes_prev_result_back_and_spools
     assert sorted(os.listdir(tmp_path / "state" / "pending")) == ["c0ffee.json"], "no temporary file left"
 
 
-@pytest.mark.parametrize("changes,env,code,message", [
-    ({"failOpen": "yes"}, {}, 7, "failOpen: must be true or false"),
-    ({"prevResult": None}, {}, 7, "missing prevResult"),
-    ({"prevResult": [PREV_RESULT]}, {}, 7, "prevResult: must be an object"),
-    ({"failOpen": True}, {"CNI_CONTAINERID": "../../etc/x"}, 5, "invalid container ID '../../etc/x'"),
-    ({"failOpen": True}, {"CNI_CONTAINERID": ""}, 4, "missing environment variable CNI_CONTAINERID"),
-], ids=["failOpen a word", "no prevResult", "prevResult a list", "container ID that climbs", "no container ID"])
+@pytest.mark.parametrize(
+    "changes,env,code,message",
+    [
+        ({"failOpen": "yes"}, {}, 7, "failOpen: must be true or false"),
+        ({"prevResult": None}, {}, 7, "missing prevResult"),
+        ({"prevResult": [PREV_RESULT]}, {}, 7, "prevResult: must be an object"),
+        ({"failOpen": True}, {"CNI_CONTAINERID": "../../etc/x"}, 5, "invalid container ID '../../etc/x'"),
+        ({"failOpen": True}, {"CNI_CONTAINERID": ""}, 4, "missing environment variable CNI_CONTAINERID"),
+    ],
+    ids=["failOpen a word", "no prevResult", "prevResult a list", "container ID that climbs", "no container ID"],
+)
 def test_without_the_enforcer_a_bad_add_is_still_refused(shim, tmp_path, changes, env, code, message) -> None:
     answer = call(shim, "ADD", json.dumps(conf(tmp_path, **changes)), {**ENV, **env})
     assert answer.code == 1 and answer.out["code"] == code and message in answer.out["msg"], answer
@@ -266,13 +331,19 @@ def test_without_the_enforcer_del_removes_the_record_and_the_spooled_add(shim, t
         assert read_record(state, "other") is not None, "only this container's record"
 
 
-@pytest.mark.parametrize("container_id,code,message", [
-    ("../pods/other", 5, "cannot remove the pod record: invalid container ID '../pods/other'"),
-    (".hidden", 5, "invalid container ID '.hidden'"),
-    ("c" * 201, 5, "invalid container ID"),
-    ("", 4, "missing environment variable CNI_CONTAINERID"),
-], ids=["climbs", "hidden", "too long", "empty"])
-def test_without_the_enforcer_del_refuses_a_container_id_that_is_not_a_plain_name(shim, tmp_path, container_id, code, message) -> None:
+@pytest.mark.parametrize(
+    "container_id,code,message",
+    [
+        ("../pods/other", 5, "cannot remove the pod record: invalid container ID '../pods/other'"),
+        (".hidden", 5, "invalid container ID '.hidden'"),
+        ("c" * 201, 5, "invalid container ID"),
+        ("", 4, "missing environment variable CNI_CONTAINERID"),
+    ],
+    ids=["climbs", "hidden", "too long", "empty"],
+)
+def test_without_the_enforcer_del_refuses_a_container_id_that_is_not_a_plain_name(
+    shim, tmp_path, container_id, code, message
+) -> None:
     state = tmp_path / "state"
     write_record(state, PodRecord("other", "x", "q", "u", "vethshim1", None, ("10.244.1.10",)))
     answer = call(shim, "DEL", json.dumps(conf(tmp_path)), {**ENV, "CNI_CONTAINERID": container_id})
@@ -283,6 +354,7 @@ def test_without_the_enforcer_del_refuses_a_container_id_that_is_not_a_plain_nam
 
 
 # --- 4. the enforcer's side: the plugin run in-process (a fake kernel, no root) ---
+
 
 class InProcess:
     """An in-process enforcer on a fake kernel with its CNI server; the links the
@@ -301,8 +373,14 @@ class InProcess:
         config = EnforcerConfig(node="n1", source=str(source), state_dir=self.state_dir, poll_interval=0.01)
         self.enforcer = Enforcer(config, DirectorySource(source), FakeKernel())
         self.server = CniServer(root / "cni.sock", self.enforcer, wait=60)
-        self.conf = {"cniVersion": "1.0.0", "name": "podnet", "type": "nftpolicy", "stateDir": str(self.state_dir),
-                     "socket": str(root / "cni.sock"), "timeoutSeconds": 60}
+        self.conf = {
+            "cniVersion": "1.0.0",
+            "name": "podnet",
+            "type": "nftpolicy",
+            "stateDir": str(self.state_dir),
+            "socket": str(root / "cni.sock"),
+            "timeoutSeconds": 60,
+        }
 
     def __enter__(self) -> "InProcess":
         threading.Thread(target=self.enforcer.run, args=(self.stop,), daemon=True).start()
@@ -314,13 +392,17 @@ class InProcess:
 
     def cni(self, command: str, container_id: str, prev: dict | None = None, **env: str) -> dict:
         stdin = json.dumps({**self.conf, **({"prevResult": prev} if prev is not None else {})})
-        return self.server.answer({"command": "CNI", "env": {**ENV, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id, **env},
-                                   "stdin": stdin})
+        return self.server.answer(
+            {"command": "CNI", "env": {**ENV, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id, **env}, "stdin": stdin}
+        )
 
 
 def _prev(veth: str, ip: str) -> dict:
-    return {**PREV_RESULT, "interfaces": [PREV_RESULT["interfaces"][0], {"name": veth, "mac": "02:00:00:00:00:02"},
-                                          PREV_RESULT["interfaces"][2]], "ips": [{"address": f"{ip}/24", "interface": 2}]}
+    return {
+        **PREV_RESULT,
+        "interfaces": [PREV_RESULT["interfaces"][0], {"name": veth, "mac": "02:00:00:00:00:02"}, PREV_RESULT["interfaces"][2]],
+        "ips": [{"address": f"{ip}/24", "interface": 2}],
+    }
 
 
 @pytest.fixture
@@ -355,16 +437,25 @@ def test_a_refused_registration_is_held_down_over_netlink_and_said_on_stderr(in_
     assert ("veth2", {"up": False}) in in_process.links and read_record(in_process.state_dir, "c2").held
 
 
-@pytest.mark.parametrize("request_", [
-    {"command": "CNI"}, {"command": "CNI", "env": {"CNI_COMMAND": "ADD"}}, {"command": "CNI", "env": [], "stdin": "{}"},
-    {"command": "CNI", "env": {"CNI_COMMAND": 5}, "stdin": "{}"}, {"command": "CNI", "env": {}, "stdin": None},
-], ids=["nothing", "no stdin", "env a list", "env with a number", "stdin null"])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"command": "CNI"},
+        {"command": "CNI", "env": {"CNI_COMMAND": "ADD"}},
+        {"command": "CNI", "env": [], "stdin": "{}"},
+        {"command": "CNI", "env": {"CNI_COMMAND": 5}, "stdin": "{}"},
+        {"command": "CNI", "env": {}, "stdin": None},
+    ],
+    ids=["nothing", "no stdin", "env a list", "env with a number", "stdin null"],
+)
 def test_a_malformed_cni_request_gets_a_cni_error(in_process, request_) -> None:
     reply = in_process.server.answer(request_)
     assert reply["code"] == 1 and json.loads(reply["stdout"])["code"] == plugin.INTERNAL_ERROR
 
 
-@pytest.mark.parametrize("request_", [[], "ADD", 5, None, {"command": "EXPLODE"}], ids=["list", "string", "number", "null", "command"])
+@pytest.mark.parametrize(
+    "request_", [[], "ADD", 5, None, {"command": "EXPLODE"}], ids=["list", "string", "number", "null", "command"]
+)
 def test_a_request_that_is_not_an_object_is_refused(in_process, request_) -> None:
     assert in_process.server.answer(request_)["ok"] is False
 
@@ -376,18 +467,27 @@ def test_a_spooled_add_is_run_when_the_server_starts_and_a_spooled_del_is_not(tm
     pending = node.state_dir / "pending"
     pending.mkdir(parents=True)
     stdin = json.dumps({**node.conf, "failOpen": True, "prevResult": _prev("veth1", "10.244.1.9")})
-    (pending / "c1.json").write_text(json.dumps({"command": "CNI", "env": {**ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1"},
-                                                  "stdin": stdin}))
-    (pending / "c2.json").write_text(json.dumps({"command": "CNI", "env": {**ENV, "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c2"},
-                                                  "stdin": stdin}))
+    (pending / "c1.json").write_text(
+        json.dumps({"command": "CNI", "env": {**ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1"}, "stdin": stdin})
+    )
+    (pending / "c2.json").write_text(
+        json.dumps({"command": "CNI", "env": {**ENV, "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c2"}, "stdin": stdin})
+    )
     (pending / "c3.json").write_text("{not json")
     with node:
         _wait("the spooled ADD run", lambda: not any(pending.iterdir()) and read_record(node.state_dir, "c1"))
         assert node.enforcer.is_programmed(read_record(node.state_dir, "c1"))
         assert read_record(node.state_dir, "c2") is None
         # One spooled while the server runs: it looks again when the directory changes.
-        (pending / "c4.json").write_text(json.dumps({"command": "CNI", "env": {**ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c4"},
-                                                      "stdin": stdin.replace("veth1", "veth4").replace("10.244.1.9", "10.244.1.4")}))
+        (pending / "c4.json").write_text(
+            json.dumps(
+                {
+                    "command": "CNI",
+                    "env": {**ENV, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c4"},
+                    "stdin": stdin.replace("veth1", "veth4").replace("10.244.1.9", "10.244.1.4"),
+                }
+            )
+        )
         _wait("the second spooled ADD run", lambda: not (pending / "c4.json").exists() and read_record(node.state_dir, "c4"))
 
 
@@ -400,6 +500,7 @@ def test_a_del_takes_back_a_spooled_add(in_process) -> None:
 
 
 # --- 5. on a simulated node, with a real enforcer ----------------------------
+
 
 @pytest.fixture(scope="module")
 def shim_bed(tmp_path_factory, shim):
@@ -463,13 +564,16 @@ def test_a_fail_open_add_while_the_enforcer_is_down_is_run_by_the_enforcer_when_
     try:
         assert code == 0 and out == prev, out
         spooled = node.state_dir / "pending" / f"{pod.container_id}.json"
-        wait_until("the enforcer to run the spooled ADD", lambda: not spooled.exists() and read_record(node.state_dir, pod.container_id))
+        wait_until(
+            "the enforcer to run the spooled ADD", lambda: not spooled.exists() and read_record(node.state_dir, pod.container_id)
+        )
         pod.start_agent()
         shim_bed.publish()
         node.wait_converged()
         assert f"alias nftpolicy {pod.key}" in in_ns(node.netns, "ip", "link", "show", pod.host_ifname).stdout
-        assert shim_bed.pod("x/a").connects(pod.ip(4), 80) and pod.connects(shim_bed.pod("x/a").ip(4), 80), \
+        assert shim_bed.pod("x/a").connects(pod.ip(4), 80) and pod.connects(shim_bed.pod("x/a").ip(4), 80), (
             "its port is registered: an unregistered one passes nothing"
+        )
     finally:
         node.delete_pod(pod.key)
         node.wait_converged()
@@ -500,16 +604,32 @@ def test_a_refused_registration_holds_the_veth_down_from_inside_the_enforcer(shi
     node = shim_bed.nodes[0]
     a = shim_bed.pod("x/a")
     veth = "vethshimx"
-    prev = {**a.result, "interfaces": [{"name": "cni0"}, {"name": veth, "mac": "02:00:00:00:0a:01"},
-                                       {"name": "eth0", "sandbox": "/var/run/netns/none", "mac": "02:00:00:00:0a:02"}]}
+    prev = {
+        **a.result,
+        "interfaces": [
+            {"name": "cni0"},
+            {"name": veth, "mac": "02:00:00:00:0a:01"},
+            {"name": "eth0", "sandbox": "/var/run/netns/none", "mac": "02:00:00:00:0a:02"},
+        ],
+    }
     stdin = json.dumps({"cniVersion": "1.0.0", "name": "podnet", **node.conflist()["plugins"][1], "prevResult": prev})
-    env = {**ENV, "CNI_CONTAINERID": "thief", "CNI_NETNS": "/var/run/netns/none", "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=thief"}
+    env = {
+        **ENV,
+        "CNI_CONTAINERID": "thief",
+        "CNI_NETNS": "/var/run/netns/none",
+        "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=thief",
+    }
     in_ns(node.netns, "ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
     try:
         in_ns(node.netns, "ip", "link", "set", veth, "master", "cni0", "up")
         in_ns(node.netns, "ip", "link", "set", f"{veth}p", "up")
-        result = subprocess.run(["ip", "netns", "exec", node.netns, str(shim_bed.cni_bin / "nftpolicy")], input=stdin.encode(),
-                                env={"CNI_COMMAND": "ADD", **env}, capture_output=True, timeout=60)
+        result = subprocess.run(
+            ["ip", "netns", "exec", node.netns, str(shim_bed.cni_bin / "nftpolicy")],
+            input=stdin.encode(),
+            env={"CNI_COMMAND": "ADD", **env},
+            capture_output=True,
+            timeout=60,
+        )
         assert result.returncode == 0 and json.loads(result.stdout) == prev, result
         assert b"held down until the enforcer programs it" in result.stderr, result.stderr
         assert read_record(node.state_dir, "thief").held
@@ -517,7 +637,12 @@ def test_a_refused_registration_holds_the_veth_down_from_inside_the_enforcer(shi
         assert "UP" not in link["flags"] and link["ifalias"] == "nftpolicy x/thief thief", link
         assert shim_bed.pod("x/b").connects(a.ip(4), 80), "x/a keeps its address"
     finally:
-        subprocess.run(["ip", "netns", "exec", node.netns, str(shim_bed.cni_bin / "nftpolicy")], input=stdin.encode(),
-                       env={"CNI_COMMAND": "DEL", **env}, capture_output=True, timeout=60)
+        subprocess.run(
+            ["ip", "netns", "exec", node.netns, str(shim_bed.cni_bin / "nftpolicy")],
+            input=stdin.encode(),
+            env={"CNI_COMMAND": "DEL", **env},
+            capture_output=True,
+            timeout=60,
+        )
         in_ns(node.netns, "ip", "link", "delete", veth, check=False)
         node.wait_converged()

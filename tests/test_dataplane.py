@@ -6,6 +6,7 @@ UDP 53; x/a names 80 "http", x/b names 8080 "http", y/a names 81 "http".
 Each case applies its policies, waits until both enforcers committed them,
 and probes every pair of pods, on one node and across nodes.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,40 +27,96 @@ CASES = {
     "no policies: everything reaches everything": ([], [(80, "TCP")]),
     "default deny ingress in x": ([np("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]})], [(80, "TCP"), (53, "UDP")]),
     "namespace AND pod selector in one peer": (
-        [np("x/and", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [
-            {"namespaceSelector": {"matchLabels": {"team": "b"}}, "podSelector": {"matchLabels": {"app": "b"}}}]}]})],
-        [(80, "TCP")]),
+        [
+            np(
+                "x/and",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {"matchLabels": {"team": "b"}},
+                                    "podSelector": {"matchLabels": {"app": "b"}},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ],
+        [(80, "TCP")],
+    ),
     "namespace OR pod selector as two peers": (
-        [np("x/or", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [
-            {"namespaceSelector": {"matchLabels": {"team": "b"}}}, {"podSelector": {"matchLabels": {"app": "b"}}}]}]})],
-        [(80, "TCP")]),
+        [
+            np(
+                "x/or",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {"namespaceSelector": {"matchLabels": {"team": "b"}}},
+                                {"podSelector": {"matchLabels": {"app": "b"}}},
+                            ]
+                        }
+                    ],
+                },
+            )
+        ],
+        [(80, "TCP")],
+    ),
     "egress-only isolation": (
         [np("y/egress", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"podSelector": {}}]}]})],
-        [(80, "TCP")]),
+        [(80, "TCP")],
+    ),
     "named port resolves per destination pod": (
-        [np("x/named", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}),
-         np("y/named", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]})],
-        [(80, "TCP"), (8080, "TCP"), (81, "TCP")]),
+        [
+            np("x/named", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}),
+            np("y/named", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}),
+        ],
+        [(80, "TCP"), (8080, "TCP"), (81, "TCP")],
+    ),
     "egress to a named port on the destination": (
         [np("z/egress-named", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "http"}]}]})],
-        [(80, "TCP"), (8080, "TCP")]),
+        [(80, "TCP"), (8080, "TCP")],
+    ),
     "endPort range": (
         [np("x/range", {"podSelector": {}, "ingress": [{"ports": [{"port": 79, "endPort": 80}]}]})],
-        [(80, "TCP"), (81, "TCP")]),
+        [(80, "TCP"), (81, "TCP")],
+    ),
     "ipBlock with except over the pod CIDRs": (
-        [np("x/block", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.2.0/24"]}},
-                                                                  {"ipBlock": {"cidr": "fd00:10:244::/48", "except": ["fd00:10:244:2::/64"]}}]}]})],
-        [(80, "TCP")]),
+        [
+            np(
+                "x/block",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {
+                            "from": [
+                                {"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.2.0/24"]}},
+                                {"ipBlock": {"cidr": "fd00:10:244::/48", "except": ["fd00:10:244:2::/64"]}},
+                            ]
+                        }
+                    ],
+                },
+            )
+        ],
+        [(80, "TCP")],
+    ),
     "UDP allowed, TCP on the same port denied": (
         [np("z/udp", {"podSelector": {}, "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]})],
-        [(53, "UDP"), (80, "TCP")]),
+        [(53, "UDP"), (80, "TCP")],
+    ),
     "SCTP port allowed": (
         [np("x/sctp", {"podSelector": {}, "ingress": [{"ports": [{"port": 9000, "protocol": "SCTP"}]}]})],
-        [(9000, "SCTP"), (9001, "SCTP")]),
+        [(9000, "SCTP"), (9001, "SCTP")],
+    ),
     "deny all in every namespace, allow-all in y": (
         [np(f"{ns}/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}) for ns in ("x", "y", "z")]
         + [np("y/allow-all", {"podSelector": {}, "ingress": [{}], "egress": [{}]})],
-        [(80, "TCP")]),
+        [(80, "TCP")],
+    ),
 }
 
 
@@ -112,5 +169,9 @@ def test_live_explain_names_the_kernel_rule_the_evaluator_expects(bed, name: str
         live, v = json.loads(line), verdict(state, src, dst, port, Protocol.TCP)
         assert live["allowed"] == v.allowed, (src, dst, port, live, v.reason)
         if v.allowed and v.ingress and v.ingress.isolated_by:
-            assert any(live["rule"]["comment"].startswith(f"{r} ") or live["rule"]["comment"].startswith(f"{r}.")
-                       or live["rule"]["comment"] == str(r) for r in v.ingress.allowed_by), (live["rule"], v.deciding_rules)
+            assert any(
+                live["rule"]["comment"].startswith(f"{r} ")
+                or live["rule"]["comment"].startswith(f"{r}.")
+                or live["rule"]["comment"] == str(r)
+                for r in v.ingress.allowed_by
+            ), (live["rule"], v.deciding_rules)

@@ -4,6 +4,7 @@ Each test drives ``Enforcer._step`` (what one turn of the loop does) and
 ``sync`` directly, and judges by what the fake kernel holds and was asked
 to do. The real kernel runs the same transactions in the kernel tests.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,10 @@ from rules.translate import desired_ruleset
 
 BASE = [namespace("x"), pod("x/a", "10.0.1.1", labels={"app": "a"}), pod("x/b", "10.0.1.2", labels={"app": "b"})]
 DENY = policy("x/deny", {"podSelector": {"matchLabels": {"app": "a"}}})
-ALLOW = policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}},
-                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
+ALLOW = policy(
+    "x/allow-b",
+    {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]},
+)
 
 
 class MemorySource:

@@ -23,6 +23,7 @@ The cluster (manifests/examples/cluster.yaml), for reading the tables:
 Namespaces: frontend team=web, backend team=api, monitoring purpose=monitoring,
 staging team=qa, kube-system and db unlabelled (bar kubernetes.io/metadata.name).
 """
+
 from __future__ import annotations
 
 import json
@@ -271,7 +272,9 @@ def _check_verdict(paths: list[str], src: str, dst: str, port: str, allowed: boo
     a, b = _endpoint(state, src), _endpoint(state, dst)
     v = verdict(state, a, b, int(number), protocol.upper())
     assert v.allowed is allowed, f"{src} -> {dst} {port}: {v.reason}"
-    assert Dataplane(state).allows(a, b, int(number), Protocol(protocol.upper())) is allowed, f"rendered rules: {src} -> {dst} {port}"
+    assert Dataplane(state).allows(a, b, int(number), Protocol(protocol.upper())) is allowed, (
+        f"rendered rules: {src} -> {dst} {port}"
+    )
 
 
 def _check_explain(paths: list[str], src: str, dst: str, port: str, allowed: bool) -> None:

@@ -23,6 +23,7 @@ are replaced by recorders (``hold_down`` fails as ``ip`` does for a link that
 does not exist). What those two do with hostile names is pinned through the
 real executable in test_hostile_input.py (B5, B6).
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,26 +50,110 @@ from strategies import cluster_states
 
 # Bounded: about 15 s for the whole file on this 2-core machine; deadlines are
 # generous (examples take milliseconds) so a loaded machine does not flake.
-FAST = settings(max_examples=400, deadline=timedelta(seconds=2),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-KERNEL = settings(max_examples=30, deadline=timedelta(seconds=5),
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FAST = settings(
+    max_examples=400, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+KERNEL = settings(
+    max_examples=30,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 # --- JSON and text ------------------------------------------------------------
 
 # Strict JSON, as a container runtime or the API sends it: no NaN or Infinity.
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
-INTERESTING = st.sampled_from([
-    "", " ", "0.4.0", "1.0.0", "1.1.0", "ADD", "veth0", "eth0", "../x", "/", ".", "a/b", "10.0.0.1", "10.0.0.1/24",
-    "fd00::1/64", "not-an-ip/24", "02:00:00:00:00:01", "TCP", "UDP", "SCTP", "Ingress", "Egress", "In", "NotIn", "Exists",
-    "DoesNotExist", "List", "PodList", "Pod", "Namespace", "NetworkPolicy", "Node", "x", "app", "http", "10.0.0.0/8",
-    "0.0.0.0/0", "::/0", -1, 0, 1, 65535, 65536, 10 ** 30, 1e300, -0.0, 0.5, True, False, None, [], {}, "é", "\u202e",
-])
-KEYS = st.text(max_size=10) | st.sampled_from(["", "kind", "metadata", "name", "namespace", "labels", "spec", "status", "items",
-                                              "podSelector", "ingress", "egress", "from", "to", "ports", "port", "endPort",
-                                              "interfaces", "ips", "address", "mac", "sandbox", "interface", "containerID"])
-JSON_VALUES = st.recursive(SCALARS | INTERESTING, lambda children: st.lists(children, max_size=4)
-                           | st.dictionaries(KEYS, children, max_size=4), max_leaves=12)
+INTERESTING = st.sampled_from(
+    [
+        "",
+        " ",
+        "0.4.0",
+        "1.0.0",
+        "1.1.0",
+        "ADD",
+        "veth0",
+        "eth0",
+        "../x",
+        "/",
+        ".",
+        "a/b",
+        "10.0.0.1",
+        "10.0.0.1/24",
+        "fd00::1/64",
+        "not-an-ip/24",
+        "02:00:00:00:00:01",
+        "TCP",
+        "UDP",
+        "SCTP",
+        "Ingress",
+        "Egress",
+        "In",
+        "NotIn",
+        "Exists",
+        "DoesNotExist",
+        "List",
+        "PodList",
+        "Pod",
+        "Namespace",
+        "NetworkPolicy",
+        "Node",
+        "x",
+        "app",
+        "http",
+        "10.0.0.0/8",
+        "0.0.0.0/0",
+        "::/0",
+        -1,
+        0,
+        1,
+        65535,
+        65536,
+        10**30,
+        1e300,
+        -0.0,
+        0.5,
+        True,
+        False,
+        None,
+        [],
+        {},
+        "é",
+        "\u202e",
+    ]
+)
+KEYS = st.text(max_size=10) | st.sampled_from(
+    [
+        "",
+        "kind",
+        "metadata",
+        "name",
+        "namespace",
+        "labels",
+        "spec",
+        "status",
+        "items",
+        "podSelector",
+        "ingress",
+        "egress",
+        "from",
+        "to",
+        "ports",
+        "port",
+        "endPort",
+        "interfaces",
+        "ips",
+        "address",
+        "mac",
+        "sandbox",
+        "interface",
+        "containerID",
+    ]
+)
+JSON_VALUES = st.recursive(
+    SCALARS | INTERESTING,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
+    max_leaves=12,
+)
 
 
 def _paths(value, prefix=()):
@@ -117,30 +202,50 @@ def mutated(draw, base):
 
 ENV_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)  # what execve can carry
 CNI_ARGS = st.lists(
-    st.tuples(st.sampled_from(("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID", "IgnoreUnknown", "IP")) | ENV_TEXT,
-              st.sampled_from(("=", "", "==")), ENV_TEXT).map("".join) | ENV_TEXT,
-    max_size=5).map(";".join)
+    st.tuples(
+        st.sampled_from(("K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID", "IgnoreUnknown", "IP")) | ENV_TEXT,
+        st.sampled_from(("=", "", "==")),
+        ENV_TEXT,
+    ).map("".join)
+    | ENV_TEXT,
+    max_size=5,
+).map(";".join)
 ENVS = st.tuples(
-    st.fixed_dictionaries({}, optional={
-        "CNI_COMMAND": st.sampled_from(("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")) | ENV_TEXT,
-        "CNI_CONTAINERID": st.sampled_from(("c0ffee", "fuzz-1")) | ENV_TEXT,
-        "CNI_NETNS": st.just("/var/run/netns/p") | ENV_TEXT,
-        "CNI_IFNAME": st.just("eth0") | ENV_TEXT,
-        "CNI_ARGS": st.just("K8S_POD_NAMESPACE=x;K8S_POD_NAME=p;K8S_POD_UID=u") | CNI_ARGS,
-        "CNI_PATH": ENV_TEXT,
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "CNI_COMMAND": st.sampled_from(("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")) | ENV_TEXT,
+            "CNI_CONTAINERID": st.sampled_from(("c0ffee", "fuzz-1")) | ENV_TEXT,
+            "CNI_NETNS": st.just("/var/run/netns/p") | ENV_TEXT,
+            "CNI_IFNAME": st.just("eth0") | ENV_TEXT,
+            "CNI_ARGS": st.just("K8S_POD_NAMESPACE=x;K8S_POD_NAME=p;K8S_POD_UID=u") | CNI_ARGS,
+            "CNI_PATH": ENV_TEXT,
+        },
+    ),
     st.dictionaries(ENV_TEXT, ENV_TEXT, max_size=3),
 ).map(lambda parts: {**parts[1], **parts[0]})
 
 PREV_RESULT = {
     "cniVersion": "1.0.0",
-    "interfaces": [{"name": "cni0", "mac": "02:00:00:00:00:01"}, {"name": "vethfuzz0", "mac": "02:00:00:00:00:02"},
-                   {"name": "eth0", "sandbox": "/var/run/netns/p", "mac": "02:00:00:00:00:03"}],
-    "ips": [{"address": "10.244.1.9/24", "gateway": "10.244.1.1", "interface": 2},
-            {"address": "fd00:10:244:1::9/64", "interface": 2}],
+    "interfaces": [
+        {"name": "cni0", "mac": "02:00:00:00:00:01"},
+        {"name": "vethfuzz0", "mac": "02:00:00:00:00:02"},
+        {"name": "eth0", "sandbox": "/var/run/netns/p", "mac": "02:00:00:00:00:03"},
+    ],
+    "ips": [
+        {"address": "10.244.1.9/24", "gateway": "10.244.1.1", "interface": 2},
+        {"address": "fd00:10:244:1::9/64", "interface": 2},
+    ],
 }
-VALID_CONF = {"cniVersion": "1.0.0", "name": "podnet", "type": "nftpolicy", "timeoutSeconds": 0.2, "failOpen": False,
-              "prevResult": PREV_RESULT, "cni.dev/valid-attachments": [{"containerID": "c0ffee", "ifname": "eth0"}]}
+VALID_CONF = {
+    "cniVersion": "1.0.0",
+    "name": "podnet",
+    "type": "nftpolicy",
+    "timeoutSeconds": 0.2,
+    "failOpen": False,
+    "prevResult": PREV_RESULT,
+    "cni.dev/valid-attachments": [{"containerID": "c0ffee", "ifname": "eth0"}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +334,16 @@ def check_cni_result(result: tuple[int, str] | None, stdin: str) -> None:
 
 @FAST
 @given(env=ENVS, stdin=STDINS)
-@example(env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0",
-              "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p"}, stdin=("json", VALID_CONF))
+@example(
+    env={
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c0ffee",
+        "CNI_NETNS": "/n",
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": "K8S_POD_NAMESPACE=x;K8S_POD_NAME=p",
+    },
+    stdin=("json", VALID_CONF),
+)
 @example(env={"CNI_COMMAND": "ADD"}, stdin="[" * 100_000)
 @example(env={"CNI_COMMAND": "VERSION"}, stdin="")
 def test_the_cni_plugin_answers_any_environment_and_stdin_with_an_exit_code_and_one_json_object(cni_sandbox, env, stdin) -> None:
@@ -240,13 +353,21 @@ def test_the_cni_plugin_answers_any_environment_and_stdin_with_an_exit_code_and_
     check_cni_result(run_plugin(env, stdin), stdin)
 
 
-ADD_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "fuzz-add", "CNI_NETNS": "/var/run/netns/p", "CNI_IFNAME": "eth0",
-           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=p;K8S_POD_UID=u"}
+ADD_ENV = {
+    "CNI_COMMAND": "ADD",
+    "CNI_CONTAINERID": "fuzz-add",
+    "CNI_NETNS": "/var/run/netns/p",
+    "CNI_IFNAME": "eth0",
+    "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=p;K8S_POD_UID=u",
+}
 
 
 @FAST
-@given(command=st.sampled_from(("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")), conf=mutated(VALID_CONF),
-       version=st.sampled_from(("0.4.0", "1.0.0", "1.1.0")))
+@given(
+    command=st.sampled_from(("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")),
+    conf=mutated(VALID_CONF),
+    version=st.sampled_from(("0.4.0", "1.0.0", "1.1.0")),
+)
 def test_the_cni_plugin_answers_mutated_valid_configs_for_every_command(cni_sandbox, command, conf, version) -> None:
     """A valid environment, so the fuzz reaches each command's handling of the config."""
     state_dir, sock, touched = cni_sandbox
@@ -285,14 +406,19 @@ def test_prev_result_ips_of_another_type_is_a_cni_error(cni_sandbox, ips) -> Non
 def test_check_with_a_container_id_too_long_for_a_file_name_is_a_cni_error(cni_sandbox) -> None:
     state_dir, sock, _ = cni_sandbox
     out = io.StringIO()
-    code = plugin.run({**ADD_ENV, "CNI_COMMAND": "CHECK", "CNI_CONTAINERID": "c" * 300},
-                      io.StringIO(json.dumps(_confined(VALID_CONF, state_dir, sock))), out)
+    code = plugin.run(
+        {**ADD_ENV, "CNI_COMMAND": "CHECK", "CNI_CONTAINERID": "c" * 300},
+        io.StringIO(json.dumps(_confined(VALID_CONF, state_dir, sock))),
+        out,
+    )
     assert code == 1 and "container ID" in json.loads(out.getvalue())["msg"]
 
 
 def test_gc_with_a_container_id_that_is_not_a_string_is_a_cni_error(cni_sandbox) -> None:
     state_dir, sock, _ = cni_sandbox
-    conf = _confined({**VALID_CONF, "cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": ["c"]}]}, state_dir, sock)
+    conf = _confined(
+        {**VALID_CONF, "cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": ["c"]}]}, state_dir, sock
+    )
     out = io.StringIO()
     assert plugin.run({**ADD_ENV, "CNI_COMMAND": "GC"}, io.StringIO(json.dumps(conf)), out) == 1
     assert "cni.dev/valid-attachments" in json.loads(out.getvalue())["msg"]
@@ -301,8 +427,9 @@ def test_gc_with_a_container_id_that_is_not_a_string_is_a_cni_error(cni_sandbox)
 # --- 1b. the CNI shim executable (cni/shim), with no enforcer to forward to -----
 
 # A process per example: fewer examples, the same properties as the plugin's.
-SHIM_RUNS = settings(max_examples=150, deadline=timedelta(seconds=10),
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SHIM_RUNS = settings(
+    max_examples=150, deadline=timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 FORWARDED = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 
 
@@ -324,11 +451,15 @@ def _confined_text(stdin: str, state_dir: str, sock: str) -> str:
 
 @SHIM_RUNS
 @given(env=ENVS, stdin=STDINS)
-@example(env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0"},
-         stdin=("json", {**VALID_CONF, "failOpen": True}))
+@example(
+    env={"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/n", "CNI_IFNAME": "eth0"},
+    stdin=("json", {**VALID_CONF, "failOpen": True}),
+)
 @example(env={"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c0ffee"}, stdin=("json", VALID_CONF))
 @example(env={"CNI_COMMAND": "ADD"}, stdin="[" * 100_000)
-def test_the_cni_shim_answers_any_environment_and_stdin_with_an_exit_code_and_one_json_object(shim, shim_sandbox, env, stdin) -> None:
+def test_the_cni_shim_answers_any_environment_and_stdin_with_an_exit_code_and_one_json_object(
+    shim, shim_sandbox, env, stdin
+) -> None:
     import subprocess
 
     state_dir, sock = shim_sandbox
@@ -350,30 +481,68 @@ BASE_OBJECTS = [
     pod("x/a", ["10.0.0.1", "fd00::1"], node="n1", labels={"app": "a"}, ports=[("http", 8080), ("dns", 53, "UDP")]),
     pod("x/b", "10.0.0.2", node="n1", labels={"app": "b", "tier": "be"}),
     pod("y/c", ["10.0.0.3", "fd00::3"], node="n2", labels={"app": "c"}, ports=[("http", 80)]),
-    policy("x/mixed", {
-        "podSelector": {"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [{"from": [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["b", "c"]}]}},
-                              {"namespaceSelector": {"matchLabels": {"team": "b"}}, "podSelector": {}},
-                              {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16", "10.0.0.128/25"]}}],
-                     "ports": [{"port": "http"}, {"port": 8000, "endPort": 8100}, {"protocol": "UDP", "port": 53}]}],
-        "egress": [{"to": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/120"]}}, {"namespaceSelector": {}}],
-                    "ports": [{"protocol": "SCTP"}, {"port": "dns", "protocol": "UDP"}]}, {}],
-    }),
+    policy(
+        "x/mixed",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["b", "c"]}]}},
+                        {"namespaceSelector": {"matchLabels": {"team": "b"}}, "podSelector": {}},
+                        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16", "10.0.0.128/25"]}},
+                    ],
+                    "ports": [{"port": "http"}, {"port": 8000, "endPort": 8100}, {"protocol": "UDP", "port": 53}],
+                }
+            ],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "fd00::/64", "except": ["fd00::/120"]}}, {"namespaceSelector": {}}],
+                    "ports": [{"protocol": "SCTP"}, {"port": "dns", "protocol": "UDP"}],
+                },
+                {},
+            ],
+        },
+    ),
     policy("y/deny", {"podSelector": {}}),
-    {"apiVersion": "v1", "kind": "List", "items": [
-        {"kind": "NetworkPolicy", "metadata": {"name": "in-list", "namespace": "y"},
-         "spec": {"podSelector": {"matchLabels": {"app": "c"}}, "ingress": [{"from": [{"podSelector": {}}]}]}}]},
-    {"kind": "PodList", "items": [{"metadata": {"name": "d", "namespace": "y", "labels": {"app": "d"}},
-                                   "spec": {"nodeName": "n1"}, "status": {"podIP": "10.0.0.4"}}]},
+    {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "in-list", "namespace": "y"},
+                "spec": {"podSelector": {"matchLabels": {"app": "c"}}, "ingress": [{"from": [{"podSelector": {}}]}]},
+            }
+        ],
+    },
+    {
+        "kind": "PodList",
+        "items": [
+            {
+                "metadata": {"name": "d", "namespace": "y", "labels": {"app": "d"}},
+                "spec": {"nodeName": "n1"},
+                "status": {"podIP": "10.0.0.4"},
+            }
+        ],
+    },
 ]
 KINDS = ("Namespace", "Pod", "NetworkPolicy", "Node", "List", "PodList", "NetworkPolicyList", "ConfigMap")
 RANDOM_OBJECTS = st.lists(
-    JSON_VALUES | st.fixed_dictionaries({"kind": st.sampled_from(KINDS) | st.text(max_size=8)},
-                                        optional={"metadata": JSON_VALUES | st.fixed_dictionaries(
-                                                      {}, optional={"name": JSON_VALUES, "namespace": JSON_VALUES, "labels": JSON_VALUES}),
-                                                  "spec": JSON_VALUES, "status": JSON_VALUES, "items": st.lists(JSON_VALUES, max_size=3)}),
-    max_size=5)
+    JSON_VALUES
+    | st.fixed_dictionaries(
+        {"kind": st.sampled_from(KINDS) | st.text(max_size=8)},
+        optional={
+            "metadata": JSON_VALUES
+            | st.fixed_dictionaries({}, optional={"name": JSON_VALUES, "namespace": JSON_VALUES, "labels": JSON_VALUES}),
+            "spec": JSON_VALUES,
+            "status": JSON_VALUES,
+            "items": st.lists(JSON_VALUES, max_size=3),
+        },
+    ),
+    max_size=5,
+)
 
 
 def _identities(value) -> set[str]:
@@ -411,8 +580,10 @@ def render_both_nodes(state: ClusterState) -> None:
 
 def local_interfaces(state: ClusterState, node: str) -> list[PodInterface]:
     """What CNI would have registered for the node's pods."""
-    return [PodInterface(p.namespace, p.name, p.uid or f"c{i}", f"veth{i:04x}", f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}", p.ips)
-            for i, p in enumerate(local_pods(state, node))]
+    return [
+        PodInterface(p.namespace, p.name, p.uid or f"c{i}", f"veth{i:04x}", f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}", p.ips)
+        for i, p in enumerate(local_pods(state, node))
+    ]
 
 
 @FAST
@@ -472,7 +643,9 @@ def test_random_valid_states_render_to_what_the_kernel_accepts(check_ns, state) 
 
 # --- 3. pod records and the plugin's JSON ------------------------------------------
 
-RECORD = PodRecord("c0ffee", "x", "a", "uid-1", "veth1234", "02:00:00:00:00:01", ("10.0.0.2", "fd00::2"), "/var/run/netns/p", "eth0")
+RECORD = PodRecord(
+    "c0ffee", "x", "a", "uid-1", "veth1234", "02:00:00:00:00:01", ("10.0.0.2", "fd00::2"), "/var/run/netns/p", "eth0"
+)
 RECORD_DICT = json.loads(RECORD.to_json())
 RECORD_TEXTS = st.one_of(
     st.text(max_size=200),
@@ -538,10 +711,11 @@ def test_a_record_file_that_is_not_utf8_is_a_record_error(record_dir, data: byte
         records.read_record(record_dir, "binary")
 
 
-
-@pytest.mark.parametrize("changes", [{"mac": ["02"]}, {"name": ["a"]}, {"ips": [["10.0.0.2"]]}, {"namespace": 7}, {"held": "no"},
-                                     {"host_ifname": None}], ids=["mac list", "name list", "ips nested", "namespace int", "held str",
-                                                                  "host_ifname null"])
+@pytest.mark.parametrize(
+    "changes",
+    [{"mac": ["02"]}, {"name": ["a"]}, {"ips": [["10.0.0.2"]]}, {"namespace": 7}, {"held": "no"}, {"host_ifname": None}],
+    ids=["mac list", "name list", "ips nested", "namespace int", "held str", "host_ifname null"],
+)
 def test_a_record_with_fields_of_the_wrong_type_is_refused(changes: dict) -> None:
     with pytest.raises(ValueError):
         PodRecord.from_json(json.dumps({**RECORD_DICT, **changes}))

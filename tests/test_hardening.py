@@ -7,6 +7,7 @@ probe at a protected pod never gets through.
 Real enforcers and packets on the bed of conftest.py (node-1: x/a, x/b, y/b;
 node-2: y/a, z/c). Counts are printed for README's results table.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,26 +34,48 @@ from rules.translate import desired_ruleset
 pytestmark = pytest.mark.kernel
 
 KILLS = 24
-PROTECT_A = policy("x/protect-a", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"],
-                                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
+PROTECT_A = policy(
+    "x/protect-a",
+    {
+        "podSelector": {"matchLabels": {"app": "a"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+    },
+)
 
 
 def big_block_policy(i: int) -> dict:
     """An allow with a large ipBlock (thousands of intervals): its new set is
     preloaded in steps, so a kill can land between them or mid-switch."""
     excepts = [f"172.{16 + i % 8}.{j // 256}.{j % 256}/32" for j in range(0, 12000, 2)]
-    return policy(f"x/big-{i}", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"],
-                                 "ingress": [{"from": [{"ipBlock": {"cidr": f"172.{16 + i % 8}.0.0/16", "except": excepts}}],
-                                              "ports": [{"port": 8000 + i}]}]})
+    return policy(
+        f"x/big-{i}",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": f"172.{16 + i % 8}.0.0/16", "except": excepts}}], "ports": [{"port": 8000 + i}]}
+            ],
+        },
+    )
 
 
 def variant(i: int) -> list[dict]:
     """Policy sets that all keep y/b out of x/a port 80, and change a lot else."""
     extra = [big_block_policy(i)] if i % 2 == 0 else []
     ports = [{"port": 80}, {"port": 7000 + i}] if i % 3 else []
-    return [PROTECT_A, *extra,
-            policy(f"x/b-egress-{i % 3}", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"],
-                                             "egress": [{"to": [{"namespaceSelector": {}}], **({"ports": ports} if ports else {})}]})]
+    return [
+        PROTECT_A,
+        *extra,
+        policy(
+            f"x/b-egress-{i % 3}",
+            {
+                "podSelector": {"matchLabels": {"app": "b"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {}}], **({"ports": ports} if ports else {})}],
+            },
+        ),
+    ]
 
 
 # --- reading the kernel ----------------------------------------------------------
@@ -78,8 +101,11 @@ def unreferenced_extras(desired: Table, live: Table) -> list[str]:
     """Sets in the kernel that the desired table lacks and no rule refers to:
     preloaded for a switch that did not happen. They cannot change a verdict."""
     referenced = {name for chain in live.chains for rule in chain.rules for name in re.findall(r"@([\w./-]+)", rule.text())}
-    return [line for line in table_drift(desired, live)
-            if line.startswith("extra:") and line.split()[-2] in ("set", "map") and line.split()[-1] not in referenced]
+    return [
+        line
+        for line in table_drift(desired, live)
+        if line.startswith("extra:") and line.split()[-2] in ("set", "map") and line.split()[-1] not in referenced
+    ]
 
 
 def verdict_drift(desired: Table, live: Table | None) -> list[str]:
@@ -143,19 +169,23 @@ def test_sigkill_at_random_points_leaves_the_old_or_the_new_ruleset_and_never_op
             node.stop_enforcer(signal.SIGKILL)
             old, new = desired_tables(bed, node, previous), desired_tables(bed, node, policies)
             live = {family: live_table(node, family) for family in ("inet", "bridge")}
-            matches = [name for name, want in (("new", new), ("old", old))
-                       if all(not verdict_drift(want[f], live[f]) for f in want)]
+            matches = [
+                name for name, want in (("new", new), ("old", old)) if all(not verdict_drift(want[f], live[f]) for f in want)
+            ]
             assert matches, f"kill {i}: the kernel holds neither the old nor the new ruleset:\n" + "\n".join(
-                verdict_drift(new["inet"], live["inet"]))
+                verdict_drift(new["inet"], live["inet"])
+            )
             outcomes[matches[0]] += 1
             preloaded_only = matches[0] == "old" and unreferenced_extras(old["inet"], live["inet"])
             outcomes["between preload and switch"] += bool(preloaded_only)
             node.start_enforcer()
             node.wait_converged()
             previous = policies
-    print(f"\nSIGKILL x{KILLS}: kernel held the new ruleset {outcomes['new']} times, the old one {outcomes['old']} times "
-          f"({outcomes['between preload and switch']} of them killed between preloading sets and the switch), "
-          f"a mixture 0 times; attacker probes {attacker.tries}, through {attacker.successes}")
+    print(
+        f"\nSIGKILL x{KILLS}: kernel held the new ruleset {outcomes['new']} times, the old one {outcomes['old']} times "
+        f"({outcomes['between preload and switch']} of them killed between preloading sets and the switch), "
+        f"a mixture 0 times; attacker probes {attacker.tries}, through {attacker.successes}"
+    )
     assert attacker.tries > 20 and attacker.successes == 0
     assert tcp(b, a.ip(4)), "control: the allowed peer still gets through"
 
@@ -169,8 +199,10 @@ def metric(node, name: str) -> float:
 
 
 def ready(node) -> bool:
-    return in_ns(node.netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                 f"http://127.0.0.1:{HEALTH_PORT}/readyz").stdout == "200"
+    return (
+        in_ns(node.netns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{HEALTH_PORT}/readyz").stdout
+        == "200"
+    )
 
 
 def test_a_transaction_the_kernel_refuses_is_retried_with_backoff_and_the_previous_ruleset_stays(bed) -> None:
@@ -185,11 +217,17 @@ def test_a_transaction_the_kernel_refuses_is_retried_with_backoff_and_the_previo
     failures_before = metric(node, "nftpolicy_sync_failures_total")
     log_start = len(node.log())
     node.nft("delete", "table", "bridge", "nftpolicy")
-    rogue = subprocess.Popen(["ip", "netns", "exec", node.netns, "nft", "-i"], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    rogue = subprocess.Popen(
+        ["ip", "netns", "exec", node.netns, "nft", "-i"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         rogue.stdin.write("add table bridge nftpolicy { flags owner ; }\n")
         rogue.stdin.flush()
+
         # Drift is found within a second, then retries back off: 0.2, 0.4, 0.8, 1.6 s...
         def refusals() -> list[str]:
             lines = node.log()[log_start:].splitlines()
@@ -219,8 +257,10 @@ def test_a_transaction_the_kernel_refuses_is_retried_with_backoff_and_the_previo
     node.wait_converged()
     wait_until("ready again once the kernel accepts", lambda: ready(node), poll=0.2)
     assert "pod-ports" in node.nft("list", "table", "bridge", "nftpolicy")
-    print(f"\nkernel refusal (table owned by another process): {len(failed)} refused syncs, retry gaps "
-          f"{', '.join(f'{g:.1f}' for g in gaps)} s; policy table unchanged; converged after release")
+    print(
+        f"\nkernel refusal (table owned by another process): {len(failed)} refused syncs, retry gaps "
+        f"{', '.join(f'{g:.1f}' for g in gaps)} s; policy table unchanged; converged after release"
+    )
 
 
 def test_objects_planted_under_our_names_are_refused_once_then_replaced_atomically(bed) -> None:
@@ -230,8 +270,13 @@ def test_objects_planted_under_our_names_are_refused_once_then_replaced_atomical
     bed.apply_policies(PROTECT_A)
     bed.wait_converged()
     failures_before = metric(node, "nftpolicy_sync_failures_total")
-    allow_y = policy("x/allow-y", {"podSelector": {"matchLabels": {"app": "a"}},
-                                   "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}]})
+    allow_y = policy(
+        "x/allow-y",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}],
+        },
+    )
     wanted = desired_tables(bed, node, [PROTECT_A, allow_y])["inet"]
     before = {s.name for s in live_table(node, "inet").sets}
     new_set = next(s.name for s in wanted.sets if s.name not in before and s.name.endswith("-v4"))
@@ -253,8 +298,10 @@ def test_a_storm_of_200_concurrent_adds_and_dels_with_enforcer_restarts_leaks_no
     deny = policy("storm/deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
     bed.apply_policies(deny)
     bed.wait_converged()
-    pods = [Pod("storm", f"s{i}", node, f"{bed.prefix}-s{next(bed.counter)}", uuid.uuid4().hex, {"app": "storm"}, [])
-            for i in range(200)]
+    pods = [
+        Pod("storm", f"s{i}", node, f"{bed.prefix}-s{next(bed.counter)}", uuid.uuid4().hex, {"app": "storm"}, [])
+        for i in range(200)
+    ]
     for pod in pods:
         sh("ip", "netns", "add", pod.netns)
     errors: list[str] = []
@@ -306,18 +353,39 @@ def test_a_storm_of_200_concurrent_adds_and_dels_with_enforcer_restarts_leaks_no
         assert not {p.ip(4) for p in gone} - live_ips & isolated, "no element of a deleted pod stays"
 
         # GC: the runtime lists the containers it still has; records of the others go.
-        ghost = read_all_records(node.state_dir)[0][0]._replace(container_id="ghost" + uuid.uuid4().hex[:8], namespace="storm", name="ghost")
+        ghost = read_all_records(node.state_dir)[0][0]._replace(
+            container_id="ghost" + uuid.uuid4().hex[:8], namespace="storm", name="ghost"
+        )
         from cni.records import write_record
+
         write_record(node.state_dir, ghost)
-        valid = [{"containerID": r.container_id, "ifname": "eth0"} for r in read_all_records(node.state_dir)[0] if r.name != "ghost"]
-        gc = {"cniVersion": "1.1.0", "name": "podnet", "type": "nftpolicy", "stateDir": str(node.state_dir),
-              "socket": str(node.socket), "cni.dev/valid-attachments": valid}
-        result = sh("ip", "netns", "exec", node.netns, str(bed.cni_bin / "nftpolicy"), input=json.dumps(gc),
-                    env={"CNI_COMMAND": "GC", "CNI_PATH": str(bed.cni_bin), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, check=False)
+        valid = [
+            {"containerID": r.container_id, "ifname": "eth0"} for r in read_all_records(node.state_dir)[0] if r.name != "ghost"
+        ]
+        gc = {
+            "cniVersion": "1.1.0",
+            "name": "podnet",
+            "type": "nftpolicy",
+            "stateDir": str(node.state_dir),
+            "socket": str(node.socket),
+            "cni.dev/valid-attachments": valid,
+        }
+        result = sh(
+            "ip",
+            "netns",
+            "exec",
+            node.netns,
+            str(bed.cni_bin / "nftpolicy"),
+            input=json.dumps(gc),
+            env={"CNI_COMMAND": "GC", "CNI_PATH": str(bed.cni_bin), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            check=False,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "ghost" not in {r.name for r in read_all_records(node.state_dir)[0]}
-        print(f"\nCNI storm: 200 concurrent ADDs and 100 DELs across 2 SIGKILL restarts: {len(live)} live, "
-              f"{len(storm_records)} records, 0 stale ports or elements; GC removed 1 ghost record")
+        print(
+            f"\nCNI storm: 200 concurrent ADDs and 100 DELs across 2 SIGKILL restarts: {len(live)} live, "
+            f"{len(storm_records)} records, 0 stale ports or elements; GC removed 1 ghost record"
+        )
     finally:
         for pod in pods:
             if pod.key in node.pods:
@@ -325,4 +393,3 @@ def test_a_storm_of_200_concurrent_adds_and_dels_with_enforcer_restarts_leaks_no
             sh("ip", "netns", "delete", pod.netns, check=False)
         bed.apply_policies()
         bed.wait_converged()
-

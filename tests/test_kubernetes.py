@@ -3,6 +3,7 @@ wired by the conflist on two simulated nodes, policies applied with
 ``kubectl apply``, enforcers watching the API with the least-privilege
 identity of manifests/base/rbac.yaml, every expectation checked with real
 packets against the reference evaluator."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ from probes import assert_matrix
 pytestmark = pytest.mark.kernel
 
 DENY_X = policy("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
-FROM_TEAM_B = policy("x/from-team-b", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [
-    {"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}], "ports": [{"port": "http"}]}]})
+FROM_TEAM_B = policy(
+    "x/from-team-b",
+    {
+        "podSelector": {"matchLabels": {"app": "a"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}], "ports": [{"port": "http"}]}],
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +132,12 @@ def test_the_enforcer_identity_can_only_read_pods_namespaces_and_policies(cluste
     sa = "system:serviceaccount:nftpolicy-system:nftpolicy"
     for verb, resource in (("list", "pods"), ("watch", "namespaces"), ("get", "networkpolicies.networking.k8s.io")):
         assert cp.kubectl("auth", "can-i", verb, resource, "--as", sa).strip() == "yes"
-    for verb, resource in (("create", "pods"), ("get", "secrets"), ("list", "nodes"), ("patch", "networkpolicies.networking.k8s.io")):
+    for verb, resource in (
+        ("create", "pods"),
+        ("get", "secrets"),
+        ("list", "nodes"),
+        ("patch", "networkpolicies.networking.k8s.io"),
+    ):
         assert cp.kubectl("auth", "can-i", verb, resource, "--as", sa, check=False).splitlines()[0] == "no"
 
 
@@ -146,9 +157,12 @@ def test_rules_stay_while_the_api_server_is_down_and_converge_after(cluster) -> 
     converge(bed, DENY_X)
     cp.stop_apiserver()
     try:
-        wait_until("every node to report the API unreachable",
-                   lambda: all("unreachable" in (n.status().get("sourceError") or "") for n in bed.nodes), poll=0.2,
-                   detail=lambda: str([n.status() for n in bed.nodes]))
+        wait_until(
+            "every node to report the API unreachable",
+            lambda: all("unreachable" in (n.status().get("sourceError") or "") for n in bed.nodes),
+            poll=0.2,
+            detail=lambda: str([n.status() for n in bed.nodes]),
+        )
         matrices(bed)  # the last known state stays enforced
     finally:
         cp.start_apiserver()
@@ -175,9 +189,11 @@ def test_a_long_api_outage_and_expired_watches_lose_nothing_and_converge_after(c
     converge(bed, DENY_X)
     before = {n.name: _verdict_tables(n) for n in bed.nodes}
     log_start = {n.name: len(n.log()) for n in bed.nodes}
-    block = ("add table inet test-api-block\n"
-             "add chain inet test-api-block out { type filter hook output priority 0 ; }\n"
-             "add rule inet test-api-block out ip daddr 192.168.56.2 tcp dport 6443 drop\n")
+    block = (
+        "add table inet test-api-block\n"
+        "add chain inet test-api-block out { type filter hook output priority 0 ; }\n"
+        "add rule inet test-api-block out ip daddr 192.168.56.2 tcp dport 6443 drop\n"
+    )
     for node in bed.nodes:  # the nodes lose the API a little longer than the API is down
         in_ns(node.netns, "nft", "-f", "-", input=block)
     checks = 0
@@ -196,9 +212,12 @@ def test_a_long_api_outage_and_expired_watches_lose_nothing_and_converge_after(c
             time.sleep(5)
         cp.start_apiserver()
         bed.publish()  # the kubelet reports the pod, and policies change, while the nodes cannot see it
-        bed.apply_policies(FROM_TEAM_B, *(policy(f"x/churn-{i}", {"podSelector": {"matchLabels": {"gen": str(i)}}})
-                                          for i in range(3)))
-        wait_until(f"etcd to compact resourceVersion {known} away", lambda: cp.compacted(known), poll=1)  # the nodes' versions are gone
+        bed.apply_policies(
+            FROM_TEAM_B, *(policy(f"x/churn-{i}", {"podSelector": {"matchLabels": {"gen": str(i)}}}) for i in range(3))
+        )
+        wait_until(
+            f"etcd to compact resourceVersion {known} away", lambda: cp.compacted(known), poll=1
+        )  # the nodes' versions are gone
     finally:
         if cp.apiserver is None:
             cp.start_apiserver()
@@ -206,14 +225,16 @@ def test_a_long_api_outage_and_expired_watches_lose_nothing_and_converge_after(c
             in_ns(node.netns, "nft", "delete", "table", "inet", "test-api-block")
     for node in bed.nodes:  # after a long outage the watches retry every 30 s at most
         node.wait_converged()
-    expired = sum("watch expired (410 Gone)" in n.log()[log_start[n.name]:] for n in bed.nodes)
+    expired = sum("watch expired (410 Gone)" in n.log()[log_start[n.name] :] for n in bed.nodes)
     assert expired == len(bed.nodes), "each node's watches came back to a compacted resourceVersion and relisted"
     converge(bed, FROM_TEAM_B)
     matrices(bed)
     bed.nodes[0].delete_pod("x/late")
     bed.wait_converged()
-    print(f"\nAPI outage {OUTAGE_SECONDS:.0f} s: {checks} checks of both nodes' tables and of a pod started meanwhile, "
-          f"all unchanged and closed; {expired} nodes relisted after 410; converged")
+    print(
+        f"\nAPI outage {OUTAGE_SECONDS:.0f} s: {checks} checks of both nodes' tables and of a pod started meanwhile, "
+        f"all unchanged and closed; {expired} nodes relisted after 410; converged"
+    )
 
 
 def test_an_expired_watch_is_answered_by_a_relist(cluster) -> None:
@@ -256,8 +277,7 @@ def test_the_examples_validate_against_the_api_server(cluster) -> None:
 @pytest.mark.parametrize("spec", [s for _, s, _ in INVALID_POLICIES], ids=[n for n, _, _ in INVALID_POLICIES])
 def test_what_the_loader_rejects_the_api_server_rejects_too(cluster, spec: dict) -> None:
     cp, _ = cluster
-    out = cp.kubectl("apply", "--dry-run=server", "-f", "-", check=False,
-                     input=json.dumps(policy("x/invalid", spec)))
+    out = cp.kubectl("apply", "--dry-run=server", "-f", "-", check=False, input=json.dumps(policy("x/invalid", spec)))
     assert any(m in out for m in ("is invalid", "unknown field", "cannot unmarshal")), out
 
 
@@ -283,6 +303,26 @@ def test_the_operator_guide_on_the_test_bed(cluster, tmp_path) -> None:
     converge(bed, DENY_X, FROM_TEAM_B)
     state = tmp_path / "state.yaml"
     state.write_text(cp.kubectl("get", "namespaces,pods,networkpolicies", "-A", "-o", "yaml"))
-    explain = subprocess.run([sys.executable, "-m", "enforcer", "explain", "-f", str(state), "--from", "y/b", "--to", "x/a",
-                              "--port", "80/tcp", "--format", "json"], capture_output=True, text=True)
-    assert explain.returncode == 0 and json.loads(explain.stdout)["deciding_rules"] == ["x/from-team-b ingress[0]"], explain.stdout + explain.stderr
+    explain = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "enforcer",
+            "explain",
+            "-f",
+            str(state),
+            "--from",
+            "y/b",
+            "--to",
+            "x/a",
+            "--port",
+            "80/tcp",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert explain.returncode == 0 and json.loads(explain.stdout)["deciding_rules"] == ["x/from-team-b ingress[0]"], (
+        explain.stdout + explain.stderr
+    )

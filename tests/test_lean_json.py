@@ -1,4 +1,5 @@
 """The CNI plugin's JSON codec behaves exactly as the stdlib's ``json``."""
+
 from __future__ import annotations
 
 import json

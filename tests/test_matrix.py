@@ -1,4 +1,5 @@
 """The connectivity matrix helper: agreement prints one matrix, disagreement marks the cells."""
+
 from rules.matrix import Matrix
 
 

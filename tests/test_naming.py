@@ -1,6 +1,7 @@
 """The names and comments the translator writes are the ones the readers parse
 (audit, metrics, the deny log): every object of a rendered ruleset is
 classified back by ``rules.naming``, and each comment names its policy."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,12 +14,19 @@ from rules.nft import Verdict
 from rules.translate import desired_ruleset
 
 STATE = state(
-    namespace("x"), namespace("y", team="b"),
+    namespace("x"),
+    namespace("y", team="b"),
     pod("x/a", "10.0.1.1", labels={"app": "a"}, ports=[("http", 8080)]),
     pod("y/b", "10.0.1.2", labels={"app": "b"}, ports=[("http", 8081)]),
-    policy("x/web", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress", "Egress"],
-                     "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}], "ports": [{"port": "http"}]}],
-                     "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": "http"}]}]}),
+    policy(
+        "x/web",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}], "ports": [{"port": "http"}]}],
+            "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": "http"}]}],
+        },
+    ),
 )
 
 
@@ -26,11 +34,14 @@ def test_every_chain_of_a_rendered_table_is_classified_and_names_its_policies() 
     table = desired_ruleset(STATE, "n1").tables[0]
     assert (table.family, table.name) == naming.POLICY_TABLE
     kinds = {c.name: (naming.is_policy_chain(c.name), naming.is_isolate_chain(c.name)) for c in table.chains}
-    assert kinds == {"forward": (False, False), "ingress-dispatch": (False, False),
-                     naming.policy_chain_name("x/web", Direction.INGRESS): (True, False),
-                     naming.policy_chain_name("x/web", Direction.EGRESS): (True, False),
-                     naming.isolate_chain_name(Direction.INGRESS, ("x/web",)): (False, True),
-                     naming.isolate_chain_name(Direction.EGRESS, ("x/web",)): (False, True)}
+    assert kinds == {
+        "forward": (False, False),
+        "ingress-dispatch": (False, False),
+        naming.policy_chain_name("x/web", Direction.INGRESS): (True, False),
+        naming.policy_chain_name("x/web", Direction.EGRESS): (True, False),
+        naming.isolate_chain_name(Direction.INGRESS, ("x/web",)): (False, True),
+        naming.isolate_chain_name(Direction.EGRESS, ("x/web",)): (False, True),
+    }
     for chain in table.chains:
         if naming.is_isolate_chain(chain.name):
             direction = naming.isolate_chain_direction(chain.name)
@@ -42,12 +53,15 @@ def test_every_chain_of_a_rendered_table_is_classified_and_names_its_policies() 
             assert all(r.comment.startswith("x/web ") for r in chain.rules)
 
 
-@pytest.mark.parametrize("name, named_port", [
-    (naming.named_port_set_name(Protocol.TCP, "http", 4, Direction.INGRESS), True),
-    (naming.named_port_set_name(Protocol.UDP, "dns", 6, Direction.EGRESS), True),
-    (naming.peer_set_name("x: app=a", 4), False),
-    ("cidr-abcdefgh-v4", False),
-])
+@pytest.mark.parametrize(
+    "name, named_port",
+    [
+        (naming.named_port_set_name(Protocol.TCP, "http", 4, Direction.INGRESS), True),
+        (naming.named_port_set_name(Protocol.UDP, "dns", 6, Direction.EGRESS), True),
+        (naming.peer_set_name("x: app=a", 4), False),
+        ("cidr-abcdefgh-v4", False),
+    ],
+)
 def test_named_port_sets_are_told_from_peer_sets(name, named_port) -> None:
     assert naming.is_named_port_set(name) is named_port
 

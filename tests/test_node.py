@@ -2,6 +2,7 @@
 node traffic, established connections, Services, restarts, fail-closed ADD,
 IP reuse. Real packets on the bed of conftest.py (node-1: x/a, x/b, y/b;
 node-2: y/a, z/c)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ pytestmark = pytest.mark.kernel
 
 DENY_X = policy("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
 DENY_ALL = [policy(f"{ns}/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}) for ns in ("x", "y", "z")]
-ALLOW_B_TO_A = policy("x/a-from-b", {"podSelector": {"matchLabels": {"app": "a"}},
-                                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
+ALLOW_B_TO_A = policy(
+    "x/a-from-b",
+    {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]},
+)
 
 
 def tcp(src: Pod, host: str, port: int = 80, **kw) -> bool:
@@ -48,7 +51,9 @@ def test_a_pod_cannot_send_from_another_pods_ip(bed) -> None:
     finally:
         in_ns(y_b.netns, "ip", "addr", "del", f"{b.ip(4)}/32", "dev", "eth0")
     dropped = bed.nodes[0].nft("list", "chain", "bridge", "nftpolicy", "from-pods")
-    assert "IPv4 source is not the pod's" in dropped and "counter packets 0 " not in dropped.split("IPv4 source")[0].splitlines()[-1]
+    assert (
+        "IPv4 source is not the pod's" in dropped and "counter packets 0 " not in dropped.split("IPv4 source")[0].splitlines()[-1]
+    )
 
 
 def mac_drops(node) -> int:
@@ -76,8 +81,13 @@ CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.ar
 
 def connects_from(netns: str, host: str, port: int, source: str, timeout: float) -> bool:
     """A TCP connection from a namespace that is no pod of the bed (no probe agent there)."""
-    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", CONNECT, host, str(port), str(timeout), source],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", CONNECT, host, str(port), str(timeout), source],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
 
 
 def plug(node, netns: str, port: str, bridge: str, address: str) -> None:
@@ -125,12 +135,28 @@ def test_ports_of_the_nodes_other_bridges_are_left_alone(bed) -> None:
         for ns, port, address in ((one, "vethother1", "192.0.2.1/24"), (two, "vethother2", "192.0.2.2/24")):
             subprocess.run(["ip", "netns", "add", ns], check=True)
             plug(node, ns, port, "br-other", address)
-        server = subprocess.Popen(["ip", "netns", "exec", two, sys.executable, "-c",
-                                   "import socket; s = socket.create_server(('192.0.2.2', 80)); [s.accept()[0].close() for _ in iter(int, 1)]"])
-        wait_until("the other bridge's ports among the foreign ports",
-                   lambda: all(p in node.nft("list", "set", "bridge", "nftpolicy", "foreign-ports") for p in ("vethother1", "vethother2")))
-        assert wait_until("a connection across the other bridge",
-                          lambda: connects_from(one, "192.0.2.2", 80, "192.0.2.1", CONFIRM_TIMEOUT), poll=0.2)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                two,
+                sys.executable,
+                "-c",
+                "import socket; s = socket.create_server(('192.0.2.2', 80)); [s.accept()[0].close() for _ in iter(int, 1)]",
+            ]
+        )
+        wait_until(
+            "the other bridge's ports among the foreign ports",
+            lambda: all(
+                p in node.nft("list", "set", "bridge", "nftpolicy", "foreign-ports") for p in ("vethother1", "vethother2")
+            ),
+        )
+        assert wait_until(
+            "a connection across the other bridge",
+            lambda: connects_from(one, "192.0.2.2", 80, "192.0.2.1", CONFIRM_TIMEOUT),
+            poll=0.2,
+        )
     finally:
         if server is not None:
             server.kill()
@@ -138,7 +164,10 @@ def test_ports_of_the_nodes_other_bridges_are_left_alone(bed) -> None:
         for ns in (one, two):
             subprocess.run(["ip", "netns", "delete", ns], check=False)
         in_ns(node.netns, "ip", "link", "delete", "br-other", check=False)
-    wait_until("the foreign ports to be forgotten", lambda: "vethother" not in node.nft("list", "set", "bridge", "nftpolicy", "foreign-ports"))
+    wait_until(
+        "the foreign ports to be forgotten",
+        lambda: "vethother" not in node.nft("list", "set", "bridge", "nftpolicy", "foreign-ports"),
+    )
 
 
 def test_the_node_and_its_pods_always_reach_each_other(bed) -> None:
@@ -157,8 +186,12 @@ def test_the_node_and_its_pods_always_reach_each_other(bed) -> None:
 
 
 def test_ipv6_neighbour_discovery_works_under_deny_all(bed) -> None:
-    enforce(bed, *DENY_ALL, policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{}]}),
-            policy("x/b-out", {"podSelector": {"matchLabels": {"app": "b"}}, "egress": [{}]}))
+    enforce(
+        bed,
+        *DENY_ALL,
+        policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{}]}),
+        policy("x/b-out", {"podSelector": {"matchLabels": {"app": "b"}}, "egress": [{}]}),
+    )
     a, b = bed.pod("x/a"), bed.pod("x/b")
     in_ns(b.netns, "ip", "-6", "neigh", "flush", "dev", "eth0")
     in_ns(a.netns, "ip", "-6", "neigh", "flush", "dev", "eth0")
@@ -178,9 +211,11 @@ def test_established_connections_are_cut_when_policy_denies_them(bed) -> None:
 def test_service_traffic_is_policed_on_the_pod_address_after_dnat(bed) -> None:
     node = bed.nodes[0]
     a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
-    kube_proxy = (f"add table ip kube-proxy-test\n"
-                  f"add chain ip kube-proxy-test prerouting {{ type nat hook prerouting priority dstnat ; }}\n"
-                  f"add rule ip kube-proxy-test prerouting ip daddr 10.96.0.10 tcp dport 80 dnat to {a.ip(4)}:80\n")
+    kube_proxy = (
+        f"add table ip kube-proxy-test\n"
+        f"add chain ip kube-proxy-test prerouting {{ type nat hook prerouting priority dstnat ; }}\n"
+        f"add rule ip kube-proxy-test prerouting ip daddr 10.96.0.10 tcp dport 80 dnat to {a.ip(4)}:80\n"
+    )
     in_ns(node.netns, "nft", "-f", "-", input=kube_proxy)
     before = node.nft("list", "table", "ip", "kube-proxy-test")
     enforce(bed, ALLOW_B_TO_A)
@@ -233,8 +268,16 @@ def test_an_unregistered_pod_port_passes_nothing(bed) -> None:
     assert tcp(pod, bed.pod("x/a").ip(4))
     node.stop_enforcer()  # it would put the elements back: the port stays as bridge alone left it
     in_ns(node.netns, "nft", "delete", "element", "bridge", "nftpolicy", "pod-ports", f'{{ "{pod.host_ifname}" }}')
-    in_ns(node.netns, "nft", "delete", "element", "bridge", "nftpolicy", "port-macs",
-          f'{{ "{pod.host_ifname}" . {pod.result["interfaces"][-1]["mac"]} }}')
+    in_ns(
+        node.netns,
+        "nft",
+        "delete",
+        "element",
+        "bridge",
+        "nftpolicy",
+        "port-macs",
+        f'{{ "{pod.host_ifname}" . {pod.result["interfaces"][-1]["mac"]} }}',
+    )
     try:
         assert blocked(pod, bed.pod("x/a").ip(4)) and blocked(bed.pod("x/a"), pod.ip(4))
     finally:
@@ -267,8 +310,10 @@ def test_an_invalid_source_file_keeps_what_is_enforced(bed) -> None:
     enforce(bed, DENY_X)
     a, y_b = bed.pod("x/a"), bed.pod("y/b")
     bad = bed.source / "typo.yaml"
-    bad.write_text("kind: NetworkPolicy\nmetadata: {name: typo, namespace: x}\n"
-                   "spec: {podSelector: {}, ingress: [{ports: [{port: 90, endPort: 80}]}]}\n")
+    bad.write_text(
+        "kind: NetworkPolicy\nmetadata: {name: typo, namespace: x}\n"
+        "spec: {podSelector: {}, ingress: [{ports: [{port: 90, endPort: 80}]}]}\n"
+    )
     try:
         wait_until("the source error in the status", lambda: "typo" in (node.status().get("sourceError") or ""))
         assert "x/typo: spec.ingress[0].ports[0].endPort: must not be less than port" in node.log()
@@ -288,6 +333,7 @@ def test_health_and_readiness_endpoints(bed) -> None:
     bad = bed.source / "typo.yaml"
     bad.write_text("kind: NetworkPolicy\nmetadata: {name: typo, namespace: x}\nspec: {policyTypes: [Sideways]}\n")
     try:
+
         def unready():
             result = in_ns(node.netns, "curl", "-sS", "-w", " %{http_code}", "http://127.0.0.1:9964/readyz")
             return None if result.stdout.endswith(" 200") else result
@@ -299,8 +345,20 @@ def test_health_and_readiness_endpoints(bed) -> None:
 
 
 def verify(bed, node) -> subprocess.CompletedProcess:
-    return in_ns(node.netns, sys.executable, "-m", "enforcer", "verify", "--node", node.name, "--source", str(bed.source),
-                 "--state-dir", str(node.state_dir), check=False)
+    return in_ns(
+        node.netns,
+        sys.executable,
+        "-m",
+        "enforcer",
+        "verify",
+        "--node",
+        node.name,
+        "--source",
+        str(bed.source),
+        "--state-dir",
+        str(node.state_dir),
+        check=False,
+    )
 
 
 def tamper(node) -> tuple[str, str]:
@@ -308,8 +366,13 @@ def tamper(node) -> tuple[str, str]:
     chain = next(line.split()[1] for line in node.nft("list", "chains", "inet").splitlines() if "policy-ingress" in line)
     handle = node.nft("-a", "list", "chain", "inet", "nftpolicy", chain).split("# handle ")[-1].split()[0]
     peer_set = next(s.split()[1] for s in node.nft("list", "sets", "inet").splitlines() if s.strip().startswith("set peer-"))
-    in_ns(node.netns, "nft", "-f", "-", input=f"delete rule inet nftpolicy {chain} handle {handle}\n"
-                                              f"add element inet nftpolicy {peer_set} {{ 10.9.9.9 }}\n")
+    in_ns(
+        node.netns,
+        "nft",
+        "-f",
+        "-",
+        input=f"delete rule inet nftpolicy {chain} handle {handle}\nadd element inet nftpolicy {peer_set} {{ 10.9.9.9 }}\n",
+    )
     return chain, peer_set
 
 
@@ -336,8 +399,12 @@ def test_the_enforcer_repairs_hand_made_changes_while_it_runs(bed) -> None:
     node = bed.nodes[0]
     tamper(node)
     # It reads its tables back every second (the bed's setting), then repairs them.
-    wait_until("the enforcer to repair its tables", lambda: verify(bed, node).returncode == 0, poll=0.2,
-               detail=lambda: node.log()[-2000:])
+    wait_until(
+        "the enforcer to repair its tables",
+        lambda: verify(bed, node).returncode == 0,
+        poll=0.2,
+        detail=lambda: node.log()[-2000:],
+    )
     assert "changed behind our back, repairing" in node.log()
 
 
@@ -346,17 +413,36 @@ def test_dump_shows_each_pods_live_rules_peers_and_counters(bed) -> None:
     node = bed.nodes[0]
     a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
     assert tcp(b, a.ip(4)) and blocked(y_b, a.ip(4))
-    out = in_ns(node.netns, sys.executable, "-m", "enforcer", "dump", "--node", node.name, "--state-dir", str(node.state_dir),
-                "-f", str(bed.source), "--pod", "x/a", "--format", "json").stdout
+    out = in_ns(
+        node.netns,
+        sys.executable,
+        "-m",
+        "enforcer",
+        "dump",
+        "--node",
+        node.name,
+        "--state-dir",
+        str(node.state_dir),
+        "-f",
+        str(bed.source),
+        "--pod",
+        "x/a",
+        "--format",
+        "json",
+    ).stdout
     report = json.loads(out)
     assert report["schemaVersion"] == "nftpolicy.dump/v1" and [p["pod"] for p in report["pods"]] == ["x/a"]
     ingress = report["pods"][0]["ingress"]
     assert ingress["isolated"] and sorted(ingress["policies"]) == ["x/a-from-b", "x/deny"]
-    allow = next(r for r in ingress["rules"] if r["rule"].startswith("x/a-from-b ingress[0].from[0]") and r["match"].startswith("ip saddr"))
+    allow = next(
+        r for r in ingress["rules"] if r["rule"].startswith("x/a-from-b ingress[0].from[0]") and r["match"].startswith("ip saddr")
+    )
     assert allow["packets"] >= 1 and f"x/b ({b.ip(4)})" in allow["peers"][0]["members"]
     assert ingress["denied"]["packets"] >= 1
     assert not report["pods"][0]["egress"]["isolated"]
-    table = in_ns(node.netns, sys.executable, "-m", "enforcer", "dump", "--state-dir", str(node.state_dir), "--policy", "x/deny").stdout
+    table = in_ns(
+        node.netns, sys.executable, "-m", "enforcer", "dump", "--state-dir", str(node.state_dir), "--policy", "x/deny"
+    ).stdout
     assert "x/a" in table and "isolated by" in table
 
 
@@ -366,7 +452,9 @@ def test_metrics_count_syncs_objects_and_per_policy_packets(bed) -> None:
     a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
     assert tcp(b, a.ip(4)) and blocked(y_b, a.ip(4))
     text = in_ns(node.netns, "curl", "-fsS", "http://127.0.0.1:9964/metrics").stdout
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    values = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")
+    }
     assert values["nftpolicy_syncs_total"] >= 1 and values["nftpolicy_source_up"] == 1
     assert values['nftpolicy_objects{table="inet nftpolicy",kind="chains"}'] > 2
     assert values['nftpolicy_policy_rule_packets_total{rule="x/a-from-b ingress[0].from[0]"}'] >= 1
@@ -378,11 +466,19 @@ def test_denied_flows_are_logged_with_pods_port_direction_and_policies(bed) -> N
     node = bed.nodes[0]
     a, y_b = bed.pod("x/a"), bed.pod("y/b")
     assert blocked(y_b, a.ip(4), port=8080)
+
     def denials() -> list[dict]:
         lines = [json.loads(l) for l in node.deny_log.read_text().splitlines()] if node.deny_log.exists() else []
         return [l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 8080]
 
     hit = wait_until("the denied flow in the deny log", denials, poll=0.1)
-    assert hit[0] | {"time": None} == {"time": None, "node": node.name, "direction": "ingress", "protocol": "TCP", "port": 8080,
-                                       "src": {"ip": y_b.ip(4), "pod": "y/b"}, "dst": {"ip": a.ip(4), "pod": "x/a"},
-                                       "policies": ["x/a-from-b"]}
+    assert hit[0] | {"time": None} == {
+        "time": None,
+        "node": node.name,
+        "direction": "ingress",
+        "protocol": "TCP",
+        "port": 8080,
+        "src": {"ip": y_b.ip(4), "pod": "y/b"},
+        "dst": {"ip": a.ip(4), "pod": "x/a"},
+        "policies": ["x/a-from-b"],
+    }

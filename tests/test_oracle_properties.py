@@ -44,6 +44,7 @@ on their own, and are all the rules that do; (3) ``verdict`` is deterministic
 and does not depend on the order of the state's objects. The discrepancies
 they found, judged against the spec, are pinned by the plain tests at the end.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -138,10 +139,7 @@ class BruteForce:
         self._rule_cache: dict = {}
         self.services = [(proto, port) for proto in FLOW_PROTOCOLS for port in FLOW_PORTS]
         self.universe = [
-            (s, d, proto, port)
-            for s, d in product(self.ips, self.ips)
-            if s.version == d.version
-            for proto, port in self.services
+            (s, d, proto, port) for s, d in product(self.ips, self.ips) if s.version == d.version for proto, port in self.services
         ]
 
     # selection
@@ -155,9 +153,7 @@ class BruteForce:
         if direction not in policy.policy_types:
             return []
         return [
-            p
-            for p in self.targets
-            if p.namespace == policy.namespace and _selector_matches(policy.pod_selector, dict(p.labels))
+            p for p in self.targets if p.namespace == policy.namespace and _selector_matches(policy.pod_selector, dict(p.labels))
         ]
 
     def peer_ips(self, policy, peer) -> set:
@@ -246,8 +242,7 @@ class BruteForce:
         return frozenset(
             t
             for t in self.universe
-            if self.always_allowed(t[0], t[1])
-            or ((t[0] not in iso_eg or t in ok_eg) and (t[1] not in iso_in or t in ok_in))
+            if self.always_allowed(t[0], t[1]) or ((t[0] not in iso_eg or t in ok_eg) and (t[1] not in iso_in or t in ok_in))
         )
 
     # flows
@@ -372,8 +367,7 @@ def test_deciding_rules_allow_the_flow(case):
                 if t in oracle.rule_tuples(p, direction, i)
             }
             assert expected and got == expected, (
-                f"{direction.value} of {t[0]} -> {t[1]} {t[2].value}/{t[3]}: evaluator lists {got}, "
-                f"brute force finds {expected}"
+                f"{direction.value} of {t[0]} -> {t[1]} {t[2].value}/{t[3]}: evaluator lists {got}, brute force finds {expected}"
             )
 
 

@@ -1,5 +1,6 @@
 """Planning transactions: the smallest change, in an order the kernel accepts,
 and the same kernel state as loading the desired table from scratch."""
+
 from __future__ import annotations
 
 import pickle
@@ -25,9 +26,15 @@ BASE = [
     pod("x/b", "10.0.1.2", labels={"app": "b"}),
     pod("y/c", "10.0.2.3", node="n2", labels={"app": "b"}),
 ]
-ALLOW_B = policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}},
-                               "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}],
-                                            "ports": [{"port": "http"}]}]})
+ALLOW_B = policy(
+    "x/allow-b",
+    {
+        "podSelector": {"matchLabels": {"app": "a"}},
+        "ingress": [
+            {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": "http"}]}
+        ],
+    },
+)
 DENY_ALL = policy("x/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
 
 
@@ -63,9 +70,13 @@ def test_a_new_policy_adds_its_chains_without_touching_the_base_chains() -> None
 
 def test_unknown_contents_are_rebuilt_in_one_transaction() -> None:
     desired = table(*BASE, ALLOW_B)
-    observed = Table(desired.family, desired.name, desired.comment,
-                     tuple(Chain(c.name, c.comment, c.hook, None) for c in desired.chains) + (Chain("stale", None, None, None),),
-                     tuple(Set(s.name, s.type, s.comment, s.flags, None, s.map_verdicts) for s in desired.sets))
+    observed = Table(
+        desired.family,
+        desired.name,
+        desired.comment,
+        tuple(Chain(c.name, c.comment, c.hook, None) for c in desired.chains) + (Chain("stale", None, None, None),),
+        tuple(Set(s.name, s.type, s.comment, s.flags, None, s.map_verdicts) for s in desired.sets),
+    )
     v = verbs(plan(desired, observed))
     assert "add table" not in v and "delete chain" in v and v.count("flush chain") == len(desired.chains) + 1
     assert v.count("flush set") + v.count("flush map") == len(desired.sets)
@@ -166,7 +177,10 @@ def _refusals() -> list[tuple[str, Transaction]]:
     cases = []
     for name, build in [
         ("element into a set that does not exist", lambda tx: tx.add_elements(Set("no-such-set", ("ipv4_addr",)), ["10.9.9.9"])),
-        ("delete an element that is not there", lambda tx: tx.delete_elements(peer, ["10.9.9.9" if "v4" in peer.name else "fd00:9::9"])),
+        (
+            "delete an element that is not there",
+            lambda tx: tx.delete_elements(peer, ["10.9.9.9" if "v4" in peer.name else "fd00:9::9"]),
+        ),
         ("delete a chain still jumped to", lambda tx: (tx.flush_chain(policy_chain), tx.delete_chain(policy_chain))),
         ("delete a set still referenced", lambda tx: tx.delete_set(peer)),
         ("rule in a chain that does not exist", lambda tx: tx.add_rule("no-such-chain", Rule((ACCEPT,)))),
@@ -196,8 +210,13 @@ def test_a_set_of_our_name_but_another_type_gets_the_table_replaced_in_one_trans
     desired = table(*BASE, ALLOW_B)
     peer = next(s for s in desired.sets if s.name.startswith("peer-") and s.name.endswith("-v4"))
     planted = Set(peer.name, ("ipv6_addr",), None, (), None)
-    observed = Table(desired.family, desired.name, desired.comment, desired.chains,
-                     tuple(planted if s.name == peer.name else s for s in desired.sets))
+    observed = Table(
+        desired.family,
+        desired.name,
+        desired.comment,
+        desired.chains,
+        tuple(planted if s.name == peer.name else s for s in desired.sets),
+    )
     lines = plan(desired, observed).text().splitlines()
     assert lines[0] == "delete table inet nftpolicy" and lines[1].startswith("add table inet nftpolicy")
     assert not any(line.startswith("flush") for line in lines)
@@ -212,8 +231,10 @@ def test_hand_planted_objects_of_our_names_are_replaced_and_our_own_tables_never
         observed = _observe(ns)
         assert "delete table" not in verbs(plan(desired, observed)), "our own table is taken over in place"
         nft(ns, "delete", "table", "inet", "nftpolicy")
-        planted = f"add table inet nftpolicy\nadd set inet nftpolicy {peer} {{ type ipv6_addr ; }}\n" \
-                  "add chain inet nftpolicy forward { type filter hook input priority 10 ; }\n"
+        planted = (
+            f"add table inet nftpolicy\nadd set inet nftpolicy {peer} {{ type ipv6_addr ; }}\n"
+            "add chain inet nftpolicy forward { type filter hook input priority 10 ; }\n"
+        )
         assert nft(ns, "-f", "-", stdin=planted).returncode == 0
         result = nft(ns, "-f", "-", stdin=plan(desired, _observe(ns)).text())
         assert result.returncode == 0, result.stderr
@@ -223,15 +244,21 @@ def test_hand_planted_objects_of_our_names_are_replaced_and_our_own_tables_never
 
 def _read(ns: str) -> Table | None:
     """The whole table as the enforcer's kernel edge reads it back inside the namespace."""
-    code = ("import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; "
-            "sys.stdout.buffer.write(pickle.dumps(NftablesKernel().read('inet', 'nftpolicy')))")
-    return pickle.loads(subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout)
+    code = (
+        "import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; "
+        "sys.stdout.buffer.write(pickle.dumps(NftablesKernel().read('inet', 'nftpolicy')))"
+    )
+    return pickle.loads(
+        subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout
+    )
 
 
 def _observe(ns: str) -> Table | None:
     """What the enforcer sees of the table at start (names, types and hooks, no
     contents), read by the enforcer's own kernel edge inside the namespace."""
-    code = ("import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; "
-            "sys.stdout.buffer.write(pickle.dumps(NftablesKernel().observe('inet', 'nftpolicy')))")
+    code = (
+        "import pickle, sys; from enforcer.kernel.nftables import NftablesKernel; "
+        "sys.stdout.buffer.write(pickle.dumps(NftablesKernel().observe('inet', 'nftpolicy')))"
+    )
     out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout
     return pickle.loads(out)

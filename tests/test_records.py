@@ -1,4 +1,5 @@
 """Pod records: written atomically, read back exactly, and corrupt ones named, not dropped silently."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,9 @@ import pytest
 
 from cni.records import PodRecord, RecordError, read_all_records, read_record, records_signature, remove_record, write_record
 
-RECORD = PodRecord("c0ffee", "x", "a", "uid-1", "veth1234", "02:00:00:00:00:01", ("10.0.0.2", "fd00::2"), "/var/run/netns/p", "eth0")
+RECORD = PodRecord(
+    "c0ffee", "x", "a", "uid-1", "veth1234", "02:00:00:00:00:01", ("10.0.0.2", "fd00::2"), "/var/run/netns/p", "eth0"
+)
 
 
 def test_a_record_reads_back_as_written(tmp_path) -> None:

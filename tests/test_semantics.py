@@ -4,6 +4,7 @@ evaluator. Each case is a small cluster plus flows and their expected verdicts.
 The base cluster (see ``BASE``): namespaces x (team=a), y (team=b), z;
 node n1 at 192.168.0.1, node n2 at 192.168.0.2; pods listed below.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,29 +53,71 @@ CASES = [
     Case(
         "default deny ingress isolates every pod of its namespace for ingress only",
         [DENY_INGRESS_X],
-        [("y/a", "x/a", "80/TCP", False), ("x/b", "x/a", "80/TCP", False), ("x/a", "y/a", "80/TCP", True),
-         (OUTSIDE, "x/web", "80/TCP", False), ("y/a", "y/b", "80/TCP", True)],
+        [
+            ("y/a", "x/a", "80/TCP", False),
+            ("x/b", "x/a", "80/TCP", False),
+            ("x/a", "y/a", "80/TCP", True),
+            (OUTSIDE, "x/web", "80/TCP", False),
+            ("y/a", "y/b", "80/TCP", True),
+        ],
     ),
     Case(
         "namespaceSelector and podSelector in one peer must both match (AND)",
-        [policy("x/and", {"podSelector": {"matchLabels": {"app": "a"}},
-                          "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}},
-                                                 "podSelector": {"matchLabels": {"app": "b"}}}]}]})],
+        [
+            policy(
+                "x/and",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {"matchLabels": {"team": "b"}},
+                                    "podSelector": {"matchLabels": {"app": "b"}},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ],
         [("y/b", "x/a", "80/TCP", True), ("y/a", "x/a", "80/TCP", False), ("x/b", "x/a", "80/TCP", False)],
     ),
     Case(
         "namespaceSelector and podSelector as two peers either may match (OR)",
-        [policy("x/or", {"podSelector": {"matchLabels": {"app": "a"}},
-                         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}},
-                                               {"podSelector": {"matchLabels": {"app": "b"}}}]}]})],
-        [("y/a", "x/a", "80/TCP", True), ("y/b", "x/a", "80/TCP", True), ("x/b", "x/a", "80/TCP", True),
-         ("z/c", "x/a", "80/TCP", False), ("x/web", "x/a", "80/TCP", False)],
+        [
+            policy(
+                "x/or",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {"namespaceSelector": {"matchLabels": {"team": "b"}}},
+                                {"podSelector": {"matchLabels": {"app": "b"}}},
+                            ]
+                        }
+                    ],
+                },
+            )
+        ],
+        [
+            ("y/a", "x/a", "80/TCP", True),
+            ("y/b", "x/a", "80/TCP", True),
+            ("x/b", "x/a", "80/TCP", True),
+            ("z/c", "x/a", "80/TCP", False),
+            ("x/web", "x/a", "80/TCP", False),
+        ],
     ),
     Case(
         "podSelector {} as a peer means every pod of the policy's namespace",
         [policy("x/same-ns", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]})],
-        [("x/b", "x/a", "80/TCP", True), ("x/web2", "x/a", "80/TCP", True), ("y/a", "x/a", "80/TCP", False),
-         (OUTSIDE, "x/a", "80/TCP", False)],
+        [
+            ("x/b", "x/a", "80/TCP", True),
+            ("x/web2", "x/a", "80/TCP", True),
+            ("y/a", "x/a", "80/TCP", False),
+            (OUTSIDE, "x/a", "80/TCP", False),
+        ],
     ),
     Case(
         "namespaceSelector {} without podSelector means every pod of every namespace, not outside IPs",
@@ -88,12 +131,35 @@ CASES = [
     ),
     Case(
         "matchExpressions: In, NotIn, Exists, DoesNotExist",
-        [policy("x/expr", {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "web"]}]},
-                           "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
-                               {"key": "team", "operator": "Exists"}, {"key": "team", "operator": "NotIn", "values": ["a"]}]},
-                               "podSelector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}}]}]})],
-        [("y/a", "x/a", "80/TCP", True), ("x/b", "x/a", "80/TCP", False), ("z/c", "x/web", "80/TCP", False),
-         ("z/c", "x/b", "80/TCP", True)],
+        [
+            policy(
+                "x/expr",
+                {
+                    "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "web"]}]},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {
+                                        "matchExpressions": [
+                                            {"key": "team", "operator": "Exists"},
+                                            {"key": "team", "operator": "NotIn", "values": ["a"]},
+                                        ]
+                                    },
+                                    "podSelector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ],
+        [
+            ("y/a", "x/a", "80/TCP", True),
+            ("x/b", "x/a", "80/TCP", False),
+            ("z/c", "x/web", "80/TCP", False),
+            ("z/c", "x/b", "80/TCP", True),
+        ],
     ),
     Case(
         "ingress: [{}] allows everything, from anywhere, on every port",
@@ -112,14 +178,29 @@ CASES = [
     ),
     Case(
         "ipBlock allows its cidr but not the except ranges",
-        [policy("x/block", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
-            "cidr": "203.0.113.0/24", "except": ["203.0.113.128/25"]}}]}]})],
-        [("203.0.113.5", "x/a", "80/TCP", True), ("203.0.113.200", "x/a", "80/TCP", False),
-         ("198.51.100.1", "x/a", "80/TCP", False)],
+        [
+            policy(
+                "x/block",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{"ipBlock": {"cidr": "203.0.113.0/24", "except": ["203.0.113.128/25"]}}]}],
+                },
+            )
+        ],
+        [
+            ("203.0.113.5", "x/a", "80/TCP", True),
+            ("203.0.113.200", "x/a", "80/TCP", False),
+            ("198.51.100.1", "x/a", "80/TCP", False),
+        ],
     ),
     Case(
         "ipBlock matches addresses, pods' addresses included",
-        [policy("x/pod-cidr", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.2.0/24"}}]}]})],
+        [
+            policy(
+                "x/pod-cidr",
+                {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.2.0/24"}}]}]},
+            )
+        ],
         [("y/b", "x/a", "80/TCP", True), ("y/a", "x/a", "80/TCP", False)],
     ),
     Case(
@@ -130,33 +211,64 @@ CASES = [
     Case(
         "a named port resolves on each destination pod to its own number",
         [policy("x/named", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": "http"}]}]})],
-        [("z/c", "x/web", "80/TCP", True), ("z/c", "x/web", "8080/TCP", False), ("z/c", "x/web2", "8080/TCP", True),
-         ("z/c", "x/web2", "80/TCP", False)],
+        [
+            ("z/c", "x/web", "80/TCP", True),
+            ("z/c", "x/web", "8080/TCP", False),
+            ("z/c", "x/web2", "8080/TCP", True),
+            ("z/c", "x/web2", "80/TCP", False),
+        ],
     ),
     Case(
         "a named port resolves only with the same protocol",
-        [policy("x/named-udp", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
-            {"ports": [{"port": "dns", "protocol": "UDP"}, {"port": "http", "protocol": "UDP"}]}]})],
+        [
+            policy(
+                "x/named-udp",
+                {
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "ingress": [{"ports": [{"port": "dns", "protocol": "UDP"}, {"port": "http", "protocol": "UDP"}]}],
+                },
+            )
+        ],
         [("z/c", "x/web", "53/UDP", True), ("z/c", "x/web", "53/TCP", False), ("z/c", "x/web", "80/UDP", False)],
     ),
     Case(
         "an egress named port resolves on the destination pod",
-        [policy("y/egress-named", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"],
-                                   "egress": [{"ports": [{"port": "http"}]}]})],
-        [("y/a", "x/web", "80/TCP", True), ("y/a", "x/web2", "8080/TCP", True), ("y/a", "x/web2", "80/TCP", False),
-         ("y/a", OUTSIDE, "80/TCP", False)],
+        [
+            policy(
+                "y/egress-named",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"port": "http"}]}],
+                },
+            )
+        ],
+        [
+            ("y/a", "x/web", "80/TCP", True),
+            ("y/a", "x/web2", "8080/TCP", True),
+            ("y/a", "x/web2", "80/TCP", False),
+            ("y/a", OUTSIDE, "80/TCP", False),
+        ],
     ),
     Case(
         "endPort allows the inclusive range from port to endPort",
         [policy("x/range", {"podSelector": {}, "ingress": [{"ports": [{"port": 8000, "endPort": 8010}]}]})],
-        [("z/c", "x/a", "8000/TCP", True), ("z/c", "x/a", "8010/TCP", True), ("z/c", "x/a", "8011/TCP", False),
-         ("z/c", "x/a", "7999/TCP", False)],
+        [
+            ("z/c", "x/a", "8000/TCP", True),
+            ("z/c", "x/a", "8010/TCP", True),
+            ("z/c", "x/a", "8011/TCP", False),
+            ("z/c", "x/a", "7999/TCP", False),
+        ],
     ),
     Case(
         "a port's protocol defaults to TCP; a protocol without port allows all its ports",
         [policy("x/proto", {"podSelector": {}, "ingress": [{"ports": [{"port": 80}, {"protocol": "UDP"}]}]})],
-        [("z/c", "x/a", "80/TCP", True), ("z/c", "x/a", "80/UDP", True), ("z/c", "x/a", "5353/UDP", True),
-         ("z/c", "x/a", "81/TCP", False)],
+        [
+            ("z/c", "x/a", "80/TCP", True),
+            ("z/c", "x/a", "80/UDP", True),
+            ("z/c", "x/a", "5353/UDP", True),
+            ("z/c", "x/a", "81/TCP", False),
+        ],
     ),
     Case(
         "SCTP ports are matched as SCTP only",
@@ -165,8 +277,15 @@ CASES = [
     ),
     Case(
         "policyTypes omitted: Ingress always, Egress only when the spec has egress rules",
-        [policy("x/defaulted", {"podSelector": {"matchLabels": {"app": "a"}},
-                                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})],
+        [
+            policy(
+                "x/defaulted",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+                },
+            )
+        ],
         [("x/a", "x/b", "80/TCP", True), ("x/a", "y/a", "80/TCP", False), ("x/b", "x/a", "80/TCP", False)],
     ),
     Case(
@@ -176,47 +295,104 @@ CASES = [
     ),
     Case(
         "policyTypes [Egress] ignores ingress rules and leaves ingress open",
-        [policy("x/egress-only", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"],
-                                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "none"}}}]}],
-                                  "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})],
+        [
+            policy(
+                "x/egress-only",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "policyTypes": ["Egress"],
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "none"}}}]}],
+                    "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+                },
+            )
+        ],
         [("x/a", "x/b", "80/TCP", True), ("x/a", "y/a", "80/TCP", False), ("y/a", "x/a", "80/TCP", True)],
     ),
     Case(
         "egress and ingress are both needed: the source's egress and the destination's ingress",
-        [policy("x/eg", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}),
-         policy("x/deny", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"]})],
+        [
+            policy("x/eg", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"], "egress": [{}]}),
+            policy("x/deny", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"]}),
+        ],
         [("x/a", "x/b", "80/TCP", False), ("x/a", "y/a", "80/TCP", True)],
     ),
     Case(
         "policies add up: any rule of any selecting policy allows",
-        [policy("x/p80", {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}),
-         policy("x/from-b", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})],
-        [("z/c", "x/a", "80/TCP", True), ("x/b", "x/a", "22/TCP", True), ("z/c", "x/a", "22/TCP", False),
-         ("x/b", "x/web", "22/TCP", False)],
+        [
+            policy("x/p80", {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}),
+            policy(
+                "x/from-b",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+                },
+            ),
+        ],
+        [
+            ("z/c", "x/a", "80/TCP", True),
+            ("x/b", "x/a", "22/TCP", True),
+            ("z/c", "x/a", "22/TCP", False),
+            ("x/b", "x/web", "22/TCP", False),
+        ],
     ),
     Case(
         "hostNetwork pods are never selected: not isolated, and not a podSelector peer",
-        [policy("x/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-         policy("y/from-b", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}]}]})],
-        [("x/host", "y/a", "80/TCP", False), ("x/b", "y/a", "80/TCP", False), ("y/b", "y/a", "80/TCP", True),
-         ("z/c", "192.168.0.2", "22/TCP", True)],
+        [
+            policy("x/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            policy(
+                "y/from-b",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}]}],
+                },
+            ),
+        ],
+        [
+            ("x/host", "y/a", "80/TCP", False),
+            ("x/b", "y/a", "80/TCP", False),
+            ("y/b", "y/a", "80/TCP", True),
+            ("z/c", "192.168.0.2", "22/TCP", True),
+        ],
     ),
     Case(
         "a terminated pod's address is no longer that pod",
-        [policy("y/from-b", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}]}]})],
+        [
+            policy(
+                "y/from-b",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}]}],
+                },
+            )
+        ],
         [("10.0.1.9", "y/a", "80/TCP", False), ("x/b", "y/a", "80/TCP", True)],
     ),
     Case(
         "dual-stack pods are matched on both addresses",
-        [policy("x/from-b", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})],
-        [("fd00:1::2", "fd00:1::1", "80/TCP", True), ("10.0.1.2", "10.0.1.1", "80/TCP", True),
-         ("2001:db8::9", "fd00:1::1", "80/TCP", False)],
+        [
+            policy(
+                "x/from-b",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+                },
+            )
+        ],
+        [
+            ("fd00:1::2", "fd00:1::1", "80/TCP", True),
+            ("10.0.1.2", "10.0.1.1", "80/TCP", True),
+            ("2001:db8::9", "fd00:1::1", "80/TCP", False),
+        ],
     ),
     Case(
         "traffic between a pod and its own node is always allowed, another node's is not",
         [policy("x/deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})],
-        [("192.168.0.1", "x/a", "10250/TCP", True), ("x/a", "192.168.0.1", "53/UDP", True),
-         ("192.168.0.2", "x/a", "10250/TCP", False), ("x/a", "192.168.0.2", "53/UDP", False)],
+        [
+            ("192.168.0.1", "x/a", "10250/TCP", True),
+            ("x/a", "192.168.0.1", "53/UDP", True),
+            ("192.168.0.2", "x/a", "10250/TCP", False),
+            ("x/a", "192.168.0.2", "53/UDP", False),
+        ],
     ),
 ]
 

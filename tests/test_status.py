@@ -5,6 +5,7 @@ a transaction waits there, with the verify interval always due, every place
 that says "in force" (status.json, the CNI reply, ``is_programmed``) must
 still describe the previous commit; once the gate opens, the new one.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ WAIT = 60.0  # an upper bound for facts that come within milliseconds on a quiet
 
 CLUSTER = [namespace("x"), pod("x/a", "10.0.1.1", labels={"app": "a"}), pod("x/b", "10.0.1.2", labels={"app": "b"})]
 DENY = policy("x/deny", {"podSelector": {"matchLabels": {"app": "a"}}})
-ALLOW = policy("x/allow-b", {"podSelector": {"matchLabels": {"app": "a"}},
-                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]})
+ALLOW = policy(
+    "x/allow-b",
+    {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]},
+)
 
 
 class FakeLinks:
@@ -58,15 +61,18 @@ class Node:
         self.state_dir = root / "state"
         self.write(CLUSTER + [DENY])
         self.kernel = FakeKernel()
-        config = EnforcerConfig(node="n1", source=str(self.source), state_dir=self.state_dir,
-                                poll_interval=0.01, verify_interval=1e-6)  # verify due at every step
+        config = EnforcerConfig(
+            node="n1", source=str(self.source), state_dir=self.state_dir, poll_interval=0.01, verify_interval=1e-6
+        )  # verify due at every step
         self.enforcer = Enforcer(config, DirectorySource(self.source), self.kernel, links=links)
 
     def write(self, objects: list[dict]) -> None:
         (self.source / "cluster.yaml").write_text(yaml.safe_dump_all(objects))
 
     def write_invalid(self) -> None:
-        (self.source / "cluster.yaml").write_text(yaml.safe_dump_all(CLUSTER + [policy("x/typo", {"podSelector": {}, "policyTypes": ["Ingres"]})]))
+        (self.source / "cluster.yaml").write_text(
+            yaml.safe_dump_all(CLUSTER + [policy("x/typo", {"podSelector": {}, "policyTypes": ["Ingres"]})])
+        )
 
     def register(self, container: str, ifname: str, ip: str) -> PodRecord:
         record = PodRecord(container, "x", "a", "uid", ifname, "02:00:00:00:00:01", (ip,))
@@ -123,8 +129,11 @@ def _new_registration(node: Node) -> None:
     node.register("c" * 64, "veth0a", "10.0.1.1")
 
 
-@pytest.mark.parametrize("change", [_policy_change, _fix_after_an_error, _new_registration],
-                         ids=["a policy change", "a valid source after an invalid one", "a new CNI registration"])
+@pytest.mark.parametrize(
+    "change",
+    [_policy_change, _fix_after_an_error, _new_registration],
+    ids=["a policy change", "a valid source after an invalid one", "a new CNI registration"],
+)
 def test_while_a_commit_is_held_the_status_shows_the_previous_one(tmp_path, change) -> None:
     with running(tmp_path) as node:
         before, commits = node.in_force(), len(node.kernel.commits)
@@ -149,7 +158,9 @@ def test_a_cni_add_is_answered_only_once_its_port_is_committed(tmp_path) -> None
         node.kernel.gate.clear()
         record = node.register("d" * 64, "veth0d", "10.0.1.1")
         replies: list[dict] = []
-        asking = threading.Thread(target=lambda: replies.append(server.answer({"command": "ADD", "containerId": record.container_id})))
+        asking = threading.Thread(
+            target=lambda: replies.append(server.answer({"command": "ADD", "containerId": record.container_id}))
+        )
         asking.start()
         assert node.kernel.entered.wait(WAIT)
         assert not node.enforcer.is_programmed(record)

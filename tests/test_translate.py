@@ -1,5 +1,6 @@
 """The translator: rendered rulesets enforce exactly the reference semantics,
 are deterministic, stay small, explain themselves, and load into the kernel."""
+
 from __future__ import annotations
 
 import json
@@ -82,19 +83,38 @@ def _scaled_state(pods: int, policies: int, local: int = 20):
     a default deny, and ``policies`` allow policies by namespace and pod labels."""
     objects: list = [namespace(f"ns{i}", team=f"t{i % 3}") for i in range(10)]
     for i in range(pods):
-        objects.append(pod(f"ns{i % 10}/p{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
-                           node="n1" if i < local else f"n{2 + i % 50}", labels={"app": f"app{i % 25}"},
-                           ports=[("http", 8000 + i % 7)]))
+        objects.append(
+            pod(
+                f"ns{i % 10}/p{i}",
+                f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                node="n1" if i < local else f"n{2 + i % 50}",
+                labels={"app": f"app{i % 25}"},
+                ports=[("http", 8000 + i % 7)],
+            )
+        )
     for i in range(10):
         objects.append(policy(f"ns{i}/default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
     for i in range(policies - 10):
-        objects.append(policy(f"ns{i % 10}/allow{i}", {
-            "podSelector": {"matchLabels": {"app": f"app{i % 25}"}},
-            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": f"t{i % 3}"}},
-                                   "podSelector": {"matchLabels": {"app": f"app{(i + 1) % 25}"}}}],
-                         "ports": [{"port": "http"}, {"port": 443}]}],
-            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": f"app{(i + 2) % 25}"}}}]}],
-        }))
+        objects.append(
+            policy(
+                f"ns{i % 10}/allow{i}",
+                {
+                    "podSelector": {"matchLabels": {"app": f"app{i % 25}"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {"matchLabels": {"team": f"t{i % 3}"}},
+                                    "podSelector": {"matchLabels": {"app": f"app{(i + 1) % 25}"}},
+                                }
+                            ],
+                            "ports": [{"port": "http"}, {"port": 443}],
+                        }
+                    ],
+                    "egress": [{"to": [{"podSelector": {"matchLabels": {"app": f"app{(i + 2) % 25}"}}}]}],
+                },
+            )
+        )
     return state_from_objects(objects)
 
 
@@ -111,7 +131,12 @@ def test_pods_selected_by_the_same_policies_share_chains() -> None:
 def test_chains_and_rules_do_not_grow_with_remote_pods() -> None:
     small = desired_ruleset(_scaled_state(pods=1000, policies=100), "n1").object_count()
     large = desired_ruleset(_scaled_state(pods=4000, policies=100), "n1").object_count()
-    assert (small["chains"], small["rules"], small["sets"], small["maps"]) == (large["chains"], large["rules"], large["sets"], large["maps"])
+    assert (small["chains"], small["rules"], small["sets"], small["maps"]) == (
+        large["chains"],
+        large["rules"],
+        large["sets"],
+        large["maps"],
+    )
     assert large["elements"] > small["elements"]
 
 
@@ -162,8 +187,25 @@ def test_the_kernel_lists_back_what_was_rendered() -> None:
 
 
 def test_overlapping_and_adjacent_ports_are_merged_for_the_kernel() -> None:
-    s = state(*BASE, policy("x/overlap", {"podSelector": {}, "ingress": [{"ports": [
-        {"protocol": "TCP"}, {"port": 79, "endPort": 81}, {"port": 90, "protocol": "UDP"}, {"port": 91, "protocol": "UDP"}]}]}))
+    s = state(
+        *BASE,
+        policy(
+            "x/overlap",
+            {
+                "podSelector": {},
+                "ingress": [
+                    {
+                        "ports": [
+                            {"protocol": "TCP"},
+                            {"port": 79, "endPort": 81},
+                            {"port": 90, "protocol": "UDP"},
+                            {"port": 91, "protocol": "UDP"},
+                        ]
+                    }
+                ],
+            },
+        ),
+    )
     text = render_text(desired_ruleset(s, "n1"))
     assert "meta l4proto . th dport { tcp . 0-65535, udp . 90-91 }" in text
 
@@ -179,7 +221,11 @@ def test_tables_read_back_from_the_kernel_show_no_drift() -> None:
     from rules.nft_json import table_from_json
 
     s = state(*BASE, *case_policies())
-    interfaces = [PodInterface("x", "a", "c1", "veth0a", "02:00:00:00:00:0a", (ipaddress.ip_address("10.0.1.1"), ipaddress.ip_address("fd00:1::1")))]
+    interfaces = [
+        PodInterface(
+            "x", "a", "c1", "veth0a", "02:00:00:00:00:0a", (ipaddress.ip_address("10.0.1.1"), ipaddress.ip_address("fd00:1::1"))
+        )
+    ]
     for ruleset in (desired_ruleset(s, "n1", interfaces, log_group=100), desired_ruleset(s, "n2", [])):
         with netns() as ns:
             assert nft(ns, "-f", "-", stdin=render_text(ruleset)).returncode == 0

@@ -1,6 +1,7 @@
 """For random states and flows, the rulesets rendered for the nodes on a
 flow's path decide it as the reference evaluator does (traced through the
 rendered tables, without a kernel)."""
+
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,8 @@ def test_rendered_rules_decide_as_the_evaluator(case) -> None:
     for src, dst, port, protocol in flows:
         v = verdict(state, src, dst, port, protocol)
         assert dataplane.allows(src, dst, port, protocol) == v.allowed, (
-            f"{v.src} -> {v.dst} {protocol.value}/{port}: evaluator {v.allowed} ({v.reason})")
+            f"{v.src} -> {v.dst} {protocol.value}/{port}: evaluator {v.allowed} ({v.reason})"
+        )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

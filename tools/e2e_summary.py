@@ -5,6 +5,7 @@
 Counts only the specs the focus selects (the Netpol ones); a skipped spec is
 listed with the reason it could not run here.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,10 @@ def main(junit: str, seconds: str, focus: str, skip: str) -> None:
         status = case.get("status") or ("failed" if case.find("failure") is not None else "passed")
         cases.append((name.removeprefix("[It] "), status, float(case.get("time", 0))))
     counts = {s: sum(1 for _, status, _ in cases if status == s) for s in ("passed", "failed", "skipped")}
-    print(f"Upstream NetworkPolicy e2e (focus `{focus}`, skip `{skip}`): "
-          f"**{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped** in {seconds} s\n")
+    print(
+        f"Upstream NetworkPolicy e2e (focus `{focus}`, skip `{skip}`): "
+        f"**{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped** in {seconds} s\n"
+    )
     print("| spec | result | seconds |\n| --- | --- | ---: |")
     for name, status, took in sorted(cases, key=lambda c: (c[1] != "failed", c[1], c[0])):
         reason = next((r for tag, r in SKIP_REASONS.items() if tag in name), "") if status == "skipped" else ""

@@ -1,4 +1,5 @@
 """Questions about the live kernel of this node: which rule decides a flow."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,8 +31,9 @@ def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: Protoc
         "dst": dst,
         "port": port,
         "protocol": protocol.value,
-        "rule": None if deciding is None else {
-            "chain": deciding.chain, "rule": deciding.rule.text(), "comment": deciding.rule.comment},
+        "rule": None
+        if deciding is None
+        else {"chain": deciding.chain, "rule": deciding.rule.text(), "comment": deciding.rule.comment},
         "path": [{"chain": s.chain, "rule": s.rule.text()} for s in result.steps],
     }
 

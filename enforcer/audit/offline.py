@@ -1,6 +1,7 @@
 """The offline commands: render a node's ruleset and explain a flow, from
 manifest files. No kernel, no API: what ``render`` prints is what the enforcer
 would program for that node."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,6 +1,7 @@
 """The kernel edge. The enforcer programs nftables only through a ``Kernel``:
 ``nftables.NftablesKernel`` (libnftables) on a node, ``fake.FakeKernel`` (in
 memory, same transactions, same refusals) in unit tests."""
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence
@@ -26,8 +27,12 @@ class Busy(KernelError):
 
 def refusal(message: str) -> KernelError:
     """The typed error for nft's message: the one place its wording is read."""
-    for errno_text, kind in (("No such file or directory", NotFound), ("File exists", Exists),
-                             ("Operation not supported", Exists), ("Device or resource busy", Busy)):
+    for errno_text, kind in (
+        ("No such file or directory", NotFound),
+        ("File exists", Exists),
+        ("Operation not supported", Exists),
+        ("Device or resource busy", Busy),
+    ):
         if errno_text in message:
             return kind(message)
     return KernelError(message)

@@ -15,6 +15,7 @@ sorted, for comparing kernels.
 Two hooks let a test steer it: ``gate`` (a commit waits until it is set) and
 ``refuse`` (the next commits raise ``KernelError`` with that message).
 """
+
 from __future__ import annotations
 
 import threading
@@ -65,8 +66,13 @@ class FakeKernel:
         table = self.tables.get((family, name))
         if table is None:
             return None
-        return Table(family, name, None, tuple(replace(c, rules=None, comment=None) for c in table.chains.values()),
-                     tuple(replace(s, elements=None) for s in table.sets.values()))
+        return Table(
+            family,
+            name,
+            None,
+            tuple(replace(c, rules=None, comment=None) for c in table.chains.values()),
+            tuple(replace(s, elements=None) for s in table.sets.values()),
+        )
 
     def dump(self) -> str:
         """Every table as nft would list it, tables, chains, sets and elements sorted:
@@ -75,7 +81,9 @@ class FakeKernel:
         for family, name in sorted(self.tables):
             t = self.tables[(family, name)]
             chains = tuple(sorted(t.chains.values(), key=lambda c: c.name))
-            sets = tuple(replace(x, elements=tuple(sorted(x.elements, key=repr))) for x in sorted(t.sets.values(), key=lambda x: x.name))
+            sets = tuple(
+                replace(x, elements=tuple(sorted(x.elements, key=repr))) for x in sorted(t.sets.values(), key=lambda x: x.name)
+            )
             tables.append(Table(family, name, t.comment, chains, sets))
         return render_text(Ruleset(tuple(tables)))
 
@@ -150,7 +158,12 @@ def _set_op(table: _Table, where: str, verb: str, payload: Any) -> None:
     if verb == "flush":
         table.sets[payload] = replace(s, elements=())
         return
-    if any(_refers_to_set(statement, payload) for chain in table.chains.values() for rule in chain.rules for statement in rule.statements):
+    if any(
+        _refers_to_set(statement, payload)
+        for chain in table.chains.values()
+        for rule in chain.rules
+        for statement in rule.statements
+    ):
         raise Busy(f"Error: Device or resource busy: set {payload} in {where} is still referenced")
     del table.sets[payload]
 
@@ -207,7 +220,11 @@ def _refers_to_set(statement: Any, name: str) -> bool:
 
 
 def _chain_referenced(table: _Table, name: str) -> bool:
-    in_rules = any(isinstance(s, Verdict) and s.target == name
-                   for chain in table.chains.values() for rule in chain.rules for s in rule.statements)
+    in_rules = any(
+        isinstance(s, Verdict) and s.target == name
+        for chain in table.chains.values()
+        for rule in chain.rules
+        for s in rule.statements
+    )
     in_maps = any(verdict.target == name for s in table.sets.values() if s.map_verdicts for _, verdict in s.elements)
     return in_rules or in_maps

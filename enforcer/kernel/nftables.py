@@ -2,6 +2,7 @@
 its Python binding). Transactions go in as nft scripts, one atomic batch each;
 the text form keeps every comment (nft 1.0.6's JSON parser drops chain and
 set comments)."""
+
 from __future__ import annotations
 
 import json

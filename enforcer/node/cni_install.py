@@ -18,6 +18,7 @@ undoes both.
 The conflist in force is the first ``*.conflist``, ``*.conf`` or ``*.json``
 file of the conf dir in lexical order, as container runtimes pick it.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,9 @@ def default_form(shim: str | Path = SHIM) -> str:
     return "shim" if Path(shim).is_file() else "python"
 
 
-def install_plugin(bin_dir: str | Path, python: str = "/usr/bin/python3", form: str | None = None,
-                   shim: str | Path = SHIM) -> Path:
+def install_plugin(
+    bin_dir: str | Path, python: str = "/usr/bin/python3", form: str | None = None, shim: str | Path = SHIM
+) -> Path:
     """Write the plugin's executable into ``bin_dir``, in the given form (default: ``default_form``)."""
     bin_dir = Path(bin_dir)
     form = form or default_form(shim)
@@ -108,8 +110,10 @@ def _load(path: Path) -> dict:
     if not isinstance(conf, dict):
         raise InstallError(f"{path}: must be a JSON object")
     if "plugins" not in conf:
-        raise InstallError(f"{path}: a single-plugin configuration (no \"plugins\" list); nftpolicy must be chained "
-                           "after bridge in a .conflist: convert it first")
+        raise InstallError(
+            f'{path}: a single-plugin configuration (no "plugins" list); nftpolicy must be chained '
+            "after bridge in a .conflist: convert it first"
+        )
     if not isinstance(conf["plugins"], list) or not all(isinstance(p, dict) for p in conf["plugins"]):
         raise InstallError(f"{path}: plugins: must be a list of objects")
     return conf
@@ -129,8 +133,14 @@ def chained(conf: dict, entry: dict, path: Path) -> dict:
     return {**conf, "plugins": others[:at] + [entry] + others[at:]}
 
 
-def install(conf_dir: str | Path, bin_dir: str | Path, entry: dict | None = None, python: str = "/usr/bin/python3",
-            form: str | None = None, shim: str | Path = SHIM) -> Path:
+def install(
+    conf_dir: str | Path,
+    bin_dir: str | Path,
+    entry: dict | None = None,
+    python: str = "/usr/bin/python3",
+    form: str | None = None,
+    shim: str | Path = SHIM,
+) -> Path:
     """Install the plugin and chain it; returns the conflist changed. Checks before it writes."""
     path = active_conf(conf_dir)
     conf = _load(path)

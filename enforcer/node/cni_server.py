@@ -24,6 +24,7 @@ An ADD the shim could not forward, with ``failOpen``, is spooled in
 serves, and whenever that directory changes, so the pod gets its record and
 its rules once the enforcer is back.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,7 +88,9 @@ class CniServer:
         """The reply to one request; ``wait``: at most this long for a sync (and at most ``self.wait``)."""
         if isinstance(request, dict) and request.get("command") == "CNI":
             return self.run_cni(request.get("env"), request.get("stdin"))
-        command, container_id = (request.get("command"), request.get("containerId")) if isinstance(request, dict) else (None, None)
+        command, container_id = (
+            (request.get("command"), request.get("containerId")) if isinstance(request, dict) else (None, None)
+        )
         if command not in ("ADD", "DEL", "CHECK") or not isinstance(container_id, str):
             return {"ok": False, "error": "expected command CNI with env and stdin, or ADD, DEL or CHECK and a containerId"}
         if command == "CHECK":
@@ -104,10 +107,16 @@ class CniServer:
 
     def run_cni(self, env: Any, stdin: Any) -> dict:
         """One CNI call the shim forwarded, run by the plugin in-process."""
-        if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-                and isinstance(stdin, str)):
-            error = {"cniVersion": "1.1.0", "code": cni_plugin.INTERNAL_ERROR,
-                     "msg": "nftpolicy internal error: the shim's request needs env (strings) and stdin (a string)"}
+        if not (
+            isinstance(env, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+            and isinstance(stdin, str)
+        ):
+            error = {
+                "cniVersion": "1.1.0",
+                "code": cni_plugin.INTERNAL_ERROR,
+                "msg": "nftpolicy internal error: the shim's request needs env (strings) and stdin (a string)",
+            }
             return {"code": 1, "stdout": json.dumps(error), "stderr": ""}
         command, container_id = env.get("CNI_COMMAND", ""), env.get("CNI_CONTAINERID", "")
         if command == "DEL":
@@ -167,8 +176,12 @@ class CniServer:
                 log.error("spooled CNI call %s is not a CNI ADD, dropped", path)
             else:
                 reply = self.run_cni(env, request.get("stdin"))
-                log.info("ran the ADD the shim spooled while the enforcer was unreachable (%s): exit %s %.500s",
-                         os.path.basename(path), reply["code"], reply["stdout"])
+                log.info(
+                    "ran the ADD the shim spooled while the enforcer was unreachable (%s): exit %s %.500s",
+                    os.path.basename(path),
+                    reply["code"],
+                    reply["stdout"],
+                )
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -6,6 +6,7 @@ policy table, every tracked flow touching a local pod is walked through the
 new table as if it were new (``rules.trace``); the ones it drops lose their
 conntrack entry, and their next packet meets the policy.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -6,6 +6,7 @@ every other port, whatever its name). ``ConntrackTable`` lists and deletes
 tracked flows (for ``conntrack.ConnectionCutter``). And ``set_link``, one
 rtnetlink request without pyroute2, with which the plugin run in-process
 (enforcer/node/cni_server.py) tags and holds veths."""
+
 from __future__ import annotations
 
 import errno
@@ -150,8 +151,8 @@ def set_link(ifname: str, *, alias: str | None = None, up: bool | None = None) -
         s.settimeout(5)
         s.sendto(header + body, (0, 0))
         reply = s.recv(4096)
-    kind, = struct.unpack_from("=H", reply, 4)
-    error, = struct.unpack_from("=i", reply, 16)  # struct nlmsgerr: 0 is the ack
+    (kind,) = struct.unpack_from("=H", reply, 4)
+    (error,) = struct.unpack_from("=i", reply, 16)  # struct nlmsgerr: 0 is the ack
     if kind != _NLMSG_ERROR:
         raise OSError(errno.EPROTO, f"{ifname}: unexpected rtnetlink reply type {kind}")
     if error:

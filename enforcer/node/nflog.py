@@ -1,6 +1,7 @@
 """Read packets the kernel logs to an NFLOG group (nfnetlink_log), without
 any library: pyroute2 has no NFLOG reader. Only what the denied-flow log
 needs: the log prefix and the packet's addresses, protocol and ports."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -38,8 +39,10 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 def _config(group: int, attrs: bytes, seq: int) -> bytes:
     body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(group)) + attrs
-    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-                       NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+    return (
+        struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
+        + body
+    )
 
 
 def parse_packet(data: bytes) -> tuple[str, str, str, int | None] | None:
@@ -54,7 +57,7 @@ def parse_packet(data: bytes) -> tuple[str, str, str, int | None] | None:
         header, proto, src, dst = 40, data[6], data[8:24], data[24:40]
     else:
         return None
-    port = struct.unpack("!H", data[header + 2:header + 4])[0] if proto in PROTOCOLS and len(data) >= header + 4 else None
+    port = struct.unpack("!H", data[header + 2 : header + 4])[0] if proto in PROTOCOLS and len(data) >= header + 4 else None
     return str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), PROTOCOLS.get(proto, str(proto)), port
 
 
@@ -87,11 +90,11 @@ class NflogReader:
                 return
             offset = 0
             while offset + 16 <= len(data):
-                length, kind = struct.unpack("=IH", data[offset:offset + 6])
+                length, kind = struct.unpack("=IH", data[offset : offset + 6])
                 if length < 16:
                     break
                 if kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-                    packet = self._parse(data[offset + 20:offset + length])
+                    packet = self._parse(data[offset + 20 : offset + length])
                     if packet:
                         yield packet
                 offset += (length + 3) & ~3
@@ -100,10 +103,10 @@ class NflogReader:
     def _parse(attrs: bytes) -> LoggedPacket | None:
         prefix, payload, offset = "", b"", 0
         while offset + 4 <= len(attrs):
-            length, kind = struct.unpack("=HH", attrs[offset:offset + 4])
+            length, kind = struct.unpack("=HH", attrs[offset : offset + 4])
             if length < 4:
                 break
-            value = attrs[offset + 4:offset + length]
+            value = attrs[offset + 4 : offset + length]
             kind &= 0x3FFF
             if kind == NFULA_PREFIX:
                 prefix = value.rstrip(b"\0").decode(errors="replace")

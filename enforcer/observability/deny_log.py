@@ -2,6 +2,7 @@
 to an NFLOG group by ``log`` rules) written as JSON lines with the pods on
 both ends, the port, the protocol, the direction and the policies that
 isolate the pod."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ def describe(packet: LoggedPacket, status: EnforcerStatus) -> dict | None:
     owners.update({ip: r.key for r in status.records for ip in r.ips})
     table = status.tables.get(POLICY_TABLE)
     chain = table.chain(chain_name) if table else None
-    policies = [policy_of(r.comment) for r in (chain.rules if chain else ()) if r.comment and is_direction_comment(r.comment, direction)]
+    policies = [
+        policy_of(r.comment) for r in (chain.rules if chain else ()) if r.comment and is_direction_comment(r.comment, direction)
+    ]
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "node": status.node,

@@ -6,6 +6,7 @@
 - readyz: a sync has committed, the last one did not fail, and the cluster
   state is current (the API watch, or the source files, have no error).
 """
+
 from __future__ import annotations
 
 import threading
@@ -35,13 +36,18 @@ def readiness(status: EnforcerStatus) -> tuple[bool, str]:
     return True, "ok"
 
 
-def serve(port: int, status: Callable[[], EnforcerStatus], kernel: Kernel, stop: threading.Event,
-          stale_after: float = 30.0) -> None:
+def serve(
+    port: int, status: Callable[[], EnforcerStatus], kernel: Kernel, stop: threading.Event, stale_after: float = 30.0
+) -> None:
     """``status``: the enforcer's current snapshot; ``kernel``: where /metrics reads the rule counters."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            checks = {"/healthz": lambda s: health(s, stale_after), "/readyz": readiness,
-                      "/metrics": lambda s: (True, metrics(s, kernel).rstrip("\n"))}
+            checks = {
+                "/healthz": lambda s: health(s, stale_after),
+                "/readyz": readiness,
+                "/metrics": lambda s: (True, metrics(s, kernel).rstrip("\n")),
+            }
             if self.path not in checks:
                 self.send_error(404)
                 return

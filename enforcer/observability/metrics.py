@@ -5,6 +5,7 @@ the size of what is in force, and per-policy counters read from the kernel's
 rule counters at scrape time: packets each policy rule allowed, and packets
 dropped for each set of policies isolating pods.
 """
+
 from __future__ import annotations
 
 from enforcer.kernel import Kernel, KernelError
@@ -20,8 +21,11 @@ def _label(value: str) -> str:
 
 def _summary(name: str, values: list[float]) -> list[str]:
     ordered = sorted(values)
-    lines = [f'{name}{{quantile="{q}"}} {ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.6f}'
-             for q in (0.5, 0.9, 0.99) if ordered]
+    lines = [
+        f'{name}{{quantile="{q}"}} {ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.6f}'
+        for q in (0.5, 0.9, 0.99)
+        if ordered
+    ]
     return lines + [f"{name}_sum {sum(ordered):.6f}", f"{name}_count {len(ordered)}"]
 
 
@@ -53,13 +57,19 @@ def metrics(status: EnforcerStatus, kernel: Kernel) -> str:
         "# TYPE nftpolicy_objects gauge",
     ]
     for table in status.tables.values():
-        counts = {"chains": len(table.chains), "rules": sum(len(c.rules) for c in table.chains),
-                  "sets": len(table.sets), "elements": sum(len(s.elements) for s in table.sets)}
+        counts = {
+            "chains": len(table.chains),
+            "rules": sum(len(c.rules) for c in table.chains),
+            "sets": len(table.sets),
+            "elements": sum(len(s.elements) for s in table.sets),
+        }
         lines += [f'nftpolicy_objects{{table="{table.family} {table.name}",kind="{k}"}} {v}' for k, v in counts.items()]
-    lines += ["# HELP nftpolicy_policy_rule_packets_total Packets of new connections a policy rule allowed.",
-              "# TYPE nftpolicy_policy_rule_packets_total counter",
-              "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
-              "# TYPE nftpolicy_denied_packets_total counter"]
+    lines += [
+        "# HELP nftpolicy_policy_rule_packets_total Packets of new connections a policy rule allowed.",
+        "# TYPE nftpolicy_policy_rule_packets_total counter",
+        "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
+        "# TYPE nftpolicy_denied_packets_total counter",
+    ]
     try:
         live = kernel.read(*POLICY_TABLE, elements=False) if status.tables else None
     except KernelError:
@@ -74,9 +84,14 @@ def metrics(status: EnforcerStatus, kernel: Kernel) -> str:
             if is_policy_chain(chain.name) and rule.comment:
                 allowed[rule.comment] = allowed.get(rule.comment, 0) + counter.packets
             elif is_isolate_chain(chain.name) and verdict.kind == "drop":
-                policies = ",".join(policy_of(r.comment) for r in chain.rules
-                                    if r.comment and any(isinstance(s, Verdict) and s.kind == "jump" for s in r.statements))
+                policies = ",".join(
+                    policy_of(r.comment)
+                    for r in chain.rules
+                    if r.comment and any(isinstance(s, Verdict) and s.kind == "jump" for s in r.statements)
+                )
                 direction = isolate_chain_direction(chain.name)
-                lines.append(f'nftpolicy_denied_packets_total{{direction="{direction}",policies="{_label(policies)}"}} {counter.packets}')
+                lines.append(
+                    f'nftpolicy_denied_packets_total{{direction="{direction}",policies="{_label(policies)}"}} {counter.packets}'
+                )
     lines += [f'nftpolicy_policy_rule_packets_total{{rule="{_label(r)}"}} {n}' for r, n in sorted(allowed.items())]
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ works on any filesystem). Invalid input never replaces the last good state:
 the error is reported with the object and field it names, and what is
 enforced stays enforced until the files are fixed.
 """
+
 from __future__ import annotations
 
 import hashlib

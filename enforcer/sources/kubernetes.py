@@ -14,6 +14,7 @@ Objects are parsed into the engine's slim dataclasses as they arrive (labels,
 IPs, ports; the rest of each object is dropped), straight from the JSON, so
 no client model objects are built.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -144,8 +145,9 @@ class ApiSource:
             self.state = ClusterState.build(namespaces, pods.values(), policies)
         else:
             assert self.state is not None
-            state = self.state.with_pods([p for p in pods.values() if p is not None],
-                                         [key for key, p in pods.items() if p is None])
+            state = self.state.with_pods(
+                [p for p in pods.values() if p is not None], [key for key, p in pods.items() if p is None]
+            )
             self.state = state.with_objects(namespaces, policies) if others else state
         self.loaded = json.dumps(seen, sort_keys=True)  # what the state includes, per kind
         return True
@@ -192,8 +194,12 @@ class ApiSource:
             new = self._cache[kind.kind] = {**kept, **fresh}
             first_listing = kind.kind not in self._listed  # even an empty list is news then
             self._listed.add(kind.kind)
-            self._note(kind.kind, {k: v for k, v in new.items() if old.get(k) is not v}, [k for k in old if k not in new],
-                       force=first_listing)
+            self._note(
+                kind.kind,
+                {k: v for k, v in new.items() if old.get(k) is not v},
+                [k for k in old if k not in new],
+                force=first_listing,
+            )
             self._seen[kind.kind] = _int(body["metadata"]["resourceVersion"])
         self._wake()
         log.info("listed %d %s objects", len(fresh), kind.kind)
@@ -235,9 +241,14 @@ class ApiSource:
 
     def _watch(self, kind: _Kind, version: str, stop: threading.Event) -> str | None:
         """Follow the watch until it ends; the version to resume from, or None to relist."""
-        response = kind.list_fn(watch=True, resource_version=version, allow_watch_bookmarks=True,
-                                timeout_seconds=WATCH_SECONDS, _preload_content=False,
-                                _request_timeout=(5, WATCH_SECONDS + 30))
+        response = kind.list_fn(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+            _request_timeout=(5, WATCH_SECONDS + 30),
+        )
         try:
             for line in iter_resp_lines(response):
                 if stop.is_set():

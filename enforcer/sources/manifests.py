@@ -2,6 +2,7 @@
 ``kind: List`` unwrapped; directories read whole. Every problem is an
 ``InvalidObject`` naming the file (and the object and field, from
 ``rules.load``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,6 +8,7 @@ the example policies, waits until both enforcers committed them, prints the
 matrix again beside the reference evaluator's, and removes everything it made.
 Needs root; touches nothing outside the namespaces it creates.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -29,8 +30,9 @@ def _first_tcp_port(pod: Pod) -> int:
 def run(examples: Path = EXAMPLES) -> bool:
     """Returns whether the measured matrices agreed with the evaluator."""
     objects = [o for o in yaml.safe_load_all((examples / "cluster.yaml").read_text()) if o]
-    policies = [o for f in sorted(examples.glob("*.yaml")) if f.name != "cluster.yaml"
-                for o in yaml.safe_load_all(f.read_text()) if o]
+    policies = [
+        o for f in sorted(examples.glob("*.yaml")) if f.name != "cluster.yaml" for o in yaml.safe_load_all(f.read_text()) if o
+    ]
     with tempfile.TemporaryDirectory(prefix="nftpolicy-demo-") as tmp, Testbed(Path(tmp) / "bed", nodes=2) as bed:
         click.echo("Building two simulated nodes (network namespaces, bridge + host-local + nftpolicy CNI)...")
         for o in objects:
@@ -43,20 +45,28 @@ def run(examples: Path = EXAMPLES) -> bool:
             spec = o.get("spec", {})
             if o["kind"] != "Pod" or spec.get("hostNetwork"):
                 continue
-            ports = [(p.get("name", ""), p["containerPort"], p.get("protocol", "TCP"))
-                     for c in spec.get("containers", []) for p in c.get("ports", [])]
+            ports = [
+                (p.get("name", ""), p["containerPort"], p.get("protocol", "TCP"))
+                for c in spec.get("containers", [])
+                for p in c.get("ports", [])
+            ]
             meta = o["metadata"]
             nodes[spec["nodeName"]].add_pod(f"{meta['namespace']}/{meta['name']}", meta.get("labels") or {}, ports, publish=False)
         bed.publish()
         bed.wait_converged()
-        click.echo(f"{len(bed.pods())} pods. TCP connect to each pod's first container port; . connected, X refused or timed out:\n")
+        click.echo(
+            f"{len(bed.pods())} pods. TCP connect to each pod's first container port; . connected, X refused or timed out:\n"
+        )
         click.echo(observed(bed, _first_tcp_port).render())
         started = time.monotonic()
         bed.apply_policies(*policies)
         bed.wait_converged()
-        click.echo(f"Applied {len(policies)} example policies; both enforcers committed them in "
-                   f"{(time.monotonic() - started) * 1000:.0f} ms:\n  " + "\n  ".join(
-                       f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies) + "\n")
+        click.echo(
+            f"Applied {len(policies)} example policies; both enforcers committed them in "
+            f"{(time.monotonic() - started) * 1000:.0f} ms:\n  "
+            + "\n  ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies)
+            + "\n"
+        )
         want = expected(bed, _first_tcp_port)
         got = observed(bed, _first_tcp_port, expect=want)
         click.echo(want.compare(got))

@@ -21,6 +21,7 @@ The kernel here has no SCTP sockets, so SCTP is probed with a crafted INIT
 sent on a raw socket and looked for with a raw socket on the other side.
 Stdlib only: it runs with the interpreter's bare minimum.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,7 @@ kubelet would patch pod IPs into the API. Every namespace is removed at exit.
 Addresses: node i has pods in 10.244.i.0/24 and fd00:10:244:i::/64 and the
 underlay address 192.168.56.1i / fd00:56::1i.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -71,8 +72,9 @@ def build_shim() -> Path:
 FACT_TIMEOUT = 120.0  # the most a test waits for a fact (a commit, a status, a reply) that a quiet machine sees in milliseconds
 
 
-def wait_until(what: str, fact: Callable[[], Any], timeout: float = FACT_TIMEOUT, poll: float = 0.05,
-               detail: Callable[[], str] = lambda: "") -> Any:
+def wait_until(
+    what: str, fact: Callable[[], Any], timeout: float = FACT_TIMEOUT, poll: float = 0.05, detail: Callable[[], str] = lambda: ""
+) -> Any:
     """Wait for a fact, not for time: return its first true value, or fail
     naming it. The bound is generous; a quiet machine never comes near it."""
     deadline = time.monotonic() + timeout
@@ -120,8 +122,12 @@ class Pod:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"namespace": self.namespace, "name": self.name, "labels": self.labels, "uid": self.container_id},
-            "spec": {"nodeName": self.node.name, "containers": [{"name": "main", "ports": [
-                {"name": n, "containerPort": p, "protocol": proto} for n, p, proto in self.ports]}]},
+            "spec": {
+                "nodeName": self.node.name,
+                "containers": [
+                    {"name": "main", "ports": [{"name": n, "containerPort": p, "protocol": proto} for n, p, proto in self.ports]}
+                ],
+            },
             "status": {"phase": "Running", "podIPs": [{"ip": ip} for ip in self.ips]},
         }
 
@@ -134,9 +140,24 @@ class Pod:
 
     def start_agent(self) -> None:
         self.agent = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, PYTHON, "-IS", str(AGENT), "--tcp", ",".join(map(str, self.tcp_ports)),
-             "--udp", ",".join(map(str, UDP_PORTS)), "--sctp"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                PYTHON,
+                "-IS",
+                str(AGENT),
+                "--tcp",
+                ",".join(map(str, self.tcp_ports)),
+                "--udp",
+                ",".join(map(str, UDP_PORTS)),
+                "--sctp",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         threading.Thread(target=self._read_replies, daemon=True).start()
         self._wait(0, FACT_TIMEOUT)
@@ -166,11 +187,15 @@ class Pod:
     def connects(self, host: str | None, port: int = 80, op: str = "tcp", **kw: Any) -> bool:
         """Whether a connection expected to work does: it gets CONFIRM_TIMEOUT,
         since on a busy machine a late reply is slow, not denied."""
-        return self.result_of(self.send(op=op, host=host, port=port, timeout=CONFIRM_TIMEOUT, **kw), CONFIRM_TIMEOUT + REPLY_GRACE)
+        return self.result_of(
+            self.send(op=op, host=host, port=port, timeout=CONFIRM_TIMEOUT, **kw), CONFIRM_TIMEOUT + REPLY_GRACE
+        )
 
     def blocked(self, host: str | None, port: int = 80, op: str = "tcp", **kw: Any) -> bool:
         """Whether a connection expected to be denied gets nowhere within PROBE_TIMEOUT."""
-        return not self.result_of(self.send(op=op, host=host, port=port, timeout=PROBE_TIMEOUT, **kw), PROBE_TIMEOUT + REPLY_GRACE)
+        return not self.result_of(
+            self.send(op=op, host=host, port=port, timeout=PROBE_TIMEOUT, **kw), PROBE_TIMEOUT + REPLY_GRACE
+        )
 
     def result_of(self, request_id: int, timeout: float = 60) -> bool:
         return self._wait(request_id, timeout)["ok"]
@@ -229,18 +254,32 @@ class Node:
             "cniVersion": "1.0.0",
             "name": "podnet",
             "plugins": [
-                {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False,
-                 "ipam": {"type": "host-local", "dataDir": str(self.dir / "ipam"),
-                          "ranges": [[{"subnet": self.cidr4}], [{"subnet": self.cidr6}]],
-                          "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}},
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": str(self.dir / "ipam"),
+                        "ranges": [[{"subnet": self.cidr4}], [{"subnet": self.cidr6}]],
+                        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+                    },
+                },
                 *self.bed.extra_plugins,
             ],
         }
 
     def install_cni(self) -> None:
         """Chain nftpolicy after bridge with the product's installer, as an operator would."""
-        install(self.conf_dir, self.bed.cni_bin, python=PYTHON, form=self.bed.cni_form, shim=self.bed.shim or SHIM, entry={
-            "stateDir": str(self.state_dir), "socket": str(self.socket), "timeoutSeconds": 5})
+        install(
+            self.conf_dir,
+            self.bed.cni_bin,
+            python=PYTHON,
+            form=self.bed.cni_form,
+            shim=self.bed.shim or SHIM,
+            entry={"stateDir": str(self.state_dir), "socket": str(self.socket), "timeoutSeconds": 5},
+        )
 
     def conflist(self, version: str = "1.0.0") -> dict[str, Any]:
         """The conflist in force (as a runtime reads it from the conf dir), at a given spec version."""
@@ -251,15 +290,20 @@ class Node:
         self.conf_dir.mkdir(parents=True)
         (self.conf_dir / "10-podnet.conflist").write_text(json.dumps(self.base_conflist(), indent=2))
         self.install_cni()
-        for sysctl in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-                       "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
+        for sysctl in (
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ):
             in_ns(self.netns, "sysctl", "-qw", sysctl)
         in_ns(self.netns, "ip", "link", "set", "lo", "up")
 
     # --- the container runtime's part -------------------------------------
 
-    def run_plugin(self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str,
-                   bin_dir: Path | None = None) -> tuple[int, dict | None]:
+    def run_plugin(
+        self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str, bin_dir: Path | None = None
+    ) -> tuple[int, dict | None]:
         """One plugin of the chain, from ``bin_dir`` (default: the bed's CNI bin dir)."""
         if version == "1.1.0":
             version = NEWEST_VERSION.get(plugin["type"], version)
@@ -267,14 +311,25 @@ class Node:
         if prev is not None:
             conf["prevResult"] = prev
         env = {
-            "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id, "CNI_NETNS": f"/var/run/netns/{pod.netns}",
-            "CNI_IFNAME": "eth0", "CNI_PATH": str(self.bed.cni_bin),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": pod.container_id,
+            "CNI_NETNS": f"/var/run/netns/{pod.netns}",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(self.bed.cni_bin),
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};K8S_POD_UID={pod.container_id}"
-                        + (f";{pod.cni_args}" if pod.cni_args else ""),
+            + (f";{pod.cni_args}" if pod.cni_args else ""),
             "PATH": os.environ["PATH"],
         }
-        result = sh("ip", "netns", "exec", self.netns, str((bin_dir or self.bed.cni_bin) / plugin["type"]),
-                    input=json.dumps(conf), env=env, check=False)
+        result = sh(
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            str((bin_dir or self.bed.cni_bin) / plugin["type"]),
+            input=json.dumps(conf),
+            env=env,
+            check=False,
+        )
         if result.returncode != 0 and not result.stdout.strip():
             raise RuntimeError(f"{command} {pod.key}: {plugin['type']} crashed: {result.stderr}")
         out = json.loads(result.stdout) if result.stdout.strip() else None
@@ -299,11 +354,19 @@ class Node:
                 raise RuntimeError(f"{command} {pod.key}: {plugin['type']} failed: {out}")
         return None
 
-    def add_pod(self, key: str, labels: dict[str, str] | None = None, ports: list | None = None, publish: bool = True,
-                version: str = "1.0.0", cni_args: str = "") -> Pod:
+    def add_pod(
+        self,
+        key: str,
+        labels: dict[str, str] | None = None,
+        ports: list | None = None,
+        publish: bool = True,
+        version: str = "1.0.0",
+        cni_args: str = "",
+    ) -> Pod:
         namespace, name = key.split("/")
-        pod = Pod(namespace, name, self, f"{self.bed.prefix}-p{next(self.bed.counter)}", uuid.uuid4().hex,
-                  labels or {}, ports or [])
+        pod = Pod(
+            namespace, name, self, f"{self.bed.prefix}-p{next(self.bed.counter)}", uuid.uuid4().hex, labels or {}, ports or []
+        )
         sh("ip", "netns", "add", pod.netns)
         for sysctl in ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
             in_ns(pod.netns, "sysctl", "-qw", sysctl)
@@ -329,11 +392,35 @@ class Node:
     def start_enforcer(self) -> None:
         log = open(self.dir / "enforcer.log", "a")
         self.enforcer = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, PYTHON, "-m", "enforcer", "enforce", "--node", self.name,
-             *self.bed.cluster.enforcer_args(), "--state-dir", str(self.state_dir), "--socket", str(self.socket),
-             "--poll-interval", "0.1", "--health-port", str(HEALTH_PORT), "--verify-interval", "1",
-             "--log-group", "100", "--deny-log", str(self.deny_log)],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                PYTHON,
+                "-m",
+                "enforcer",
+                "enforce",
+                "--node",
+                self.name,
+                *self.bed.cluster.enforcer_args(),
+                "--state-dir",
+                str(self.state_dir),
+                "--socket",
+                str(self.socket),
+                "--poll-interval",
+                "0.1",
+                "--health-port",
+                str(HEALTH_PORT),
+                "--verify-interval",
+                "1",
+                "--log-group",
+                "100",
+                "--deny-log",
+                str(self.deny_log),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         enforcer = self.enforcer
         wait_until(f"the enforcer of {self.name} to listen", lambda: self.socket.exists() or enforcer.poll() is not None)
@@ -368,8 +455,12 @@ class Node:
         return current and status.get("records") == records and self.bed.cluster.in_force(status)
 
     def wait_converged(self, timeout: float = FACT_TIMEOUT) -> None:
-        wait_until(f"{self.name} to commit the current state", self.converged, timeout,
-                   detail=lambda: f"{self.status()}\n{self.log()[-3000:]}")
+        wait_until(
+            f"{self.name} to commit the current state",
+            self.converged,
+            timeout,
+            detail=lambda: f"{self.status()}\n{self.log()[-3000:]}",
+        )
 
     def nft(self, *args: str) -> str:
         return in_ns(self.netns, "nft", *args).stdout
@@ -378,8 +469,15 @@ class Node:
 class Testbed:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, root: Path, nodes: int = 1, cluster=None, extra_plugins: tuple[dict, ...] = (),
-                 cni_form: str = "python", shim: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 1,
+        cluster=None,
+        extra_plugins: tuple[dict, ...] = (),
+        cni_form: str = "python",
+        shim: Path | None = None,
+    ) -> None:
         """``cluster``: where the state goes (``write``), how enforcers read it
         (``enforcer_args``) and whether they have (``in_force``); by default a
         ``FileCluster`` in ``root/source``. ``cni_form``: the form of the plugin
@@ -425,8 +523,21 @@ class Testbed:
         in_ns(self.underlay, "ip", "link", "set", "br0", "up")
         for node in self.nodes:
             node.create()
-            sh("ip", "link", "add", f"{self.prefix}a{node.index}", "netns", node.netns, "type", "veth",
-               "peer", "name", f"{self.prefix}b{node.index}", "netns", self.underlay)
+            sh(
+                "ip",
+                "link",
+                "add",
+                f"{self.prefix}a{node.index}",
+                "netns",
+                node.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"{self.prefix}b{node.index}",
+                "netns",
+                self.underlay,
+            )
             in_ns(self.underlay, "ip", "link", "set", f"{self.prefix}b{node.index}", "master", "br0", "up")
             dev = f"{self.prefix}a{node.index}"
             in_ns(node.netns, "ip", "link", "set", dev, "name", "eth0")
@@ -476,11 +587,21 @@ class Testbed:
 
     def publish(self) -> None:
         """Write the cluster state as the API would show it: namespaces, pods with IPs, policies."""
-        objects: list[dict] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
-                               for n, labels in sorted(self.namespaces.items())]
-        objects += [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n.name},
-                     "status": {"addresses": [{"type": "InternalIP", "address": n.underlay4},
-                                              {"type": "InternalIP", "address": n.underlay6}]}} for n in self.nodes]
+        objects: list[dict] = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}}
+            for n, labels in sorted(self.namespaces.items())
+        ]
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": n.name},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": n.underlay4}, {"type": "InternalIP", "address": n.underlay6}]
+                },
+            }
+            for n in self.nodes
+        ]
         objects += [p.as_object() for n in self.nodes for p in n.pods.values()]
         objects += self.policies
         self.objects = objects
@@ -542,10 +663,12 @@ def observed(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4, e
     return Matrix(tuple(p.key for p in pods), results)
 
 
-def _probe_pairs(bed: Testbed, pairs: list[tuple[str, str]], port: Port, protocol: str, family: int,
-                 timeout: float) -> dict[tuple[str, str], bool]:
-    started = {(s, d): send_probe(bed.pod(s), bed.pod(d).ip(family), _port(port, bed.pod(d)), protocol, timeout)
-               for s, d in pairs}
+def _probe_pairs(
+    bed: Testbed, pairs: list[tuple[str, str]], port: Port, protocol: str, family: int, timeout: float
+) -> dict[tuple[str, str], bool]:
+    started = {
+        (s, d): send_probe(bed.pod(s), bed.pod(d).ip(family), _port(port, bed.pod(d)), protocol, timeout) for s, d in pairs
+    }
     if protocol == "SCTP":
         seen = {k: bed.pod(k[1]).send(op="sctp-seen", tag=tag, timeout=timeout) for k, tag in started.items()}
         return {k: bed.pod(k[1]).result_of(rid, timeout + REPLY_GRACE) for k, rid in seen.items()}

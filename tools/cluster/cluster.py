@@ -48,6 +48,7 @@ https://192.168.56.2:6443, is reachable only from namespaces on the
 underlay (npcluster-cp, the nodes, their pods): run kubectl with
 ``scripts/cluster kubectl ...`` or ``nsenter --net=/run/netns/npcluster-cp``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,19 +103,31 @@ PRIVATE_PATHS = ("run", "var/lib", "var/log", "opt", "etc/cni/net.d")
 # Host-wide sysctls the kubelet sets (pkg/kubelet/cm setupKernelTunables):
 # the node sees files with these values instead, so the host keeps its own.
 FAKE_SYSCTLS = {
-    "vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10", "kernel/panic_on_oops": "1",
-    "kernel/keys/root_maxkeys": "1000000", "kernel/keys/root_maxbytes": "25000000",
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
 }
-NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager",
-                 "containerd", "ctr", "containerd-shim-runc-v2", "crictl")
+NODE_BINARIES = (
+    "kubelet",
+    "kube-proxy",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "containerd",
+    "ctr",
+    "containerd-shim-runc-v2",
+    "crictl",
+)
 KUBE_BINARIES = ("kube-apiserver", "kubectl", "etcd")
 
 # Bounds on waits for facts; a quiet machine sees each in seconds.
-T_PROCESS = 180.0     # a daemon to answer
-T_NODES = 600.0       # nodes to register and be Ready
-T_PODS = 600.0        # pods to be Running (sandbox, CNI, image unpack)
-T_TRAFFIC = 120.0     # a connection expected to work to work
-T_DOWN = 120.0        # graceful pod removal at `down`
+T_PROCESS = 180.0  # a daemon to answer
+T_NODES = 600.0  # nodes to register and be Ready
+T_PODS = 600.0  # pods to be Running (sandbox, CNI, image unpack)
+T_TRAFFIC = 120.0  # a connection expected to work to work
+T_DOWN = 120.0  # graceful pod removal at `down`
 
 HEALTHZ = {"kubelet": "http://127.0.0.1:10248/healthz", "kube-proxy": "http://127.0.0.1:10256/healthz"}
 
@@ -132,8 +145,9 @@ class Failure(Exception):
 # --- small helpers ----------------------------------------------------------
 
 
-def run(*args: str | Path, check: bool = True, input: str | None = None, timeout: float | None = None,
-        env: dict | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str | Path, check: bool = True, input: str | None = None, timeout: float | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     argv = [str(a) for a in args]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout, env=env)
@@ -150,8 +164,14 @@ def in_netns(ns: str) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{ns}", "--"]
 
 
-def wait_for(what: str, fact: Callable[[], Any], timeout: float, poll: float = 1.0,
-             detail: Callable[[], str] | None = None, quiet: bool = False) -> Any:
+def wait_for(
+    what: str,
+    fact: Callable[[], Any],
+    timeout: float,
+    poll: float = 1.0,
+    detail: Callable[[], str] | None = None,
+    quiet: bool = False,
+) -> Any:
     """Wait for a fact, not for time: its first true value, or Failure naming it."""
     if not quiet:
         say(f"waiting for {what} (at most {timeout:.0f} s)")
@@ -227,6 +247,7 @@ def joiner(rel: str) -> Callable[[], None]:
                 os.write(fd, pid)
             finally:
                 os.close(fd)
+
     return join
 
 
@@ -270,9 +291,16 @@ def spawn(name: str, argv: list[str | Path], cgroup: str, log: Path, env: dict |
     """Start a daemon, detached, in cgroup ``cgroup``, logging to ``log``; its pid is kept in <root>/pids."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=joiner(cgroup), cwd=str(ROOT),
-                                env=env or daemon_env())
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=joiner(cgroup),
+            cwd=str(ROOT),
+            env=env or daemon_env(),
+        )
     (ROOT / "pids").mkdir(exist_ok=True)
     (ROOT / "pids" / name).write_text(f"{proc.pid}\n{log}\n")
     return proc.pid
@@ -352,8 +380,11 @@ def _script_bin(script: str, args: list[str], fallback: Path) -> Path:
 
 
 _BINS: dict[str, Path] = {}
-DEFAULT_BINS = {"kube": CACHE / "kube-v1.37.2-etcd-v3.7.3" / "bin", "node": CACHE / "node-v1.37.2" / "bin",
-                "images": CACHE / "images"}
+DEFAULT_BINS = {
+    "kube": CACHE / "kube-v1.37.2-etcd-v3.7.3" / "bin",
+    "node": CACHE / "node-v1.37.2" / "bin",
+    "images": CACHE / "images",
+}
 
 
 def _bin(kind: str, script: str, args: list[str], build: bool) -> Path:
@@ -419,15 +450,28 @@ def check_tools() -> None:
     images_dir()  # builds the kube and node binaries first
     if not shutil.which("runc", path=SYSTEM_PATH):
         say("installing runc (apt-get install runc)")
-        run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "runc", timeout=900,
-            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        run(
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "runc",
+            timeout=900,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
     missing = [b for b in KUBE_BINARIES if not (kube_bin() / b).exists()]
     missing += [b for b in NODE_BINARIES if not (node_bin() / b).exists()]
     if missing:
         raise Failure(f"missing binaries: {', '.join(missing)} (scripts/build-kube, scripts/build-node)")
-    for tool, hint in (("runc", "apt-get install runc"), ("nft", "apt-get install nftables"),
-                       ("openssl", "apt-get install openssl"), ("curl", "apt-get install curl"),
-                       ("nsenter", "util-linux"), ("unshare", "util-linux")):
+    for tool, hint in (
+        ("runc", "apt-get install runc"),
+        ("nft", "apt-get install nftables"),
+        ("openssl", "apt-get install openssl"),
+        ("curl", "apt-get install curl"),
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+    ):
         if not shutil.which(tool, path=SYSTEM_PATH):
             raise Failure(f"{tool} not found ({hint})")
     if not (SYSTEM_CNI / "bridge").exists() or not (SYSTEM_CNI / "host-local").exists():
@@ -451,21 +495,51 @@ def certificate(name: str, subject: str, ext: str) -> None:
     """<pki>/<name>.crt and .key, signed by the bed's CA."""
     (PKI / f"{name}.ext").write_text(ext + "\n")
     openssl("req", *EC_KEY, "-subj", subject, "-keyout", PKI / f"{name}.key", "-out", PKI / f"{name}.csr")
-    openssl("x509", "-req", "-in", PKI / f"{name}.csr", "-CA", PKI / "ca.crt", "-CAkey", PKI / "ca.key",
-            "-CAcreateserial", "-days", "30", "-extfile", PKI / f"{name}.ext", "-out", PKI / f"{name}.crt")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        PKI / f"{name}.csr",
+        "-CA",
+        PKI / "ca.crt",
+        "-CAkey",
+        PKI / "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        PKI / f"{name}.ext",
+        "-out",
+        PKI / f"{name}.crt",
+    )
 
 
 def kubeconfig(path: Path, user: str, cert: str) -> None:
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "nftpolicy", "cluster": {"server": API_URL, "certificate-authority-data": b64(PKI / "ca.crt")}}],
-        "users": [{"name": user, "user": {"client-certificate-data": b64(PKI / f"{cert}.crt"),
-                                          "client-key-data": b64(PKI / f"{cert}.key")}}],
-        "contexts": [{"name": "nftpolicy", "context": {"cluster": "nftpolicy", "user": user}}],
-        "current-context": "nftpolicy",
-    }))
+
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "nftpolicy", "cluster": {"server": API_URL, "certificate-authority-data": b64(PKI / "ca.crt")}}
+                ],
+                "users": [
+                    {
+                        "name": user,
+                        "user": {
+                            "client-certificate-data": b64(PKI / f"{cert}.crt"),
+                            "client-key-data": b64(PKI / f"{cert}.key"),
+                        },
+                    }
+                ],
+                "contexts": [{"name": "nftpolicy", "context": {"cluster": "nftpolicy", "user": user}}],
+                "current-context": "nftpolicy",
+            }
+        )
+    )
     path.chmod(0o600)
 
 
@@ -475,12 +549,26 @@ CLIENT = "extendedKeyUsage=clientAuth"
 def make_pki(nodes: list["Node"]) -> None:
     say("certificates (openssl, P-256) and kubeconfigs")
     PKI.mkdir(parents=True)
-    openssl("req", "-x509", *EC_KEY, "-days", "30", "-subj", "/CN=nftpolicy-cluster-ca",
-            "-keyout", PKI / "ca.key", "-out", PKI / "ca.crt")
-    certificate("apiserver", "/CN=kube-apiserver",
-                f"subjectAltName=IP:{CP_IP},IP:127.0.0.1,IP:{KUBERNETES_SERVICE_IP},DNS:kubernetes,DNS:kubernetes.default,"
-                "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost\n"
-                "extendedKeyUsage=serverAuth")
+    openssl(
+        "req",
+        "-x509",
+        *EC_KEY,
+        "-days",
+        "30",
+        "-subj",
+        "/CN=nftpolicy-cluster-ca",
+        "-keyout",
+        PKI / "ca.key",
+        "-out",
+        PKI / "ca.crt",
+    )
+    certificate(
+        "apiserver",
+        "/CN=kube-apiserver",
+        f"subjectAltName=IP:{CP_IP},IP:127.0.0.1,IP:{KUBERNETES_SERVICE_IP},DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost\n"
+        "extendedKeyUsage=serverAuth",
+    )
     certificate("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", CLIENT)
     certificate("admin", "/O=system:masters/CN=cluster-admin", CLIENT)
     certificate("controller-manager", "/CN=system:kube-controller-manager", CLIENT)
@@ -490,8 +578,11 @@ def make_pki(nodes: list["Node"]) -> None:
     run("openssl", "rsa", "-in", PKI / "sa.key", "-pubout", "-out", PKI / "sa.pub")
     for node in nodes:
         certificate(f"kubelet-{node.name}", f"/O=system:nodes/CN=system:node:{node.name}", CLIENT)
-        certificate(f"kubelet-{node.name}-serving", f"/CN={node.name}",
-                    f"subjectAltName=IP:{node.ip},DNS:{node.name}\nextendedKeyUsage=serverAuth")
+        certificate(
+            f"kubelet-{node.name}-serving",
+            f"/CN={node.name}",
+            f"subjectAltName=IP:{node.ip},DNS:{node.name}\nextendedKeyUsage=serverAuth",
+        )
     kubeconfig(ADMIN_KUBECONFIG, "cluster-admin", "admin")
     for name in ("controller-manager", "scheduler"):
         kubeconfig(CP_DIR / f"{name}.kubeconfig", f"system:kube-{name}", name)
@@ -504,8 +595,16 @@ def make_pki(nodes: list["Node"]) -> None:
 
 
 def kubectl(*args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return run(*in_netns(CP_NS), kube_bin() / "kubectl", "--kubeconfig", ADMIN_KUBECONFIG, *args,
-               check=check, input=input, timeout=timeout)
+    return run(
+        *in_netns(CP_NS),
+        kube_bin() / "kubectl",
+        "--kubeconfig",
+        ADMIN_KUBECONFIG,
+        *args,
+        check=check,
+        input=input,
+        timeout=timeout,
+    )
 
 
 def kubectl_json(*args: str) -> Any:
@@ -546,8 +645,10 @@ def attach(ns: str, port: str, address: str) -> None:
 
 
 def make_network(nodes: list["Node"]) -> None:
-    say(f"network namespaces: {UNDERLAY_NS} (br0 {GATEWAY_IP}), {CP_NS} ({CP_IP}), "
-        + ", ".join(f"{n.ns} ({n.ip}, pods {n.cidr})" for n in nodes))
+    say(
+        f"network namespaces: {UNDERLAY_NS} (br0 {GATEWAY_IP}), {CP_NS} ({CP_IP}), "
+        + ", ".join(f"{n.ns} ({n.ip}, pods {n.cidr})" for n in nodes)
+    )
     add_netns(UNDERLAY_NS)
     ip(UNDERLAY_NS, "link", "add", "br0", "type", "bridge")
     ip(UNDERLAY_NS, "addr", "add", f"{GATEWAY_IP}/{UNDERLAY_PREFIX}", "dev", "br0")
@@ -581,50 +682,165 @@ def start_control_plane() -> None:
     kb = kube_bin()
     say("etcd")
     client = "http://127.0.0.1:2379"
-    pid = spawn("etcd", [*in_netns(CP_NS), kb / "etcd", "--name", "cluster", "--data-dir", CP_DIR / "etcd",
-                         "--listen-client-urls", client, "--advertise-client-urls", client,
-                         "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                         "--initial-cluster", "cluster=http://127.0.0.1:2380", "--listen-metrics-urls", "",
-                         # A throwaway bed on a shared disk: no fsync.
-                         "--unsafe-no-fsync"], cg, logs / "etcd.log")
-    wait_for("etcd /health", lambda: answered(pid, "etcd", [*in_netns(CP_NS), "curl", "-fsS", f"{client}/health"]),
-             T_PROCESS, poll=0.3, detail=lambda: tail(logs / "etcd.log"))
+    pid = spawn(
+        "etcd",
+        [
+            *in_netns(CP_NS),
+            kb / "etcd",
+            "--name",
+            "cluster",
+            "--data-dir",
+            CP_DIR / "etcd",
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "cluster=http://127.0.0.1:2380",
+            "--listen-metrics-urls",
+            "",
+            # A throwaway bed on a shared disk: no fsync.
+            "--unsafe-no-fsync",
+        ],
+        cg,
+        logs / "etcd.log",
+    )
+    wait_for(
+        "etcd /health",
+        lambda: answered(pid, "etcd", [*in_netns(CP_NS), "curl", "-fsS", f"{client}/health"]),
+        T_PROCESS,
+        poll=0.3,
+        detail=lambda: tail(logs / "etcd.log"),
+    )
 
     say("kube-apiserver")
-    pid = spawn("kube-apiserver", [
-        *in_netns(CP_NS), kb / "kube-apiserver", "--etcd-servers", client,
-        "--bind-address", "0.0.0.0", "--secure-port", str(API_PORT), "--advertise-address", CP_IP,
-        "--tls-cert-file", PKI / "apiserver.crt", "--tls-private-key-file", PKI / "apiserver.key",
-        "--client-ca-file", PKI / "ca.crt", "--cert-dir", CP_DIR / "apiserver-certs",
-        "--kubelet-client-certificate", PKI / "apiserver-kubelet-client.crt",
-        "--kubelet-client-key", PKI / "apiserver-kubelet-client.key",
-        "--kubelet-certificate-authority", PKI / "ca.crt",
-        "--kubelet-preferred-address-types", "InternalIP",
-        "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-        "--service-account-key-file", PKI / "sa.pub", "--service-account-signing-key-file", PKI / "sa.key",
-        "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-        "--service-cluster-ip-range", SERVICE_CIDR, "--allow-privileged=true",
-        "--profiling=false"], cg, logs / "kube-apiserver.log")
-    wait_for("kube-apiserver /readyz", lambda: answered(pid, "kube-apiserver", [
-        *in_netns(CP_NS), "curl", "-fsS", "--cacert", PKI / "ca.crt", "--cert", PKI / "admin.crt",
-        "--key", PKI / "admin.key", f"{API_URL}/readyz"]), T_PROCESS, poll=0.5, detail=lambda: tail(logs / "kube-apiserver.log"))
+    pid = spawn(
+        "kube-apiserver",
+        [
+            *in_netns(CP_NS),
+            kb / "kube-apiserver",
+            "--etcd-servers",
+            client,
+            "--bind-address",
+            "0.0.0.0",
+            "--secure-port",
+            str(API_PORT),
+            "--advertise-address",
+            CP_IP,
+            "--tls-cert-file",
+            PKI / "apiserver.crt",
+            "--tls-private-key-file",
+            PKI / "apiserver.key",
+            "--client-ca-file",
+            PKI / "ca.crt",
+            "--cert-dir",
+            CP_DIR / "apiserver-certs",
+            "--kubelet-client-certificate",
+            PKI / "apiserver-kubelet-client.crt",
+            "--kubelet-client-key",
+            PKI / "apiserver-kubelet-client.key",
+            "--kubelet-certificate-authority",
+            PKI / "ca.crt",
+            "--kubelet-preferred-address-types",
+            "InternalIP",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file",
+            PKI / "sa.pub",
+            "--service-account-signing-key-file",
+            PKI / "sa.key",
+            "--authorization-mode",
+            "Node,RBAC",
+            "--enable-admission-plugins",
+            "NodeRestriction",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--allow-privileged=true",
+            "--profiling=false",
+        ],
+        cg,
+        logs / "kube-apiserver.log",
+    )
+    wait_for(
+        "kube-apiserver /readyz",
+        lambda: answered(
+            pid,
+            "kube-apiserver",
+            [
+                *in_netns(CP_NS),
+                "curl",
+                "-fsS",
+                "--cacert",
+                PKI / "ca.crt",
+                "--cert",
+                PKI / "admin.crt",
+                "--key",
+                PKI / "admin.key",
+                f"{API_URL}/readyz",
+            ],
+        ),
+        T_PROCESS,
+        poll=0.5,
+        detail=lambda: tail(logs / "kube-apiserver.log"),
+    )
 
     say("kube-controller-manager, kube-scheduler")
-    cm = spawn("kube-controller-manager", [
-        *in_netns(CP_NS), node_bin() / "kube-controller-manager", "--kubeconfig", CP_DIR / "controller-manager.kubeconfig",
-        "--bind-address", "127.0.0.1", "--cert-dir", CP_DIR / "controller-manager-certs", "--leader-elect=false",
-        "--service-account-private-key-file", PKI / "sa.key", "--root-ca-file", PKI / "ca.crt",
-        "--use-service-account-credentials=true", "--service-cluster-ip-range", SERVICE_CIDR,
-        "--cluster-cidr", CLUSTER_CIDR, "--allocate-node-cidrs=false", "--profiling=false"],
-        cg, logs / "kube-controller-manager.log")
-    sched = spawn("kube-scheduler", [
-        *in_netns(CP_NS), node_bin() / "kube-scheduler", "--kubeconfig", CP_DIR / "scheduler.kubeconfig",
-        "--bind-address", "127.0.0.1", "--cert-dir", CP_DIR / "scheduler-certs", "--leader-elect=false",
-        "--profiling=false"], cg, logs / "kube-scheduler.log")
+    cm = spawn(
+        "kube-controller-manager",
+        [
+            *in_netns(CP_NS),
+            node_bin() / "kube-controller-manager",
+            "--kubeconfig",
+            CP_DIR / "controller-manager.kubeconfig",
+            "--bind-address",
+            "127.0.0.1",
+            "--cert-dir",
+            CP_DIR / "controller-manager-certs",
+            "--leader-elect=false",
+            "--service-account-private-key-file",
+            PKI / "sa.key",
+            "--root-ca-file",
+            PKI / "ca.crt",
+            "--use-service-account-credentials=true",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--allocate-node-cidrs=false",
+            "--profiling=false",
+        ],
+        cg,
+        logs / "kube-controller-manager.log",
+    )
+    sched = spawn(
+        "kube-scheduler",
+        [
+            *in_netns(CP_NS),
+            node_bin() / "kube-scheduler",
+            "--kubeconfig",
+            CP_DIR / "scheduler.kubeconfig",
+            "--bind-address",
+            "127.0.0.1",
+            "--cert-dir",
+            CP_DIR / "scheduler-certs",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+        cg,
+        logs / "kube-scheduler.log",
+    )
     for pid, name, port in ((cm, "kube-controller-manager", 10257), (sched, "kube-scheduler", 10259)):
-        wait_for(f"{name} /healthz", lambda: answered(pid, name, [
-            *in_netns(CP_NS), "curl", "-fsSk", f"https://127.0.0.1:{port}/healthz"]),
-            T_PROCESS, poll=0.5, detail=lambda name=name: tail(logs / f"{name}.log"))
+        wait_for(
+            f"{name} /healthz",
+            lambda: answered(pid, name, [*in_netns(CP_NS), "curl", "-fsSk", f"https://127.0.0.1:{port}/healthz"]),
+            T_PROCESS,
+            poll=0.5,
+            detail=lambda name=name: tail(logs / f"{name}.log"),
+        )
 
 
 def answered(pid: int, name: str, probe: list) -> bool:
@@ -702,7 +918,14 @@ class Node:
     def write_files(self) -> None:
         for p in PRIVATE_PATHS:
             (self.fs / p).mkdir(parents=True, exist_ok=True)
-        for p in ("var/lib/kubelet", "var/lib/containerd", "var/log/pods", "var/log/containers", "var/lib/cni/networks", "run/containerd"):
+        for p in (
+            "var/lib/kubelet",
+            "var/lib/containerd",
+            "var/log/pods",
+            "var/log/containers",
+            "var/lib/cni/networks",
+            "run/containerd",
+        ):
             (self.fs / p).mkdir(parents=True, exist_ok=True)
         cni_bin = self.fs / "opt/cni/bin"
         cni_bin.mkdir(parents=True)
@@ -720,18 +943,31 @@ class Node:
         (self.dir / "kube-proxy.yaml").write_text(yaml.safe_dump(self.kube_proxy_config(), sort_keys=False))
         (self.dir / "mounts.sh").write_text(self.mounts_script())
         # For crictl, inside the node or out: the socket's path as the host sees it.
-        self.crictl_config.write_text(yaml.safe_dump({"runtime-endpoint": f"unix://{self.socket}",
-                                                      "image-endpoint": f"unix://{self.socket}", "timeout": 30}))
+        self.crictl_config.write_text(
+            yaml.safe_dump(
+                {"runtime-endpoint": f"unix://{self.socket}", "image-endpoint": f"unix://{self.socket}", "timeout": 30}
+            )
+        )
 
     def conflist(self) -> dict:
         return {
             "cniVersion": "1.0.0",
             "name": "podnet",
-            "plugins": [{
-                "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
-                "ipam": {"type": "host-local", "dataDir": "/var/lib/cni/networks",
-                         "ranges": [[{"subnet": self.cidr}]], "routes": [{"dst": "0.0.0.0/0"}]},
-            }],
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "dataDir": "/var/lib/cni/networks",
+                        "ranges": [[{"subnet": self.cidr}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                    },
+                }
+            ],
         }
 
     def containerd_config(self) -> str:
@@ -759,7 +995,7 @@ oom_score = 0
         runtime_type = "io.containerd.runc.v2"
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
           SystemdCgroup = false
-          BinaryName = "{shutil.which('runc', path=SYSTEM_PATH)}"
+          BinaryName = "{shutil.which("runc", path=SYSTEM_PATH)}"
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ["/opt/cni/bin"]
       conf_dir = "/etc/cni/net.d"
@@ -789,14 +1025,21 @@ oom_score = 0
             "tlsPrivateKeyFile": str(PKI / f"kubelet-{self.name}-serving.key"),
             "rotateCertificates": False,
             "serverTLSBootstrap": False,
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(PKI / "ca.crt")}},
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(PKI / "ca.crt")},
+            },
             "authorization": {"mode": "Webhook"},
             # No registry is reachable: never collect images, and evict only when really short.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "nodefs.inodesFree": "1%",
-                             "imagefs.available": "1%"},
+            "evictionHard": {
+                "memory.available": "50Mi",
+                "nodefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+                "imagefs.available": "1%",
+            },
             "serializeImagePulls": False,
         }
 
@@ -838,18 +1081,37 @@ oom_score = 0
         make_cgroup(self.cgroup_root.lstrip("/"))
         make_cgroup(self.system_cgroup)
         # The mount namespace lives as long as this holder (and whatever joined it).
-        holder = spawn(f"{self.name}-mounts", [*in_netns(self.ns), "unshare", "--mount", "--propagation", "slave", "--",
-                                               "/bin/sh", self.dir / "mounts.sh"], self.system_cgroup, self.logs / "mounts.log")
-        wait_for(f"{self.name}'s mount namespace", lambda: (self.dir / "mounts.ready").exists() or gone(holder, "mounts"),
-                 T_PROCESS, poll=0.1, quiet=True, detail=lambda: tail(self.logs / "mounts.log"))
+        holder = spawn(
+            f"{self.name}-mounts",
+            [*in_netns(self.ns), "unshare", "--mount", "--propagation", "slave", "--", "/bin/sh", self.dir / "mounts.sh"],
+            self.system_cgroup,
+            self.logs / "mounts.log",
+        )
+        wait_for(
+            f"{self.name}'s mount namespace",
+            lambda: (self.dir / "mounts.ready").exists() or gone(holder, "mounts"),
+            T_PROCESS,
+            poll=0.1,
+            quiet=True,
+            detail=lambda: tail(self.logs / "mounts.log"),
+        )
         self.start_containerd()
 
     def start_containerd(self) -> None:
         say(f"{self.name}: containerd")
-        pid = spawn(f"{self.name}-containerd", [*self.enter(), node_bin() / "containerd", "--config", self.dir / "containerd.toml"],
-                    self.system_cgroup, self.logs / "containerd.log")
-        wait_for(f"{self.name}'s containerd", lambda: answered(pid, "containerd", self.ctr("version")),
-                 T_PROCESS, poll=0.5, detail=lambda: tail(self.logs / "containerd.log"))
+        pid = spawn(
+            f"{self.name}-containerd",
+            [*self.enter(), node_bin() / "containerd", "--config", self.dir / "containerd.toml"],
+            self.system_cgroup,
+            self.logs / "containerd.log",
+        )
+        wait_for(
+            f"{self.name}'s containerd",
+            lambda: answered(pid, "containerd", self.ctr("version")),
+            T_PROCESS,
+            poll=0.5,
+            detail=lambda: tail(self.logs / "containerd.log"),
+        )
 
     def ctr(self, *args: str) -> list:
         return [node_bin() / "ctr", "--address", self.socket, "--namespace", "k8s.io", *args]
@@ -865,11 +1127,25 @@ oom_score = 0
 
     def start_daemon(self, component: str) -> None:
         """The kubelet or kube-proxy, in the node's namespaces."""
-        argv = {"kubelet": ["--config", self.dir / "kubelet.yaml", "--kubeconfig", self.dir / "kubelet.kubeconfig",
-                            "--hostname-override", self.name, "--node-ip", self.ip],
-                "kube-proxy": ["--config", self.dir / "kube-proxy.yaml"]}[component]
-        spawn(f"{self.name}-{component}", [*self.enter(), node_bin() / component, *argv, "--v=2"],
-              self.system_cgroup, self.logs / f"{component}.log")
+        argv = {
+            "kubelet": [
+                "--config",
+                self.dir / "kubelet.yaml",
+                "--kubeconfig",
+                self.dir / "kubelet.kubeconfig",
+                "--hostname-override",
+                self.name,
+                "--node-ip",
+                self.ip,
+            ],
+            "kube-proxy": ["--config", self.dir / "kube-proxy.yaml"],
+        }[component]
+        spawn(
+            f"{self.name}-{component}",
+            [*self.enter(), node_bin() / component, *argv, "--v=2"],
+            self.system_cgroup,
+            self.logs / f"{component}.log",
+        )
 
     def restart(self, component: str) -> None:
         """Stop one of the node's daemons (SIGTERM, as systemd would) and start it again.
@@ -881,11 +1157,14 @@ oom_score = 0
             self.start_containerd()
             return
         port = {"kubelet": 10250, "kube-proxy": 10256}[component]
-        wait_for(f"{self.name}'s port {port} to be free", lambda: not run(*in_netns(self.ns), "ss", "-Hltn", f"sport = :{port}",
-                                                                         check=False).stdout.strip(), T_PROCESS, poll=0.2)
+        wait_for(
+            f"{self.name}'s port {port} to be free",
+            lambda: not run(*in_netns(self.ns), "ss", "-Hltn", f"sport = :{port}", check=False).stdout.strip(),
+            T_PROCESS,
+            poll=0.2,
+        )
         self.start_daemon(component)
         self.wait_healthy(component, HEALTHZ[component])
-
 
     def reboot(self, nodes: list["Node"]) -> None:
         """A power cut and a cold boot. Every process of the node ends at once
@@ -919,9 +1198,13 @@ oom_score = 0
 
     def wait_healthy(self, component: str, url: str) -> None:
         pid = recorded_pids()[f"{self.name}-{component}"][0]
-        wait_for(f"{self.name}'s {component} to answer {url}",
-                 lambda: answered(pid, component, [*in_netns(self.ns), "curl", "-fsS", "-o", "/dev/null", url]),
-                 T_PROCESS, poll=0.5, detail=lambda: tail(self.logs / f"{component}.log"))
+        wait_for(
+            f"{self.name}'s {component} to answer {url}",
+            lambda: answered(pid, component, [*in_netns(self.ns), "curl", "-fsS", "-o", "/dev/null", url]),
+            T_PROCESS,
+            poll=0.5,
+            detail=lambda: tail(self.logs / f"{component}.log"),
+        )
 
 
 def gone(pid: int, name: str) -> bool:
@@ -956,22 +1239,40 @@ def wait_nodes(nodes: list[Node]) -> None:
         listing = kubectl_json("get", "nodes")
         names = {n["metadata"]["name"] for n in (listing or {}).get("items", []) if node_ready(n)}
         return names >= {n.name for n in nodes}
-    wait_for("nodes " + ", ".join(n.name for n in nodes) + " to be Ready", ready, T_NODES, poll=2,
-             detail=lambda: kubectl("get", "nodes", "-o", "wide", check=False).stdout
-             + "\n".join(tail(n.logs / "kubelet.log", 20) for n in nodes))
+
+    wait_for(
+        "nodes " + ", ".join(n.name for n in nodes) + " to be Ready",
+        ready,
+        T_NODES,
+        poll=2,
+        detail=lambda: (
+            kubectl("get", "nodes", "-o", "wide", check=False).stdout + "\n".join(tail(n.logs / "kubelet.log", 20) for n in nodes)
+        ),
+    )
     for node in nodes:
         obj = kubectl_json("get", "node", node.name)
         if obj and not obj["spec"].get("podCIDR"):
             # What host-local hands out there, for anything that reads it from the API.
-            kubectl("patch", "node", node.name, "--type=merge", "-p",
-                    json.dumps({"spec": {"podCIDR": node.cidr, "podCIDRs": [node.cidr]}}), check=False)
+            kubectl(
+                "patch",
+                "node",
+                node.name,
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"podCIDR": node.cidr, "podCIDRs": [node.cidr]}}),
+                check=False,
+            )
         addresses = {a["type"]: a["address"] for a in (obj or {}).get("status", {}).get("addresses", [])}
         if addresses.get("InternalIP") != node.ip:
             raise Failure(f"{node.name}'s InternalIP is {addresses.get('InternalIP')}, not {node.ip}")
     for node in nodes:
-        wait_for(f"kube-proxy's nftables table on {node.name}", lambda node=node: run(
-            *in_netns(node.ns), "nft", "list", "table", "ip", "kube-proxy", check=False).returncode == 0,
-            T_PROCESS, poll=1, detail=lambda node=node: tail(node.logs / "kube-proxy.log"))
+        wait_for(
+            f"kube-proxy's nftables table on {node.name}",
+            lambda node=node: run(*in_netns(node.ns), "nft", "list", "table", "ip", "kube-proxy", check=False).returncode == 0,
+            T_PROCESS,
+            poll=1,
+            detail=lambda node=node: tail(node.logs / "kube-proxy.log"),
+        )
 
 
 # --- up -------------------------------------------------------------------------------
@@ -1057,8 +1358,10 @@ def up(args: argparse.Namespace) -> int:
             return 1
         raise
     print(kubectl("get", "nodes", "-o", "wide").stdout, end="", flush=True)
-    say(f"done in {time.monotonic() - started:.0f} s. Admin kubeconfig: {ADMIN_KUBECONFIG} (server {API_URL},"
-        f" reachable from {CP_NS} and the nodes): scripts/cluster kubectl get pods -A")
+    say(
+        f"done in {time.monotonic() - started:.0f} s. Admin kubeconfig: {ADMIN_KUBECONFIG} (server {API_URL},"
+        f" reachable from {CP_NS} and the nodes): scripts/cluster kubectl get pods -A"
+    )
     return 0
 
 
@@ -1095,20 +1398,42 @@ def smoke(nodes: list[Node]) -> None:
     image = agnhost_image()
     say(f"smoke test: pods on {a.name} and {b.name} ({image or 'no agnhost image: pause'})")
     apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SMOKE_NS}})
-    wait_for("the default ServiceAccount of the smoke namespace (controller-manager)",
-             lambda: kubectl_json("get", "serviceaccount", "default", "-n", SMOKE_NS), T_PROCESS, poll=1)
+    wait_for(
+        "the default ServiceAccount of the smoke namespace (controller-manager)",
+        lambda: kubectl_json("get", "serviceaccount", "default", "-n", SMOKE_NS),
+        T_PROCESS,
+        poll=1,
+    )
 
     def pod(name: str, node: Node) -> dict:
         container = {"name": "main", "image": image or pause_image(), "imagePullPolicy": "Never"}
         if image:
-            container |= {"args": ["netexec", "--http-port=8080"], "ports": [{"containerPort": 8080, "name": "http"}],
-                          "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2}}
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": SMOKE_NS, "labels": {"app": name}},
-                "spec": {"nodeSelector": {"kubernetes.io/hostname": node.name}, "terminationGracePeriodSeconds": 1,
-                         "containers": [container]}}
-    apply(pod("smoke-a", a), pod("smoke-b", b),
-          {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "smoke-b", "namespace": SMOKE_NS},
-           "spec": {"selector": {"app": "smoke-b"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+            container |= {
+                "args": ["netexec", "--http-port=8080"],
+                "ports": [{"containerPort": 8080, "name": "http"}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2},
+            }
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": SMOKE_NS, "labels": {"app": name}},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node.name},
+                "terminationGracePeriodSeconds": 1,
+                "containers": [container],
+            },
+        }
+
+    apply(
+        pod("smoke-a", a),
+        pod("smoke-b", b),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "smoke-b", "namespace": SMOKE_NS},
+            "spec": {"selector": {"app": "smoke-b"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
 
     def running() -> dict | None:
         pods = kubectl_json("get", "pods", "-n", SMOKE_NS)
@@ -1121,8 +1446,14 @@ def smoke(nodes: list[Node]) -> None:
             if st.get("phase") != "Running" or not st.get("podIP") or not ready:
                 return None
         return found
-    pods = wait_for("the smoke pods to be Running and Ready with IPs", running, T_PODS, poll=2,
-                    detail=lambda: kubectl("get", "pods,events", "-n", SMOKE_NS, "-o", "wide", check=False).stdout)
+
+    pods = wait_for(
+        "the smoke pods to be Running and Ready with IPs",
+        running,
+        T_PODS,
+        poll=2,
+        detail=lambda: kubectl("get", "pods,events", "-n", SMOKE_NS, "-o", "wide", check=False).stdout,
+    )
     ips = {name: p["status"]["podIP"] for name, p in pods.items()}
     for name, node in (("smoke-a", a), ("smoke-b", b)):
         actual = pods[name]["spec"]["nodeName"]
@@ -1135,23 +1466,40 @@ def smoke(nodes: list[Node]) -> None:
     else:
         svc = kubectl_json("get", "service", "smoke-b", "-n", SMOKE_NS)["spec"]["clusterIP"]
         checks = [
-            (f"pod to pod across nodes: smoke-a ({a.name}) -> smoke-b {ips['smoke-b']}:8080 ({b.name}), kubectl exec",
-             lambda: exec_ok("smoke-a", "curl", "-fsS", "--max-time", "5", f"http://{ips['smoke-b']}:8080/hostname") == "smoke-b"),
-            (f"node to pod across nodes: {a.ns} -> smoke-b {ips['smoke-b']}:8080",
-             lambda: run(*in_netns(a.ns), "curl", "-fsS", "--max-time", "5", f"http://{ips['smoke-b']}:8080/hostname",
-                         check=False).stdout.strip() == "smoke-b"),
-            (f"ClusterIP Service (kube-proxy nftables): smoke-a -> smoke-b via {svc}:80",
-             lambda: exec_ok("smoke-a", "curl", "-fsS", "--max-time", "5", f"http://{svc}/hostname") == "smoke-b"),
-            (f"ClusterIP Service from a node: {a.ns} -> {svc}:80",
-             lambda: run(*in_netns(a.ns), "curl", "-fsS", "--max-time", "5", f"http://{svc}/hostname",
-                         check=False).stdout.strip() == "smoke-b"),
-            (f"the API from a pod with its ServiceAccount token via the kubernetes Service ({KUBERNETES_SERVICE_IP}:443)",
-             lambda: api_from_pod("smoke-b") == f"system:serviceaccount:{SMOKE_NS}:default"),
+            (
+                f"pod to pod across nodes: smoke-a ({a.name}) -> smoke-b {ips['smoke-b']}:8080 ({b.name}), kubectl exec",
+                lambda: (
+                    exec_ok("smoke-a", "curl", "-fsS", "--max-time", "5", f"http://{ips['smoke-b']}:8080/hostname") == "smoke-b"
+                ),
+            ),
+            (
+                f"node to pod across nodes: {a.ns} -> smoke-b {ips['smoke-b']}:8080",
+                lambda: (
+                    run(
+                        *in_netns(a.ns), "curl", "-fsS", "--max-time", "5", f"http://{ips['smoke-b']}:8080/hostname", check=False
+                    ).stdout.strip()
+                    == "smoke-b"
+                ),
+            ),
+            (
+                f"ClusterIP Service (kube-proxy nftables): smoke-a -> smoke-b via {svc}:80",
+                lambda: exec_ok("smoke-a", "curl", "-fsS", "--max-time", "5", f"http://{svc}/hostname") == "smoke-b",
+            ),
+            (
+                f"ClusterIP Service from a node: {a.ns} -> {svc}:80",
+                lambda: (
+                    run(*in_netns(a.ns), "curl", "-fsS", "--max-time", "5", f"http://{svc}/hostname", check=False).stdout.strip()
+                    == "smoke-b"
+                ),
+            ),
+            (
+                f"the API from a pod with its ServiceAccount token via the kubernetes Service ({KUBERNETES_SERVICE_IP}:443)",
+                lambda: api_from_pod("smoke-b") == f"system:serviceaccount:{SMOKE_NS}:default",
+            ),
             ("kubectl logs", lambda: kubectl("logs", "-n", SMOKE_NS, "smoke-b", check=False).returncode == 0),
         ]
         for what, check in checks:
-            wait_for(what, check, T_TRAFFIC, poll=2,
-                     detail=lambda: "\n".join(tail(n.logs / "kube-proxy.log", 10) for n in nodes))
+            wait_for(what, check, T_TRAFFIC, poll=2, detail=lambda: "\n".join(tail(n.logs / "kube-proxy.log", 10) for n in nodes))
             say(f"ok: {what}")
     kubectl("delete", "namespace", SMOKE_NS, "--wait=true", "--timeout=300s", timeout=360)
     say("smoke test passed; its namespace is deleted")
@@ -1165,10 +1513,14 @@ def exec_ok(pod: str, *cmd: str) -> str | None:
 def api_from_pod(pod: str) -> str | None:
     sa = "/var/run/secrets/kubernetes.io/serviceaccount"
     review = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-    out = exec_ok(pod, "sh", "-c",
-                  f'curl -fsS --max-time 10 --cacert {sa}/ca.crt -H "Authorization: Bearer $(cat {sa}/token)" '
-                  f"-H Content-Type:application/json -X POST -d '{review}' "
-                  '"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews"')
+    out = exec_ok(
+        pod,
+        "sh",
+        "-c",
+        f'curl -fsS --max-time 10 --cacert {sa}/ca.crt -H "Authorization: Bearer $(cat {sa}/token)" '
+        f"-H Content-Type:application/json -X POST -d '{review}' "
+        '"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews"',
+    )
     try:
         return json.loads(out or "")["status"]["userInfo"]["username"]
     except (ValueError, KeyError, TypeError):
@@ -1295,8 +1647,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def passthrough_kubectl(args: argparse.Namespace) -> int:
-    return subprocess.call([*in_netns(CP_NS), str(kube_bin() / "kubectl"), "--kubeconfig", str(ADMIN_KUBECONFIG),
-                            *args.rest])
+    return subprocess.call([*in_netns(CP_NS), str(kube_bin() / "kubectl"), "--kubeconfig", str(ADMIN_KUBECONFIG), *args.rest])
 
 
 def passthrough_exec(args: argparse.Namespace) -> int:
@@ -1330,17 +1681,21 @@ def locked() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="make the cluster (reuses a healthy one)")
     p.add_argument("--nodes", type=int, default=2, choices=range(1, 10), metavar="N")
     p.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
     p.add_argument("--keep-on-failure", action="store_true", help="leave a failed cluster for inspection")
-    p.add_argument("--containerd-on-disk", action="store_true",
-                   help="keep containerd's images and snapshots under <root>/node-N/fs/var/lib/containerd "
-                        "instead of a tmpfs in the node's mount namespace (saves ~1 GB of memory a node; "
-                        "import and `down` are slower)")
+    p.add_argument(
+        "--containerd-on-disk",
+        action="store_true",
+        help="keep containerd's images and snapshots under <root>/node-N/fs/var/lib/containerd "
+        "instead of a tmpfs in the node's mount namespace (saves ~1 GB of memory a node; "
+        "import and `down` are slower)",
+    )
     sub.add_parser("smoke", help="run the smoke test on the running cluster")
     p = sub.add_parser("restart", help="restart a node's containerd, kubelet or kube-proxy")
     p.add_argument("node", help="node-N")
