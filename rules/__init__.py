@@ -1,3 +1,3 @@
 """Pure core of nftpolicy: cluster-state model, NetworkPolicy semantics and the
-translation to nftables. Nothing in this package performs I/O beyond parsing
-text it is handed; it imports neither ``enforcer`` nor ``cni``."""
+translation to nftables. Data in, data out: no I/O, no YAML, no clock; it
+imports neither ``enforcer`` nor ``cni`` (``lint-imports`` checks)."""
