@@ -78,7 +78,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from cni_overhead import p99  # noqa: E402
 from kube_bulk import Api, load, netns_executor, status_patch  # noqa: E402
-from enforcer.daemon import record_interfaces  # noqa: E402
+from enforcer.registrations import record_interfaces  # noqa: E402
 from cni.records import read_all_records  # noqa: E402
 from enforcer.testbed.simulation import HEALTH_PORT, PYTHON, Node, Pod, Testbed, in_ns, sh  # noqa: E402
 from kube import ApiCluster, ControlPlane  # noqa: E402

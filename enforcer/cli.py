@@ -345,7 +345,7 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
 
     Prints each missing, extra or changed chain, set and map; exits 3 on drift.
     """
-    from enforcer.daemon import record_interfaces
+    from enforcer.registrations import record_interfaces
     from enforcer.kernel import KernelError
     from enforcer.kernel.nftables import NftablesKernel
     from enforcer.node.netlink import Links

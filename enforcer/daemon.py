@@ -12,9 +12,7 @@ backoff.
 
 from __future__ import annotations
 
-import functools
 import gc
-import ipaddress
 import json
 import logging
 import os
@@ -26,8 +24,8 @@ from typing import Callable, NamedTuple, Protocol
 
 from enforcer.kernel import Kernel, KernelError
 from enforcer.status import EnforcerStatus
-from cni.records import PodRecord, RecordError, read_record, records_signature, remove_record, write_record
-from enforcer.sources.directory import signature_digest
+from cni.records import PodRecord, write_record
+from enforcer.registrations import Registrations, record_interfaces
 from rules.model import ClusterState, PodInterface
 from rules.naming import BRIDGE_TABLE, POD_PORTS_SET, POLICY_TABLE
 from rules.nft import Ruleset, Str, Table
@@ -83,41 +81,6 @@ class CommittedInputs(NamedTuple):
     records: str  # digest of the CNI records the transaction saw
 
 
-@functools.lru_cache(maxsize=4096)  # records rarely change: parse each one's addresses once
-def record_interface(record: PodRecord) -> PodInterface:
-    return PodInterface(
-        record.namespace,
-        record.name,
-        record.container_id,
-        record.host_ifname,
-        record.mac,
-        tuple(ipaddress.ip_address(ip) for ip in record.ips),
-    )
-
-
-def record_interfaces(records: list[PodRecord]) -> tuple[list[PodInterface], list[str]]:
-    """The registered interfaces, and an error line for each record that cannot be one.
-
-    An address belongs to one registration: a later record that claims an
-    address an earlier one holds (a stale record, or a forged one) is refused,
-    so its port stays closed rather than sending as another pod. ``records``
-    come oldest first."""
-    interfaces, errors, owners = [], [], {}
-    for record in records:
-        try:
-            interface = record_interface(record)
-        except ValueError as e:
-            errors.append(f"record {record.container_id} ({record.key}): ips: {e}")
-            continue
-        taken = [f"{ip} is registered to {owners[ip]}" for ip in interface.ips if ip in owners]
-        if taken:
-            errors.append(f"record {record.container_id} ({record.key}): ips: {'; '.join(taken)}: refused, its port stays closed")
-            continue
-        owners.update({ip: f"{record.key} ({record.container_id[:12]})" for ip in interface.ips})
-        interfaces.append(interface)
-    return interfaces, errors
-
-
 class Enforcer:
     def __init__(self, config: EnforcerConfig, source: Source, kernel: Kernel, links=None, cutter=None) -> None:
         self.config = config
@@ -131,9 +94,7 @@ class Enforcer:
         self.full_sync_needed = True
         self._retry_at = 0.0  # after a failed sync, no new try before this (monotonic time)
         self._verify_at = time.monotonic() + config.verify_interval  # next read-back of the live tables
-        self.records: list[PodRecord] = []
-        self._records_signature: tuple | None = None
-        self._record_cache: dict[tuple, PodRecord] = {}  # by (file name, size, mtime)
+        self.registrations = Registrations(config.state_dir)
         self._reported_errors: dict[str, set[str]] = {}  # per kind of input: what is logged already
         self._cond = threading.Condition()
         self._wanted = 0  # sync generations asked for by CNI calls
@@ -156,6 +117,11 @@ class Enforcer:
         self._status_error: str | None = None  # the source error the status file shows
 
     # --- state -----------------------------------------------------------
+
+    @property
+    def records(self) -> list[PodRecord]:
+        """The CNI registrations read last, oldest first."""
+        return self.registrations.records
 
     def _report(self, kind: str, errors: list[str]) -> None:
         """Log each error of one kind of input once, until it goes away: the
@@ -185,7 +151,7 @@ class Enforcer:
         started = time.monotonic()
         # What this transaction is computed from, captured before it is built:
         # the status publishes it only once the kernel has committed it.
-        inputs = CommittedInputs(self.source.state, self.source.loaded, signature_digest(self._records_signature or ()))
+        inputs = CommittedInputs(self.source.state, self.source.loaded, self.registrations.digest())
         interfaces = self._interfaces()  # read once: the ruleset and the conntrack cut both use them
         desired = self.desired(interfaces)
         preloads, switch = [], []
@@ -339,44 +305,19 @@ class Enforcer:
         return drift
 
     def reload_records(self) -> bool:
-        signature = records_signature(self.config.state_dir)
-        if signature == self._records_signature:
-            return False
-        self._records_signature = signature
-        # Only files whose name, size or mtime changed are read again: an ADD reads one record, not all.
-        cache, self._record_cache = self._record_cache, {}
-        records, errors = [], []
-        for entry in sorted(signature, key=lambda e: (e[2], e[0])):  # oldest first: the first registration of an address wins
-            record = cache.get(entry)
-            if record is None:
-                try:
-                    record = read_record(self.config.state_dir, entry[0].removesuffix(".json"))
-                except RecordError as e:
-                    errors.append(str(e))
-                    continue
-                if record is None:
-                    continue  # removed while we looked
-            self._record_cache[entry] = record
-            records.append(record)
-        self.records = records
-        self._report("records", errors)
-        return True
+        """Read the records again if their directory changed; True if it did."""
+        changed, errors = self.registrations.reload()
+        if changed:
+            self._report("records", errors)
+        return changed
 
     def drop_orphaned_records(self) -> bool:
-        """Remove the records whose veth is gone.
-
-        A record is written at ADD, once its veth exists, and removed at DEL. A
-        veth that vanished without a DEL went with its pod's network namespace
-        when the runtime lost it: a node reboot, or a crash of everything that
-        would have called DEL. Such a record protects nothing (no frame can come
-        from a port that does not exist), but it would keep holding its
-        addresses, so that the next pod host-local gives one of them is refused
-        as a duplicate and never starts."""
+        """Remove the records whose veth is gone (``Registrations.orphans``)."""
         if self.links is None:
             return False
-        orphans = [r for r in self.records if not self.links.exists(r.host_ifname)]
+        orphans = self.registrations.orphans(self.links.exists)
         for record in orphans:
-            remove_record(self.config.state_dir, record.container_id)
+            self.registrations.remove(record)
             log.warning(
                 "record %s (%s, %s): its interface %s is gone without a CNI DEL (the pod's network namespace ended,"
                 " e.g. at a node reboot): removed",

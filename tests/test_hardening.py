@@ -22,7 +22,7 @@ import uuid
 import pytest
 
 from builders import policy
-from enforcer.daemon import record_interfaces
+from enforcer.registrations import record_interfaces
 from cni.records import read_all_records
 from enforcer.testbed.simulation import HEALTH_PORT, Pod, in_ns, sh, wait_until
 from rules.drift import table_drift

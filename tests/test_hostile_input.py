@@ -1088,7 +1088,7 @@ def test_invalid_cni_calls_get_a_cni_error_and_change_nothing_on_the_node(
 
 B5 = (
     "B5: strings from prevResult (and so from the pod records) reach the nft script unchecked and unescaped "
-    "(cni/plugin.py attachment, rules/bridge.py bridge_table, enforcer/daemon.py record_interface)"
+    "(cni/plugin.py attachment, rules/bridge.py bridge_table, enforcer/registrations.py record_interface)"
 )
 B6 = (
     "B6: cni/plugin.py tag_interface opens /sys/class/net/<prevResult name>/ifalias with the name unchecked: "
