@@ -305,8 +305,8 @@ class Plugin:
         for container_id in gone:
             remove_record(self.state_dir, container_id)
         if gone:
-            try:
-                self.host.call_enforcer(self.socket, "DEL", gone[0], self.timeout)
+            try:  # records went: the enforcer closes their ports at its next sync
+                self.host.call_enforcer(self.socket, "SYNC", gone[0], self.timeout)
             except (OSError, ValueError):
                 pass
 

@@ -18,6 +18,8 @@ From the plugin (the Python form runs it as its own process):
     {"command": "ADD", "containerId": "..."}   ->  {"ok": true}  once a commit holds the pod's port and rules
     {"command": "DEL", "containerId": "..."}   ->  {"ok": true}  once its addresses left every set
     {"command": "CHECK", "containerId": "..."} ->  {"ok": true} or {"ok": false, "error": "..."}
+    {"command": "SYNC", "containerId": "..."}  ->  {"ok": true}  once a commit saw the records as they are
+                                                  (GC, after removing records; the id is one of them)
 
 An ADD the shim could not forward, with ``failOpen``, is spooled in
 ``<state dir>/pending/`` as its request line: the server runs it once it
@@ -91,8 +93,8 @@ class CniServer:
         command, container_id = (
             (request.get("command"), request.get("containerId")) if isinstance(request, dict) else (None, None)
         )
-        if command not in ("ADD", "DEL", "CHECK") or not isinstance(container_id, str):
-            return {"ok": False, "error": "expected command CNI with env and stdin, or ADD, DEL or CHECK and a containerId"}
+        if command not in ("ADD", "DEL", "CHECK", "SYNC") or not isinstance(container_id, str):
+            return {"ok": False, "error": "expected command CNI with env and stdin, or ADD, DEL, CHECK or SYNC and a containerId"}
         if command == "CHECK":
             problem = self._not_programmed(container_id)
             return {"ok": False, "error": problem} if problem else {"ok": True}
