@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from enforcer.node.cni_install import install_plugin  # noqa: E402
-from enforcer.testbed.simulation import Pod, Testbed, build_shim, sh  # noqa: E402
+from enforcer.testbed.simulation import SimulatedPod, Testbed, build_shim, sh  # noqa: E402
 
 CONCURRENT = 20
 
@@ -40,7 +40,7 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
 
 
-def timed_add(node, pod: Pod, bin_dir: Path) -> tuple[float, float]:
+def timed_add(node, pod: SimulatedPod, bin_dir: Path) -> tuple[float, float]:
     """(bridge seconds, nftpolicy seconds) for one pod's ADD; nftpolicy from ``bin_dir``."""
     sh("ip", "netns", "add", pod.netns)
     bridge, own = node.conflist()["plugins"]
@@ -56,8 +56,8 @@ def timed_add(node, pod: Pod, bin_dir: Path) -> tuple[float, float]:
     return t1 - t0, t2 - t1
 
 
-def new_pod(bed, node, name: str) -> Pod:
-    return Pod("bench", name, node, f"{bed.prefix}-p{next(bed.counter)}", uuid.uuid4().hex, {"app": "bench"}, [])
+def new_pod(bed, node, name: str) -> SimulatedPod:
+    return SimulatedPod("bench", name, node, f"{bed.prefix}-p{next(bed.counter)}", uuid.uuid4().hex, {"app": "bench"}, [])
 
 
 def concurrent_round(bed, node, bin_dir: Path, tag: str) -> list[tuple[float, float]]:
@@ -65,7 +65,7 @@ def concurrent_round(bed, node, bin_dir: Path, tag: str) -> list[tuple[float, fl
     lock = threading.Lock()
     pods = [new_pod(bed, node, f"{tag}-{i}") for i in range(CONCURRENT)]
 
-    def add(pod: Pod) -> None:
+    def add(pod: SimulatedPod) -> None:
         r = timed_add(node, pod, bin_dir)
         with lock:
             results.append(r)

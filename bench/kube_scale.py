@@ -80,7 +80,7 @@ from cni_overhead import p99  # noqa: E402
 from kube_bulk import Api, load, netns_executor, status_patch  # noqa: E402
 from enforcer.registrations import record_interfaces  # noqa: E402
 from cni.records import read_all_records  # noqa: E402
-from enforcer.testbed.simulation import HEALTH_PORT, PYTHON, Node, Pod, Testbed, in_ns, sh  # noqa: E402
+from enforcer.testbed.simulation import HEALTH_PORT, PYTHON, SimulatedNode, SimulatedPod, Testbed, in_ns, sh  # noqa: E402
 from kube import ApiCluster, ControlPlane  # noqa: E402
 from rules.load import parse_namespace, parse_network_policy, parse_pod  # noqa: E402
 from rules.model import ClusterState  # noqa: E402
@@ -167,7 +167,7 @@ class Sync:
 class EnforcerProcess:
     """The node's enforcer, started as the DaemonSet runs it; its log, status and /proc."""
 
-    def __init__(self, node: Node, verify_interval: float) -> None:
+    def __init__(self, node: SimulatedNode, verify_interval: float) -> None:
         self.node = node
         self.verify_interval = verify_interval
         self.log_path = node.dir / "enforcer.log"
@@ -411,7 +411,7 @@ class Offline:
     does there); the transactions committed with libnftables into a scratch
     network namespace that holds the same ruleset."""
 
-    def __init__(self, bed: Testbed, node: Node, objects: list[dict]) -> None:
+    def __init__(self, bed: Testbed, node: SimulatedNode, objects: list[dict]) -> None:
         self.node = node
         self.netns = f"{bed.prefix}-scratch"  # removed with the bed at the latest
         sh("ip", "netns", "add", self.netns)
@@ -583,7 +583,7 @@ class Probes:
     to_probe: list[float]  # apply started -> a probe saw the new verdict
 
 
-def probe_rounds(cp: ControlPlane, a: Pod, b: Pod, rounds: int) -> Probes:
+def probe_rounds(cp: ControlPlane, a: SimulatedPod, b: SimulatedPod, rounds: int) -> Probes:
     """Alternately allow and deny b -> a:80 by kubectl apply; b probes every 20 ms until it sees the change."""
     out = Probes([], [])
     for i in range(rounds):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from rules.model import ClusterState, Direction, IPAddress, NetworkPolicy, Pod, PolicyPort, PolicyRule, Protocol
+from rules.model import ClusterState, Direction, IPAddress, NetworkPolicy, Pod, PolicyPort, PolicyRule, L4Protocol
 from rules.selection import peer_matches, policy_selects
 
 
@@ -60,12 +60,12 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class FlowVerdict:
     allowed: bool
     src: Endpoint
     dst: Endpoint
     port: int
-    protocol: Protocol
+    protocol: L4Protocol
     reason: str
     egress: DirectionVerdict | None = None
     ingress: DirectionVerdict | None = None
@@ -78,7 +78,7 @@ class Verdict:
         return tuple(r for d in (self.egress, self.ingress) if d for r in d.allowed_by)
 
 
-def _port_matches(spec: PolicyPort, port: int, protocol: Protocol, dst: Pod | None) -> bool:
+def _port_matches(spec: PolicyPort, port: int, protocol: L4Protocol, dst: Pod | None) -> bool:
     if spec.protocol is not protocol:
         return False
     if spec.port is None:
@@ -91,7 +91,7 @@ def _port_matches(spec: PolicyPort, port: int, protocol: Protocol, dst: Pod | No
 
 
 def rule_allows(
-    state: ClusterState, policy: NetworkPolicy, rule: PolicyRule, peer: Endpoint, dst: Endpoint, port: int, protocol: Protocol
+    state: ClusterState, policy: NetworkPolicy, rule: PolicyRule, peer: Endpoint, dst: Endpoint, port: int, protocol: L4Protocol
 ) -> bool:
     """Whether one rule allows a flow whose remote end is ``peer``."""
     peer_ok = not rule.peers or any(peer_matches(state, p, policy.namespace, peer.ip, peer.pod) for p in rule.peers)
@@ -100,7 +100,7 @@ def rule_allows(
 
 
 def direction_verdict(
-    state: ClusterState, direction: Direction, subject: Pod, peer: Endpoint, dst: Endpoint, port: int, protocol: Protocol
+    state: ClusterState, direction: Direction, subject: Pod, peer: Endpoint, dst: Endpoint, port: int, protocol: L4Protocol
 ) -> DirectionVerdict:
     """The decision of the policies that select ``subject`` for one direction."""
     isolating = [p for p in state.policies if direction in p.policy_types and policy_selects(p, subject)]
@@ -157,14 +157,14 @@ def verdict(
     src: Pod | str | IPAddress,
     dst: Pod | str | IPAddress,
     port: int,
-    protocol: Protocol | str = Protocol.TCP,
-) -> Verdict:
+    protocol: L4Protocol | str = L4Protocol.TCP,
+) -> FlowVerdict:
     """Is a new connection from ``src`` to ``dst`` on ``port``/``protocol`` allowed?"""
-    protocol = Protocol(protocol)
+    protocol = L4Protocol(protocol)
     s, d = resolve(state, src, dst)
 
-    def decided(allowed: bool, reason: str, egress=None, ingress=None) -> Verdict:
-        return Verdict(allowed, s, d, port, protocol, reason, egress, ingress)
+    def decided(allowed: bool, reason: str, egress=None, ingress=None) -> FlowVerdict:
+        return FlowVerdict(allowed, s, d, port, protocol, reason, egress, ingress)
 
     if s.pod is not None and d.pod is not None and s.pod.key == d.pod.key:
         return decided(True, "a pod's traffic to itself never leaves it")

@@ -38,7 +38,7 @@ from rules.model import (
     Pod,
     PolicyPort,
     PolicyRule,
-    Protocol,
+    L4Protocol,
 )
 from rules.selection import policy_selects
 
@@ -86,7 +86,7 @@ def peer_ref(peer: Peer, policy_namespace: str) -> PeerRef:
 class PortRange:
     """Ports ``first`` to ``last`` of one protocol."""
 
-    protocol: Protocol
+    protocol: L4Protocol
     first: int
     last: int
 
@@ -103,7 +103,7 @@ class PortRange:
 class NamedPort:
     """A container port's name: its number is whatever the destination pod gives it."""
 
-    protocol: Protocol
+    protocol: L4Protocol
     name: str
 
 

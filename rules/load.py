@@ -26,7 +26,7 @@ from rules.model import (
     Pod,
     PolicyPort,
     PolicyRule,
-    Protocol,
+    L4Protocol,
     Requirement,
     labels_of,
 )
@@ -166,15 +166,15 @@ def _peer(f: _Fields, value: Any, path: str) -> Peer | None:
     return Peer(pod_sel, ns_sel, block)
 
 
-def _protocol(f: _Fields, value: Any, path: str) -> Protocol:
+def _protocol(f: _Fields, value: Any, path: str) -> L4Protocol:
     text = f.string(value, path)
     if text is None:
-        return Protocol.TCP
+        return L4Protocol.TCP
     try:
-        return Protocol(text)
+        return L4Protocol(text)
     except ValueError:
         f.error(path, f'Unsupported value: "{text}": supported values: "TCP", "UDP", "SCTP"')
-        return Protocol.TCP
+        return L4Protocol.TCP
 
 
 def _policy_port(f: _Fields, value: Any, path: str) -> PolicyPort:

@@ -21,7 +21,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
-class Protocol(str, Enum):
+class L4Protocol(str, Enum):
     TCP = "TCP"
     UDP = "UDP"
     SCTP = "SCTP"
@@ -147,7 +147,7 @@ class Peer:
 class PolicyPort:
     """One entry of a rule's ports list. ``port`` None means every port."""
 
-    protocol: Protocol = Protocol.TCP
+    protocol: L4Protocol = L4Protocol.TCP
     port: int | str | None = None
     end_port: int | None = None
 
@@ -188,7 +188,7 @@ class NetworkPolicy:
 @dataclass(frozen=True)
 class ContainerPort:
     port: int
-    protocol: Protocol = Protocol.TCP
+    protocol: L4Protocol = L4Protocol.TCP
     name: str | None = None
 
 
@@ -225,7 +225,7 @@ class Pod:
         """
         return not self.host_network and self.phase not in TERMINAL_PHASES
 
-    def named_port(self, name: str, protocol: Protocol) -> int | None:
+    def named_port(self, name: str, protocol: L4Protocol) -> int | None:
         """The number a named port resolves to on this pod, if any."""
         for p in self.ports:
             if p.name == name and p.protocol is protocol:

@@ -31,7 +31,7 @@ import base64
 import functools
 import hashlib
 
-from rules.model import Direction, IPBlock, Protocol
+from rules.model import Direction, IPBlock, L4Protocol
 
 TABLE = "nftpolicy"
 POLICY_TABLE = ("inet", TABLE)
@@ -79,7 +79,7 @@ def ip_block_set_name(block: IPBlock) -> str:
     return f"cidr-{short_hash(block.describe())}-v{block.cidr.version}"
 
 
-def named_port_set_name(protocol: Protocol, name: str, family: int, direction: Direction) -> str:
+def named_port_set_name(protocol: L4Protocol, name: str, family: int, direction: Direction) -> str:
     """Ingress: only this node's pods (the destination is local); egress: every pod."""
     scope = _LOCAL_PORT if direction is Direction.INGRESS else _PORT
     return f"{scope}{protocol.value.lower()}-{name}-v{family}"

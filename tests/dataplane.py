@@ -8,7 +8,7 @@ import functools
 import ipaddress
 
 from rules.evaluate import resolve
-from rules.model import ClusterState, Protocol
+from rules.model import ClusterState, L4Protocol
 from rules.trace import L4_NAMES, Packet, Tracer
 from rules.translate import desired_ruleset
 
@@ -21,7 +21,7 @@ class Dataplane:
     def tracer(self, node: str) -> Tracer:
         return Tracer(desired_ruleset(self.state, node).tables[0])
 
-    def allows(self, src, dst, port: int, protocol: Protocol) -> bool:
+    def allows(self, src, dst, port: int, protocol: L4Protocol) -> bool:
         """Whether every node on the flow's path accepts its first packet."""
         s, d = resolve(self.state, src, dst)
         if s.pod is not None and d.pod is not None and s.pod.key == d.pod.key:

@@ -38,7 +38,7 @@ from rules.model import (
     Pod,
     PolicyPort,
     PolicyRule,
-    Protocol,
+    L4Protocol,
     Requirement,
 )
 
@@ -67,7 +67,7 @@ EXTERNAL_IPS = tuple(ipaddress.ip_address(a) for a in EXTERNAL_V4 + EXTERNAL_V6)
 PORT_NAMES = ("http", "dns", "metrics")
 CONTAINER_PORT_NUMBERS = (53, 80, 8080, 9090)
 FLOW_PORTS = (53, 80, 81, 8080, 9090)
-FLOW_PROTOCOLS = (Protocol.TCP, Protocol.UDP)
+FLOW_PROTOCOLS = (L4Protocol.TCP, L4Protocol.UDP)
 
 IP_BLOCKS = (
     IPBlock(ipaddress.ip_network("10.0.0.0/25")),
@@ -205,7 +205,7 @@ PEERS = st.one_of(
 )
 
 # SCTP rarely: it must never match the TCP/UDP flows asked about.
-POLICY_PROTOCOLS = st.sampled_from((Protocol.TCP, Protocol.UDP) * 5 + (Protocol.SCTP,))
+POLICY_PROTOCOLS = st.sampled_from((L4Protocol.TCP, L4Protocol.UDP) * 5 + (L4Protocol.SCTP,))
 PORT_KINDS = st.sampled_from(("all", "number", "range", "name"))
 # "grpc" is never a container port name: such a port never matches.
 POLICY_PORT_NAMES = st.sampled_from(PORT_NAMES + ("grpc",))

@@ -66,7 +66,7 @@ from scapy.packet import Raw
 
 from builders import policy
 from crafted import Wire, in_netns, rule_counters
-from enforcer.testbed.simulation import FACT_TIMEOUT, Pod, in_ns, wait_until
+from enforcer.testbed.simulation import FACT_TIMEOUT, SimulatedPod, in_ns, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -223,7 +223,7 @@ class Net:
     def mac(self, key: str) -> str:
         return self.wire(key).mac()
 
-    def pod(self, key: str) -> Pod:
+    def pod(self, key: str) -> SimulatedPod:
         return self.bed.pod(key)
 
     def ip(self, key: str, family: int) -> str:
@@ -875,7 +875,7 @@ def test_fragments_are_reassembled_before_policy(bed, net) -> None:
 
 @pytest.fixture
 def node_agents(bed):
-    agents = [Pod("node", n.name, n, n.netns, "", {}, []) for n in bed.nodes]
+    agents = [SimulatedPod("node", n.name, n, n.netns, "", {}, []) for n in bed.nodes]
     try:
         for agent in agents:
             agent.start_agent()

@@ -522,10 +522,10 @@ def _wire(node, key: str, own_changes: dict | None = None):
     """A pod's netns and bridge's ADD, then the shim's ADD with the node's entry (changed): (pod, code, output, prev)."""
     import uuid
 
-    from enforcer.testbed.simulation import Pod, sh
+    from enforcer.testbed.simulation import SimulatedPod, sh
 
     namespace, name = key.split("/")
-    pod = Pod(namespace, name, node, f"{node.bed.prefix}-p{next(node.bed.counter)}", uuid.uuid4().hex, {"app": name}, [])
+    pod = SimulatedPod(namespace, name, node, f"{node.bed.prefix}-p{next(node.bed.counter)}", uuid.uuid4().hex, {"app": name}, [])
     sh("ip", "netns", "add", pod.netns)
     bridge, own = node.conflist()["plugins"]
     code, prev = node.run_plugin(bridge, "ADD", pod, None, "1.0.0")

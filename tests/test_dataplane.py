@@ -20,7 +20,7 @@ from enforcer.testbed.simulation import in_ns
 from probes import assert_matrix
 from rules.evaluate import verdict
 from rules.load import state_from_objects
-from rules.model import Protocol
+from rules.model import L4Protocol
 
 
 CASES = {
@@ -146,10 +146,10 @@ LIVE_EXPLAIN = """
 import json, sys
 from enforcer.kernel.nftables import NftablesKernel
 from enforcer.audit.live import explain_live
-from rules.model import Protocol
+from rules.model import L4Protocol
 kernel = NftablesKernel()
 for src, dst, port in json.loads(sys.argv[1]):
-    print(json.dumps(explain_live(kernel, src, dst, port, Protocol.TCP)))
+    print(json.dumps(explain_live(kernel, src, dst, port, L4Protocol.TCP)))
 """
 
 
@@ -166,7 +166,7 @@ def test_live_explain_names_the_kernel_rule_the_evaluator_expects(bed, name: str
     flows = [(s.ip(4), d.ip(4), port) for s in pods for d in pods if s is not d for port in (80, 8080)]
     out = in_ns(node.netns, sys.executable, "-c", LIVE_EXPLAIN, json.dumps(flows)).stdout.splitlines()
     for (src, dst, port), line in zip(flows, out, strict=True):
-        live, v = json.loads(line), verdict(state, src, dst, port, Protocol.TCP)
+        live, v = json.loads(line), verdict(state, src, dst, port, L4Protocol.TCP)
         assert live["allowed"] == v.allowed, (src, dst, port, live, v.reason)
         if v.allowed and v.ingress and v.ingress.isolated_by:
             assert any(

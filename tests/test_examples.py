@@ -36,7 +36,7 @@ from dataplane import Dataplane
 from enforcer.cli import main
 from rules.evaluate import verdict
 from enforcer.sources.manifests import load_state
-from rules.model import Protocol
+from rules.model import L4Protocol
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "manifests" / "examples"
 CLUSTER = EXAMPLES / "cluster.yaml"
@@ -272,7 +272,7 @@ def _check_verdict(paths: list[str], src: str, dst: str, port: str, allowed: boo
     a, b = _endpoint(state, src), _endpoint(state, dst)
     v = verdict(state, a, b, int(number), protocol.upper())
     assert v.allowed is allowed, f"{src} -> {dst} {port}: {v.reason}"
-    assert Dataplane(state).allows(a, b, int(number), Protocol(protocol.upper())) is allowed, (
+    assert Dataplane(state).allows(a, b, int(number), L4Protocol(protocol.upper())) is allowed, (
         f"rendered rules: {src} -> {dst} {port}"
     )
 

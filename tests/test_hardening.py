@@ -24,7 +24,7 @@ import pytest
 from builders import policy
 from enforcer.registrations import record_interfaces
 from cni.records import read_all_records
-from enforcer.testbed.simulation import HEALTH_PORT, Pod, in_ns, sh, wait_until
+from enforcer.testbed.simulation import HEALTH_PORT, SimulatedPod, in_ns, sh, wait_until
 from rules.drift import table_drift
 from rules.load import state_from_objects
 from rules.nft import Table
@@ -119,7 +119,7 @@ def verdict_drift(desired: Table, live: Table | None) -> list[str]:
 class Prober:
     """Connects from ``src`` to ``dst``:80 again and again in the background; counts what got through."""
 
-    def __init__(self, src: Pod, dst: Pod) -> None:
+    def __init__(self, src: SimulatedPod, dst: SimulatedPod) -> None:
         self.src, self.dst = src, dst
         self.tries = self.successes = 0
         self._stop = threading.Event()
@@ -140,12 +140,12 @@ class Prober:
         self._thread.join(5)
 
 
-def tcp(src: Pod, host: str, port: int = 80) -> bool:
+def tcp(src: SimulatedPod, host: str, port: int = 80) -> bool:
     """A connection that should work: it gets all the time a busy machine needs."""
     return src.connects(host, port)
 
 
-def blocked(src: Pod, host: str, port: int = 80) -> bool:
+def blocked(src: SimulatedPod, host: str, port: int = 80) -> bool:
     """A connection that should be denied gets nowhere in a probe's timeout."""
     return src.blocked(host, port)
 
@@ -299,28 +299,28 @@ def test_a_storm_of_200_concurrent_adds_and_dels_with_enforcer_restarts_leaks_no
     bed.apply_policies(deny)
     bed.wait_converged()
     pods = [
-        Pod("storm", f"s{i}", node, f"{bed.prefix}-s{next(bed.counter)}", uuid.uuid4().hex, {"app": "storm"}, [])
+        SimulatedPod("storm", f"s{i}", node, f"{bed.prefix}-s{next(bed.counter)}", uuid.uuid4().hex, {"app": "storm"}, [])
         for i in range(200)
     ]
     for pod in pods:
         sh("ip", "netns", "add", pod.netns)
     errors: list[str] = []
 
-    def add(pod: Pod) -> None:
+    def add(pod: SimulatedPod) -> None:
         try:
             node.run_conflist("ADD", pod)
             node.pods[pod.key] = pod
         except Exception as e:  # noqa: BLE001 - collected and asserted on below
             errors.append(f"ADD {pod.key}: {e}")
 
-    def delete(pod: Pod) -> None:
+    def delete(pod: SimulatedPod) -> None:
         try:
             node.run_conflist("DEL", pod)
             node.pods.pop(pod.key, None)
         except Exception as e:  # noqa: BLE001
             errors.append(f"DEL {pod.key}: {e}")
 
-    def storm(action, batch: list[Pod]) -> None:
+    def storm(action, batch: list[SimulatedPod]) -> None:
         threads = [threading.Thread(target=action, args=(p,)) for p in batch]
         for t in threads:
             t.start()

@@ -37,7 +37,7 @@ from enforcer.testbed.simulation import FACT_TIMEOUT, PROBE_TIMEOUT
 from netns import netns, nft
 from rules.evaluate import verdict
 from rules.load import InvalidObject, state_from_objects
-from rules.model import Protocol
+from rules.model import L4Protocol
 from rules.nft import render_text
 from rules.translate import desired_ruleset
 
@@ -179,7 +179,7 @@ def test_extreme_valid_policies_load_and_render_in_bounded_time_and_the_rules_de
     dataplane = Dataplane(state)
     decisions = set()
     for src, dst, port, *proto in flows:
-        protocol = Protocol(proto[0] if proto else "TCP")
+        protocol = L4Protocol(proto[0] if proto else "TCP")
         want = verdict(state, src, dst, port, protocol)
         assert dataplane.allows(src, dst, port, protocol) == want.allowed, (
             f"{src} -> {dst} {protocol.value}/{port}: {want.reason}"

@@ -26,7 +26,7 @@ from rules.ir import (
     SelectorScope,
     network_policy_ir,
 )
-from rules.model import Direction, IPBlock, LabelSelector, Protocol
+from rules.model import Direction, IPBlock, LabelSelector, L4Protocol
 from rules.nft import Ruleset, render_text
 from rules.selection import policy_selects
 from rules.translate import desired_ruleset, policy_table
@@ -35,7 +35,7 @@ from test_semantics import BASE
 from test_translate import GOLDEN, case_policies
 
 INGRESS, EGRESS = Direction.INGRESS, Direction.EGRESS
-TCP, UDP = Protocol.TCP, Protocol.UDP
+TCP, UDP = L4Protocol.TCP, L4Protocol.UDP
 APP_A = {"podSelector": {"matchLabels": {"app": "a"}}}
 
 

@@ -10,7 +10,7 @@ import pytest
 from builders import policy
 from enforcer.sources.manifests import load_state
 from rules.load import InvalidObject, parse_network_policy, state_from_objects
-from rules.model import Direction, NAMESPACE_NAME_LABEL, Protocol
+from rules.model import Direction, NAMESPACE_NAME_LABEL, L4Protocol
 
 INVALID_POLICIES = [
     (
@@ -165,9 +165,9 @@ def test_full_policy_loads_every_field() -> None:
     assert rule.peers[0].pod_selector is not None and rule.peers[0].ip_block is None
     assert str(rule.peers[1].ip_block.except_[0]) == "10.1.0.0/16"
     assert [(x.protocol, x.port, x.end_port) for x in rule.ports] == [
-        (Protocol.TCP, 8000, 8080),
-        (Protocol.UDP, "dns", None),
-        (Protocol.SCTP, None, None),
+        (L4Protocol.TCP, 8000, 8080),
+        (L4Protocol.UDP, "dns", None),
+        (L4Protocol.SCTP, None, None),
     ]
 
 
@@ -190,7 +190,7 @@ def test_pods_keep_all_ips_and_named_container_ports() -> None:
     )
     p = s.pod("x/p")
     assert [str(ip) for ip in p.ips] == ["10.0.0.1", "fd00::1"]
-    assert p.named_port("http", Protocol.TCP) == 8080 and p.named_port("http", Protocol.UDP) is None
+    assert p.named_port("http", L4Protocol.TCP) == 8080 and p.named_port("http", L4Protocol.UDP) is None
 
 
 def test_namespaces_carry_their_name_label() -> None:

@@ -9,7 +9,7 @@ import pytest
 from builders import namespace, pod, policy, state
 from rules import naming
 from rules.audit import dump
-from rules.model import Direction, Protocol
+from rules.model import Direction, L4Protocol
 from rules.nft import Verdict
 from rules.translate import desired_ruleset
 
@@ -56,8 +56,8 @@ def test_every_chain_of_a_rendered_table_is_classified_and_names_its_policies() 
 @pytest.mark.parametrize(
     "name, named_port",
     [
-        (naming.named_port_set_name(Protocol.TCP, "http", 4, Direction.INGRESS), True),
-        (naming.named_port_set_name(Protocol.UDP, "dns", 6, Direction.EGRESS), True),
+        (naming.named_port_set_name(L4Protocol.TCP, "http", 4, Direction.INGRESS), True),
+        (naming.named_port_set_name(L4Protocol.UDP, "dns", 6, Direction.EGRESS), True),
         (naming.peer_set_name("x: app=a", 4), False),
         ("cidr-abcdefgh-v4", False),
     ],

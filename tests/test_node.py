@@ -14,7 +14,7 @@ import pytest
 
 from builders import policy
 from cni.records import read_record
-from enforcer.testbed.simulation import CONFIRM_TIMEOUT, PROBE_TIMEOUT, Pod, in_ns, wait_until
+from enforcer.testbed.simulation import CONFIRM_TIMEOUT, PROBE_TIMEOUT, SimulatedPod, in_ns, wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -26,12 +26,12 @@ ALLOW_B_TO_A = policy(
 )
 
 
-def tcp(src: Pod, host: str, port: int = 80, **kw) -> bool:
+def tcp(src: SimulatedPod, host: str, port: int = 80, **kw) -> bool:
     """A connection that should work: it gets all the time a busy machine needs."""
     return src.connects(host, port, **kw)
 
 
-def blocked(src: Pod, host: str, port: int = 80, **kw) -> bool:
+def blocked(src: SimulatedPod, host: str, port: int = 80, **kw) -> bool:
     """A connection that should be denied gets nowhere in a probe's timeout."""
     return src.blocked(host, port, **kw)
 
@@ -172,7 +172,7 @@ def test_ports_of_the_nodes_other_bridges_are_left_alone(bed) -> None:
 
 def test_the_node_and_its_pods_always_reach_each_other(bed) -> None:
     node = bed.nodes[0]
-    agent = Pod("node", node.name, node, node.netns, "", {}, [])
+    agent = SimulatedPod("node", node.name, node, node.netns, "", {}, [])
     agent.start_agent()
     try:
         enforce(bed, *DENY_ALL)

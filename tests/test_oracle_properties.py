@@ -80,7 +80,7 @@ from rules.model import (  # noqa: E402  (data only)
     Pod,
     PolicyPort,
     PolicyRule,
-    Protocol,
+    L4Protocol,
 )
 
 # The evaluator under test. The oracle below never calls into it.
@@ -416,7 +416,7 @@ def test_verdict_is_deterministic_and_order_independent(case):
 # evaluator was fixed to agree.
 
 _A = Pod("ns-a", "a", (("app", "web"),), "n1", ips=(ipaddress.ip_address("10.0.0.3"),))
-_HTTP = (ContainerPort(80, Protocol.TCP, "http"),)
+_HTTP = (ContainerPort(80, L4Protocol.TCP, "http"),)
 _NON_TARGETS = {
     "hostNetwork": Pod("ns-a", "h", (), "n2", host_network=True, ips=(ipaddress.ip_address("10.0.0.242"),), ports=_HTTP),
     "Succeeded": Pod("ns-a", "t", (), "n2", phase="Succeeded", ips=(ipaddress.ip_address("10.0.0.9"),), ports=_HTTP),
@@ -434,7 +434,7 @@ def _named_port_state(dst: Pod) -> ClusterState:
                 "eg",
                 LabelSelector(),
                 frozenset({Direction.EGRESS}),
-                egress=(PolicyRule(ports=(PolicyPort(Protocol.TCP, "http"),)),),
+                egress=(PolicyRule(ports=(PolicyPort(L4Protocol.TCP, "http"),)),),
             )
         ],
         [Node("n1", (ipaddress.ip_address("10.0.0.241"),)), Node("n2", (ipaddress.ip_address("10.0.0.242"),))],
@@ -448,14 +448,14 @@ def test_named_port_case_oracle_and_address_form_agree(kind):
     dst = _NON_TARGETS[kind]
     state = _named_port_state(dst)
     oracle = BruteForce(state)
-    assert oracle.flow_tuple(_A, dst, 80, Protocol.TCP) not in oracle.allowed
-    assert not verdict(state, _A, str(dst.ips[0]), 80, Protocol.TCP).allowed
+    assert oracle.flow_tuple(_A, dst, 80, L4Protocol.TCP) not in oracle.allowed
+    assert not verdict(state, _A, str(dst.ips[0]), 80, L4Protocol.TCP).allowed
 
 
 @pytest.mark.parametrize("kind", sorted(_NON_TARGETS))
 def test_named_port_resolves_only_on_policy_targets(kind):
     dst = _NON_TARGETS[kind]
-    assert not verdict(_named_port_state(dst), _A, dst, 80, Protocol.TCP).allowed
+    assert not verdict(_named_port_state(dst), _A, dst, 80, L4Protocol.TCP).allowed
 
 
 def test_deciding_rules_empty_when_denied():
@@ -465,6 +465,6 @@ def test_deciding_rules_empty_when_denied():
     # Every pod isolated both ways; egress open to all, ingress closed.
     policy = NetworkPolicy("ns-a", "np", LabelSelector(), frozenset(Direction), egress=(PolicyRule(),))
     state = ClusterState.build([Namespace("ns-a", (("kubernetes.io/metadata.name", "ns-a"),))], [a, b], [policy])
-    v = verdict(state, a, b, 80, Protocol.TCP)
+    v = verdict(state, a, b, 80, L4Protocol.TCP)
     assert not v.allowed
     assert v.deciding_rules == ()

@@ -13,7 +13,7 @@ import pytest
 
 from builders import namespace, pod, policy, state
 from rules.evaluate import verdict
-from rules.model import Protocol
+from rules.model import L4Protocol
 
 BASE = [
     namespace("x", team="a"),
@@ -407,19 +407,19 @@ def test_semantics(case: Case) -> None:
     observed = []
     for src, dst, port, allowed in case.flows:
         number, proto = port.split("/")
-        v = verdict(s, _endpoint(s, src), _endpoint(s, dst), int(number), Protocol(proto))
+        v = verdict(s, _endpoint(s, src), _endpoint(s, dst), int(number), L4Protocol(proto))
         observed.append((src, dst, port, v.allowed))
     assert observed == [tuple(f) for f in case.flows]
 
 
 def test_allowed_verdict_names_the_rules_that_allowed_it() -> None:
     s = state(*BASE, policy("x/p80", {"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}, {"ports": [{"port": 80}]}]}))
-    v = verdict(s, s.pod("z/c"), s.pod("x/a"), 80, Protocol.TCP)
+    v = verdict(s, s.pod("z/c"), s.pod("x/a"), 80, L4Protocol.TCP)
     assert [str(r) for r in v.deciding_rules] == ["x/p80 ingress[1]"]
 
 
 def test_denied_verdict_names_the_isolating_policies() -> None:
     s = state(*BASE, DENY_INGRESS_X)
-    v = verdict(s, s.pod("y/a"), s.pod("x/a"), 80, Protocol.TCP)
+    v = verdict(s, s.pod("y/a"), s.pod("x/a"), 80, L4Protocol.TCP)
     assert not v.allowed and v.ingress.isolated_by == ("x/deny",) and v.egress.isolated_by == ()
     assert "x/deny" in v.reason

@@ -15,7 +15,7 @@ from dataplane import Dataplane
 from netns import netns, nft
 from rules.evaluate import verdict
 from rules.load import state_from_objects
-from rules.model import Protocol
+from rules.model import L4Protocol
 from rules.nft import render_json, render_text
 from rules.translate import desired_ruleset
 from test_semantics import BASE, CASES, Case, _endpoint
@@ -39,8 +39,8 @@ def test_rendered_rulesets_agree_with_the_evaluator(case: Case) -> None:
     for src, dst, port, _ in case.flows:
         number, proto = port.split("/")
         a, b = _endpoint(s, src), _endpoint(s, dst)
-        expected = verdict(s, a, b, int(number), Protocol(proto)).allowed
-        assert dataplane.allows(a, b, int(number), Protocol(proto)) == expected, (src, dst, port)
+        expected = verdict(s, a, b, int(number), L4Protocol(proto)).allowed
+        assert dataplane.allows(a, b, int(number), L4Protocol(proto)) == expected, (src, dst, port)
 
 
 def test_golden_ruleset() -> None:

@@ -6,12 +6,12 @@ import ipaddress
 from typing import Any
 
 from enforcer.kernel import Kernel, KernelError
-from rules.model import Protocol
+from rules.model import L4Protocol
 from rules.naming import POLICY_TABLE
 from rules.trace import L4_NAMES, Packet, Tracer
 
 
-def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: Protocol) -> dict[str, Any]:
+def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: L4Protocol) -> dict[str, Any]:
     """Walk a new connection's first packet through the live ``inet nftpolicy``
     table: the verdict, the kernel rule that gave it, and the way there.
 

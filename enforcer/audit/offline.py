@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from rules.evaluate import DirectionVerdict, Endpoint, Verdict, verdict
+from rules.evaluate import DirectionVerdict, Endpoint, FlowVerdict, verdict
 from enforcer.sources.manifests import load_state
 from rules.load import InvalidObject
-from rules.model import ClusterState, IPAddress, Pod, Protocol
+from rules.model import ClusterState, IPAddress, Pod, L4Protocol
 from rules.nft import render_json, render_text
 from rules.translate import desired_ruleset
 
@@ -53,12 +53,12 @@ def _looks_like_ip(text: str) -> bool:
         return False
 
 
-def parse_port(text: str) -> tuple[int, Protocol]:
+def parse_port(text: str) -> tuple[int, L4Protocol]:
     """``N`` or ``N/PROTO`` (TCP, UDP or SCTP; any case)."""
     number, _, proto = text.partition("/")
     try:
         port = int(number)
-        protocol = Protocol(proto.upper() or "TCP")
+        protocol = L4Protocol(proto.upper() or "TCP")
     except ValueError:
         raise UsageError(f"--port {text}: expected N or N/PROTO with PROTO one of TCP, UDP, SCTP") from None
     if not 1 <= port <= 65535:
@@ -68,7 +68,7 @@ def parse_port(text: str) -> tuple[int, Protocol]:
 
 @dataclass(frozen=True)
 class Explanation:
-    verdict: Verdict
+    verdict: FlowVerdict
 
     def as_json(self) -> dict[str, Any]:
         v = self.verdict

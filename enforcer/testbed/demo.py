@@ -18,12 +18,12 @@ from pathlib import Path
 import click
 import yaml
 
-from enforcer.testbed.simulation import Pod, Testbed, expected, observed
+from enforcer.testbed.simulation import SimulatedPod, Testbed, expected, observed
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data; manifests/examples links here
 
 
-def _first_tcp_port(pod: Pod) -> int:
+def _first_tcp_port(pod: SimulatedPod) -> int:
     return next((p for _, p, proto in pod.ports if proto == "TCP"), 80)
 
 

@@ -86,10 +86,10 @@ def wait_until(
 
 
 @dataclass
-class Pod:
+class SimulatedPod:
     namespace: str
     name: str
-    node: "Node"
+    node: "SimulatedNode"
     netns: str
     container_id: str
     labels: dict[str, str]
@@ -227,7 +227,7 @@ class FileCluster:
         return status.get("source") == DirectorySource(self.source).digest()
 
 
-class Node:
+class SimulatedNode:
     def __init__(self, bed: "Testbed", index: int) -> None:
         self.bed = bed
         self.index = index
@@ -241,7 +241,7 @@ class Node:
         self.underlay4 = f"192.168.56.{10 + index}"
         self.underlay6 = f"fd00:56::{10 + index}"
         self.enforcer: subprocess.Popen | None = None
-        self.pods: dict[str, Pod] = {}
+        self.pods: dict[str, SimulatedPod] = {}
 
     @property
     def conf_dir(self) -> Path:
@@ -302,7 +302,7 @@ class Node:
     # --- the container runtime's part -------------------------------------
 
     def run_plugin(
-        self, plugin: dict, command: str, pod: Pod, prev: dict | None, version: str, bin_dir: Path | None = None
+        self, plugin: dict, command: str, pod: SimulatedPod, prev: dict | None, version: str, bin_dir: Path | None = None
     ) -> tuple[int, dict | None]:
         """One plugin of the chain, from ``bin_dir`` (default: the bed's CNI bin dir)."""
         if version == "1.1.0":
@@ -335,7 +335,7 @@ class Node:
         out = json.loads(result.stdout) if result.stdout.strip() else None
         return result.returncode, out
 
-    def run_conflist(self, command: str, pod: Pod, version: str = "1.0.0") -> dict | None:
+    def run_conflist(self, command: str, pod: SimulatedPod, version: str = "1.0.0") -> dict | None:
         """ADD in order, each plugin given the previous result; DEL and CHECK in reverse with the cached result."""
         plugins = self.conflist(version)["plugins"]
         if command == "ADD":
@@ -362,9 +362,9 @@ class Node:
         publish: bool = True,
         version: str = "1.0.0",
         cni_args: str = "",
-    ) -> Pod:
+    ) -> SimulatedPod:
         namespace, name = key.split("/")
-        pod = Pod(
+        pod = SimulatedPod(
             namespace, name, self, f"{self.bed.prefix}-p{next(self.bed.counter)}", uuid.uuid4().hex, labels or {}, ports or []
         )
         sh("ip", "netns", "add", pod.netns)
@@ -492,7 +492,7 @@ class Testbed:
         self.extra_plugins = list(extra_plugins)
         self.cluster = cluster
         self.cni_bin = root / "cni-bin"
-        self.nodes = [Node(self, i + 1) for i in range(nodes)]
+        self.nodes = [SimulatedNode(self, i + 1) for i in range(nodes)]
         self.namespaces: dict[str, dict[str, str]] = {}
         self.policies: list[dict] = []
         self.objects: list[dict] = []  # what was last published
@@ -611,10 +611,10 @@ class Testbed:
         self.policies = list(policies)
         self.publish()
 
-    def pods(self) -> list[Pod]:
+    def pods(self) -> list[SimulatedPod]:
         return [p for n in self.nodes for p in n.pods.values()]
 
-    def pod(self, key: str) -> Pod:
+    def pod(self, key: str) -> SimulatedPod:
         return next(p for p in self.pods() if p.key == key)
 
     def wait_converged(self) -> None:
@@ -631,7 +631,7 @@ PROBE_TIMEOUT = 1.0  # a first look at every pair at once: what has not connecte
 CONFIRM_TIMEOUT = 20.0  # ...unless it was expected to connect: then it gets this long, on a busy machine too
 
 
-def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float = PROBE_TIMEOUT) -> int:
+def send_probe(src: SimulatedPod, dst_ip: str, port: int, protocol: str, timeout: float = PROBE_TIMEOUT) -> int:
     """Start a probe: a request id to wait on (for SCTP, the INIT's tag to look for)."""
     if protocol == "SCTP":
         tag = random.randrange(1, 2**31)
@@ -640,10 +640,10 @@ def send_probe(src: Pod, dst_ip: str, port: int, protocol: str, timeout: float =
     return src.send(op=protocol.lower(), host=dst_ip, port=port, timeout=timeout)
 
 
-Port = int | Callable[[Pod], int]  # one port, or each destination's own
+Port = int | Callable[[SimulatedPod], int]  # one port, or each destination's own
 
 
-def _port(port: Port, dst: Pod) -> int:
+def _port(port: Port, dst: SimulatedPod) -> int:
     return port(dst) if callable(port) else port
 
 
