@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from enum import IntEnum
 from pathlib import Path
 
@@ -345,56 +344,22 @@ def verify(node: str, source_dir: str | None, kubeconfig: str | None, in_cluster
 
     Prints each missing, extra or changed chain, set and map; exits 3 on drift.
     """
-    from enforcer.registrations import record_interfaces
-    from enforcer.kernel import KernelError
+    from enforcer.audit.verify import VerifyError, drift, state_from_api, state_from_directory
     from enforcer.kernel.nftables import NftablesKernel
     from enforcer.node.netlink import Links
-    from cni.records import read_all_records
-    from rules.drift import table_drift
-    from rules.translate import desired_ruleset
 
     if sum(map(bool, (source_dir, kubeconfig, in_cluster))) != 1:
         _fail("verify: give exactly one of --source DIR, --kubeconfig PATH, --in-cluster")
-    if source_dir:
-        from enforcer.sources.directory import DirectorySource
-
-        source = DirectorySource(source_dir)
-        source.poll()
-        if source.state is None:
-            _fail(source.error or f"{source_dir}: no cluster state")
-    else:
-        from enforcer.sources.kubernetes import ApiSource, api_client
-
-        source = ApiSource(api_client(kubeconfig))
-        stop = threading.Event()
-        source.start(stop)
-        deadline = time.monotonic() + 30
-        while not source.poll():
-            if time.monotonic() > deadline:
-                _fail(f"the API did not answer in 30 s: {source.error}")
-            time.sleep(0.1)
-        stop.set()
-    records, errors = read_all_records(state_dir)
-    interfaces, more = record_interfaces(records)
-    for e in errors + more:
-        click.echo(f"nftpolicy: {e}", err=True)
-    status_path = Path(state_dir) / "status.json"
-    try:  # the enforcer's own settings that shape the tables
-        settings = json.loads(status_path.read_text()) if status_path.exists() else {}
-        log_group, pod_bridges = settings.get("logGroup"), settings.get("podBridges", ["cni0"])
-    except (OSError, ValueError, AttributeError) as e:
-        _fail(f"{status_path}: unreadable ({e}); the enforcer rewrites it within its verify interval")
-    kernel = NftablesKernel()
-    foreign_ports = Links().foreign_ports(pod_bridges)
-    drift = []
     try:
-        for table in desired_ruleset(source.state, node, interfaces, log_group, foreign_ports=foreign_ports).tables:
-            drift += table_drift(table, kernel.read(table.family, table.name))
-    except KernelError as e:
-        _fail(f"cannot read the kernel's tables: {e}")
-    for line in drift:
+        state = state_from_directory(source_dir) if source_dir else state_from_api(kubeconfig)
+        lines, warnings = drift(state, node, state_dir, NftablesKernel(), Links().foreign_ports)
+    except VerifyError as e:
+        _fail(str(e))
+    for warning in warnings:
+        click.echo(f"nftpolicy: {warning}", err=True)
+    for line in lines:
         click.echo(line)
-    if drift:
+    if lines:
         sys.exit(ExitCode.DRIFT)
     click.echo(f"in sync: the kernel's nftpolicy tables are what the cluster state calls for on node {node}")
 
