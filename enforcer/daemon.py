@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Protocol
 
@@ -73,6 +73,19 @@ def next_backoff(previous: float, ceiling: float) -> float:
     return min(ceiling, max(0.2, previous * 2))
 
 
+@dataclass
+class SyncStats:
+    """How the sync loop fares, for the status snapshot and the logs."""
+
+    sync_count: int = 0  # transactions committed
+    sync_failures: int = 0  # transactions refused, and unexpected errors
+    sync_seconds: float = 0.0  # total time spent in successful syncs
+    last_commands: int = 0  # size of the last committed transaction
+    drift_repairs: int = 0
+    last_error: str | None = None  # why the last sync failed; None once one succeeded
+    change_latencies: list[float] = field(default_factory=list)  # change seen -> committed, seconds, newest last (bounded)
+
+
 class CommittedInputs(NamedTuple):
     """The inputs of the last transaction the kernel committed."""
 
@@ -102,15 +115,9 @@ class Enforcer:
         self._cut_request: tuple[Table, set] | None = None  # for the cut thread: the newest table and local IPs
         self._memo = RenderMemo()  # sets and chains of the last render, reused when their inputs did not change
         self._pending_change: float | None = None  # when the oldest change not yet committed reached us
-        self.change_latencies: list[float] = []  # change seen -> committed, seconds, newest last (bounded)
         self._done = 0  # the newest generation a successful sync covered
-        self.sync_count = 0
-        self.sync_failures = 0
-        self.sync_seconds = 0.0  # total time spent in successful syncs
-        self.last_commands = 0  # size of the last committed transaction
-        self.drift_repairs = 0
+        self.stats = SyncStats()
         self.last_loop = time.monotonic()  # when the loop last looked at its inputs (liveness)
-        self.last_error: str | None = None
         self.foreign_ports: frozenset[str] = frozenset()  # ports of the node's other bridges, left alone
         self._links_changed = True  # list the bridge ports again at the next step
         self.committed: CommittedInputs | None = None  # what the last successful transaction was computed from
@@ -167,28 +174,28 @@ class Enforcer:
             self.kernel.apply(switch)  # every table's switch in one transaction
         except KernelError as e:
             self.full_sync_needed = True  # a preload may have landed: observe the kernel before the next try
-            self.last_error = str(e)
-            self.sync_failures += 1
+            self.stats.last_error = str(e)
+            self.stats.sync_failures += 1
             log.error("sync failed, previous ruleset stays in force: %s", e)
             return False
         before = self.applied.get(POLICY_TABLE)
         self.applied = {(t.family, t.name): t for t in desired.tables}
         self.full_sync_needed = False
         self.committed = inputs
-        self.sync_count += 1
-        self.last_error = None
-        if self.sync_count == 1:
+        self.stats.sync_count += 1
+        self.stats.last_error = None
+        if self.stats.sync_count == 1:
             gc.freeze()  # what start-up loaded lives long: later collections need not walk it
         elapsed = time.monotonic() - started
-        self.sync_seconds += elapsed
-        self.last_commands = sum(len(tx) for tx in preloads + switch)
+        self.stats.sync_seconds += elapsed
+        self.stats.last_commands = sum(len(tx) for tx in preloads + switch)
         latency = ""
         if self._pending_change is not None:
             seen_to_commit = time.monotonic() - self._pending_change
             self._pending_change = None
-            self.change_latencies = self.change_latencies[-(LATENCY_WINDOW - 1) :] + [seen_to_commit]
+            self.stats.change_latencies = self.stats.change_latencies[-(LATENCY_WINDOW - 1) :] + [seen_to_commit]
             latency = f", change seen -> committed {seen_to_commit * 1000:.1f} ms"
-        log.info("sync %d: %d commands in %.1f ms%s", self.sync_count, self.last_commands, elapsed * 1000, latency)
+        log.info("sync %d: %d commands in %.1f ms%s", self.stats.sync_count, self.stats.last_commands, elapsed * 1000, latency)
         self._release_held()
         self._write_status()
         inet = self.applied[POLICY_TABLE]
@@ -221,14 +228,14 @@ class Enforcer:
         return EnforcerStatus(
             node=self.config.node,
             last_loop=self.last_loop,
-            sync_count=self.sync_count,
-            sync_failures=self.sync_failures,
-            sync_seconds=self.sync_seconds,
-            last_commands=self.last_commands,
-            drift_repairs=self.drift_repairs,
-            last_error=self.last_error,
+            sync_count=self.stats.sync_count,
+            sync_failures=self.stats.sync_failures,
+            sync_seconds=self.stats.sync_seconds,
+            last_commands=self.stats.last_commands,
+            drift_repairs=self.stats.drift_repairs,
+            last_error=self.stats.last_error,
             source_error=self.source.error,
-            change_latencies=tuple(self.change_latencies),
+            change_latencies=tuple(self.stats.change_latencies),
             tables=dict(self.applied),
             state=self.source.state,
             records=tuple(self.records),
@@ -242,7 +249,7 @@ class Enforcer:
         status = {
             "node": self.config.node,
             "pid": os.getpid(),
-            "syncs": self.sync_count,
+            "syncs": self.stats.sync_count,
             "source": self.committed.loaded if self.committed else None,
             "records": self.committed.records if self.committed else None,
             "sourceError": self._status_error,
@@ -301,7 +308,7 @@ class Enforcer:
         if drift:
             log.warning("the kernel's tables were changed behind our back, repairing:\n%s", "\n".join(drift))
             self.full_sync_needed = True
-            self.drift_repairs += 1
+            self.stats.drift_repairs += 1
         return drift
 
     def reload_records(self) -> bool:
@@ -382,8 +389,8 @@ class Enforcer:
             except Exception as e:  # a bug or a surprise must not end enforcement: what is in the kernel stays
                 log.exception("unexpected error, the previous ruleset stays in force; retrying")
                 self.full_sync_needed = True
-                self.last_error = f"{e.__class__.__name__}: {e}"
-                self.sync_failures += 1
+                self.stats.last_error = f"{e.__class__.__name__}: {e}"
+                self.stats.sync_failures += 1
                 synced = False
             if synced:
                 backoff = 0.0

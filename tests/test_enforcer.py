@@ -75,19 +75,19 @@ def test_the_first_sync_programs_an_empty_kernel_with_the_desired_tables(tmp_pat
     assert e.full_sync_needed
     assert e._step(0) is True
     assert e.kernel.dump() == desired_dump(*BASE, DENY)
-    assert not e.full_sync_needed and e.sync_count == 1 and e.committed.loaded == "v1"
+    assert not e.full_sync_needed and e.stats.sync_count == 1 and e.committed.loaded == "v1"
 
 
 def test_a_policy_change_is_a_partial_sync_planned_from_the_last_commit(tmp_path) -> None:
     e = enforcer(tmp_path, *BASE, DENY)
     e._step(0)
-    observed, first = e.kernel.observed, e.last_commands
+    observed, first = e.kernel.observed, e.stats.last_commands
     e.source.set(state(*BASE, DENY, ALLOW), "v2")
     assert e._step(0) is True
     assert e.kernel.observed == observed, "a sync after a commit must not read the kernel back"
     assert e.kernel.dump() == desired_dump(*BASE, DENY, ALLOW)
     last = e.kernel.commits[-1]
-    assert 0 < e.last_commands < first, "the change rewrote more than what changed"
+    assert 0 < e.stats.last_commands < first, "the change rewrote more than what changed"
     assert not any(verb == "delete" and kind == "table" for tx in last for verb, kind, _ in tx.ops)
 
 
@@ -107,7 +107,7 @@ def test_a_refused_transaction_keeps_the_old_tables_and_retries_after_a_backoff_
     e.source.set(state(*BASE, DENY, ALLOW), "v2")
     assert e._step(0) is False
     assert e.kernel.dump() == before, "a refused transaction changed the kernel"
-    assert e.full_sync_needed and e.sync_failures == 1 and "not permitted" in e.last_error
+    assert e.full_sync_needed and e.stats.sync_failures == 1 and "not permitted" in e.stats.last_error
     assert e.committed.loaded == "v1", "the refused version is reported in force"
     e._retry_at = time.monotonic() + 3600  # the loop sets it from next_backoff
     assert e._step(0) is None, "retried before the backoff ran out"
@@ -115,7 +115,7 @@ def test_a_refused_transaction_keeps_the_old_tables_and_retries_after_a_backoff_
     observed = e.kernel.observed
     assert e._step(0) is True
     assert e.kernel.observed > observed, "the retry did not look at what the kernel holds"
-    assert e.kernel.dump() == desired_dump(*BASE, DENY, ALLOW) and e.last_error is None
+    assert e.kernel.dump() == desired_dump(*BASE, DENY, ALLOW) and e.stats.last_error is None
 
 
 @pytest.mark.parametrize("previous, expected", [(0.0, 0.2), (0.2, 0.4), (1.6, 3.2), (3.2, 5.0), (5.0, 5.0)])
@@ -129,7 +129,7 @@ def test_a_hand_made_change_is_found_and_repaired_from_the_kernel(tmp_path) -> N
     chain = policy_chain_name("x/allow-b", Direction.INGRESS)
     e.kernel.apply([Transaction(*POLICY_TABLE, [("flush", "chain", chain)])])  # an operator's `nft flush chain`
     drift = e.detect_drift()
-    assert drift and e.full_sync_needed and e.drift_repairs == 1
+    assert drift and e.full_sync_needed and e.stats.drift_repairs == 1
     assert e._step(0) is True
     assert e.kernel.dump() == desired_dump(*BASE, ALLOW)
     assert e.detect_drift() == []

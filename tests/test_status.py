@@ -184,10 +184,10 @@ def test_a_cni_add_whose_registration_is_refused_is_not_reported_in_force(tmp_pa
 
 def test_a_refused_commit_leaves_the_status_on_the_previous_one(tmp_path) -> None:
     with running(tmp_path) as node:
-        before, failures = node.in_force(), node.enforcer.sync_failures
+        before, failures = node.in_force(), node.enforcer.stats.sync_failures
         node.kernel.refuse = "Error: Operation not permitted"
         _policy_change(node)
-        node.wait_for("a refused commit", lambda: node.enforcer.sync_failures > failures)
+        node.wait_for("a refused commit", lambda: node.enforcer.stats.sync_failures > failures)
         assert node.in_force() == before
         node.kernel.refuse = None
         node.wait_for("the retried commit", lambda: node.in_force() == node.current_inputs())

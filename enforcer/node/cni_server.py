@@ -99,7 +99,7 @@ class CniServer:
             problem = self._not_programmed(container_id)
             return {"ok": False, "error": problem} if problem else {"ok": True}
         if not self.enforcer.request_sync(self.wait if wait is None else min(wait, self.wait)):
-            return {"ok": False, "error": self.enforcer.last_error or "timed out waiting for the sync"}
+            return {"ok": False, "error": self.enforcer.stats.last_error or "timed out waiting for the sync"}
         if command == "ADD":  # committed is not enough: the commit must hold this pod's port
             problem = self._not_programmed(container_id)
             if problem:
