@@ -398,12 +398,13 @@ def dump(
     from enforcer.kernel import KernelError
     from enforcer.kernel.nftables import NftablesKernel
     from enforcer.audit.live import dump_live
+    from enforcer.registrations import NoStateDir
     from rules.audit import as_table
     from enforcer.sources.manifests import load_state
 
     try:
         report = dump_live(NftablesKernel(), node, state_dir, load_state(paths) if paths else None)
-    except (KernelError, InvalidObject) as e:
+    except (KernelError, InvalidObject, NoStateDir) as e:
         _fail(str(e))
     report["pods"] = [
         p

@@ -12,9 +12,27 @@ import functools
 import ipaddress
 from typing import Callable
 
-from cni.records import PodRecord, RecordError, read_record, records_signature, remove_record
+import os
+
+from cni.records import PodRecord, RecordError, read_all_records, read_record, records_dir, records_signature, remove_record
 from enforcer.sources.directory import signature_digest
 from rules.model import PodInterface
+
+
+class NoStateDir(Exception):
+    """The directory given holds no enforcer state: a wrong --state-dir, most likely."""
+
+
+def node_records(state_dir: str) -> tuple[list[PodRecord], list[str]]:
+    """The records of an enforcer's state dir, for the audit tools. A dir with
+    neither status.json nor pods/ is not one (an enforcer writes status.json at
+    its first sync): saying so beats answering for a node with no pods."""
+    if not (os.path.isfile(os.path.join(state_dir, "status.json")) or os.path.isdir(records_dir(state_dir))):
+        raise NoStateDir(
+            f"no pod records found: {state_dir} has no status.json and no pods/ (is it the enforcer's --state-dir?"
+            " the DaemonSet's is /var/lib/nftpolicy)"
+        )
+    return read_all_records(state_dir)
 
 
 class Registrations:

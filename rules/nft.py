@@ -441,7 +441,7 @@ class Transaction:
             return f"{verb} {kind} {where} {payload.name} {_set_spec_text(payload)}"
         if kind == "element":
             s, elements = payload
-            return f"{verb} element {where} {s.name} {{ {', '.join(_element_text(e, s) for e in elements)} }}"
+            return f"{verb} element {where} {s.name} {{ {', '.join(element_text(e, s) for e in elements)} }}"
         if kind == "rule":
             chain, rule = payload
             return f"{verb} rule {where} {chain} {rule.text()}"
@@ -508,7 +508,8 @@ def _set_spec_text(s: Set) -> str:
     return "{ " + " ".join(parts) + " }"
 
 
-def _element_text(e: Any, s: Set) -> str:
+def element_text(e: Any, s: Set) -> str:
+    """A set or map element as nft lists it."""
     if s.map_verdicts:
         key, verdict = e
         return f"{_text(key)} : {verdict.text()}"

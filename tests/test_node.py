@@ -387,7 +387,8 @@ def test_verify_reports_hand_made_changes_as_drift(bed) -> None:
         drift = verify(bed, node)
         assert drift.returncode == 3, drift.stdout + drift.stderr
         assert f"changed: table inet nftpolicy chain {chain}" in drift.stdout
-        assert f"changed: table inet nftpolicy set {peer_set}" in drift.stdout and "+ '10.9.9.9'" in drift.stdout
+        assert f"changed: table inet nftpolicy set {peer_set}" in drift.stdout and "+ unwanted, present: 10.9.9.9" in drift.stdout
+        assert "Str(" not in drift.stdout and "Verdict(" not in drift.stdout, drift.stdout
     finally:
         node.start_enforcer()
         node.wait_converged()

@@ -40,8 +40,8 @@ def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: L4Prot
 
 def dump_live(kernel: Kernel, node: str, state_dir: str, state=None) -> dict[str, Any]:
     """This node's live rules per local pod, named from the CNI records (and,
-    given a cluster state, remote peers named too)."""
-    from cni.records import read_all_records
+    given a cluster state, remote peers named too). Raises ``NoStateDir``."""
+    from enforcer.registrations import node_records
     from rules.audit import dump
 
     table = kernel.read(*POLICY_TABLE)
@@ -50,7 +50,7 @@ def dump_live(kernel: Kernel, node: str, state_dir: str, state=None) -> dict[str
     names: dict[str, str] = {}
     if state is not None:
         names.update({str(ip): p.key for p in state.pods if p.is_policy_target for ip in p.ips})
-    records, _ = read_all_records(state_dir)
+    records, _ = node_records(state_dir)
     pods = {}
     for r in records:
         names.update({ip: r.key for ip in r.ips})

@@ -10,9 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from cni.records import read_all_records
 from enforcer.kernel import Kernel, KernelError
-from enforcer.registrations import record_interfaces
+from enforcer.registrations import NoStateDir, node_records, record_interfaces
 from rules.drift import table_drift
 from rules.model import ClusterState
 from rules.translate import desired_ruleset
@@ -55,7 +54,10 @@ def drift(state: ClusterState, node: str, state_dir: str, kernel: Kernel, foreig
     """(each difference between desired and live tables, each record that cannot
     be registered). ``foreign_ports``: a callable from the pod bridges to the
     ports of the node's other bridges, as the enforcer sees them."""
-    records, errors = read_all_records(state_dir)
+    try:
+        records, errors = node_records(state_dir)
+    except NoStateDir as e:
+        raise VerifyError(str(e)) from e
     interfaces, refused = record_interfaces(records)
     status_path = Path(state_dir) / "status.json"
     try:  # the enforcer's own settings that shape the tables
