@@ -4,12 +4,11 @@ ports. The same tools on real packets are in test_node.py."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import pytest
 
-from builders import namespace, pod, policy, state
+from builders import namespace, pod, state
 from cni.records import PodRecord, write_record
 from enforcer.audit.live import dump_live
 from enforcer.audit.verify import VerifyError, drift
