@@ -103,6 +103,13 @@ def is_named_port_set(name: str) -> bool:
     return name.startswith((_PORT, _LOCAL_PORT))
 
 
+def named_port_of(set_name: str) -> tuple[str, str]:
+    """(protocol, port name) of a named-port set: ``local-port-tcp-http-v4`` -> ("tcp", "http")."""
+    rest = set_name.removeprefix(_LOCAL_PORT).removeprefix(_PORT).rsplit("-v", 1)[0]
+    protocol, name = rest.split("-", 1)
+    return protocol, name
+
+
 # --- comments ----------------------------------------------------------------
 
 

@@ -432,7 +432,7 @@ def test_dump_shows_each_pods_live_rules_peers_and_counters(bed) -> None:
         "json",
     ).stdout
     report = json.loads(out)
-    assert report["schemaVersion"] == "nftpolicy.dump/v1" and [p["pod"] for p in report["pods"]] == ["x/a"]
+    assert report["schemaVersion"] == "nftpolicy.dump/v2" and [p["pod"] for p in report["pods"]] == ["x/a"]
     ingress = report["pods"][0]["ingress"]
     assert ingress["isolated"] and sorted(ingress["policies"]) == ["x/a-from-b", "x/deny"]
     allow = next(
