@@ -104,10 +104,11 @@ def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:
     from enforcer.kernel import KernelError
     from enforcer.kernel.nftables import NftablesKernel
     from enforcer.audit.live import explain_live
+    from enforcer.node.netlink import local_addresses
 
     try:
         number, protocol = offline.parse_port(port)
-        answer = explain_live(NftablesKernel(), src, dst, number, protocol)
+        answer = explain_live(NftablesKernel(), src, dst, number, protocol, local_addresses())
     except offline.UsageError as e:
         _fail(str(e))
     except ValueError:
@@ -118,7 +119,7 @@ def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:
         click.echo(json.dumps(answer, indent=2))
     else:
         rule = answer["rule"]
-        decided = f"{rule['chain']}: {rule['rule']}" if rule else "the base chain's policy (accept)"
+        decided = f"{rule['chain']}: {rule['rule']}" if rule else answer["reason"] or "the base chain's policy (accept)"
         click.echo(
             f"{'ALLOWED' if answer['allowed'] else 'DENIED'}  {src} -> {dst} {answer['protocol']}/{number}\n  decided by {decided}"
         )

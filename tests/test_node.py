@@ -180,9 +180,26 @@ def test_the_node_and_its_pods_always_reach_each_other(bed) -> None:
         for family, gateway in ((4, "10.244.1.1"), (6, "fd00:10:244:1::1")):
             assert tcp(agent, a.ip(family)), "kubelet probes reach the pod"
             assert tcp(a, gateway), "the pod reaches its node"
+            assert tcp(a, a.ip(family)), "the pod reaches itself"
+            # explain --live says what the packets just showed, and why: these flows never cross the policy table.
+            for src, dst, why in (
+                (gateway, a.ip(family), "from the node itself"),
+                (a.ip(family), gateway, "to the node itself"),
+                (a.ip(family), a.ip(family), "to its own address"),
+            ):
+                answer = explain_live(node, src, dst)
+                assert answer["allowed"] and why in answer["reason"], (src, dst, answer)
         assert blocked(bed.pod("y/a"), a.ip(4)), "another node's pod stays out"
+        denied = explain_live(node, bed.pod("y/a").ip(4), a.ip(4))
+        assert not denied["allowed"] and denied["reason"] is None and denied["rule"]["chain"].startswith("isolate-ingress-")
     finally:
         agent.stop_agent()
+
+
+def explain_live(node, src: str, dst: str, port: str = "80/tcp") -> dict:
+    """``nftpolicy explain --live`` run on the node, as an operator would."""
+    args = ("explain", "--live", "--from", src, "--to", dst, "--port", port, "--format", "json")
+    return json.loads(in_ns(node.netns, sys.executable, "-m", "enforcer", *args, check=False).stdout)
 
 
 def test_ipv6_neighbour_discovery_works_under_deny_all(bed) -> None:
@@ -445,6 +462,48 @@ def test_dump_shows_each_pods_live_rules_peers_and_counters(bed) -> None:
         node.netns, sys.executable, "-m", "enforcer", "dump", "--state-dir", str(node.state_dir), "--policy", "x/deny"
     ).stdout
     assert "x/a" in table and "isolated by" in table
+    # x/deny's chain serves every x pod here: its rule's figures say so, in the JSON and the text.
+    everyone = json.loads(dump_json(node, "--namespace", "x"))["pods"]
+    isolated_by_deny = sorted(p["pod"] for p in everyone if "x/deny" in p["ingress"]["policies"])
+    deny_rules = [r for p in everyone for r in p["ingress"]["rules"] if r["rule"].startswith("x/deny ")]
+    assert all(r["countedFor"] == isolated_by_deny for r in deny_rules)
+    denied = ingress["denied"]["countedFor"]
+    assert "x/a" in denied and all(p["ingress"]["policies"] == ingress["policies"] for p in everyone if p["pod"] in denied), (
+        "a drop counter is labelled with pods of other isolation chains"
+    )
+
+
+def dump_json(node, *args: str) -> str:
+    return in_ns(
+        node.netns, sys.executable, "-m", "enforcer", "dump", "--state-dir", str(node.state_dir), "--format", "json", *args
+    ).stdout
+
+
+def test_dump_shows_a_named_port_as_the_number_it_resolves_to_on_the_pod(bed) -> None:
+    enforce(
+        bed,
+        policy(
+            "x/a-http-from-b",
+            {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": "http"}]}],
+            },
+        ),
+    )
+    a, b = bed.pod("x/a"), bed.pod("x/b")
+    assert tcp(b, a.ip(4), 80) and blocked(b, a.ip(4), 8080)
+    rules = json.loads(dump_json(bed.nodes[0], "--pod", "x/a"))["pods"][0]["ingress"]["rules"]
+    resolved = {(n["name"], tuple(n["ports"])) for r in rules for n in r["namedPorts"] if not n["matchesNothingHere"]}
+    assert resolved == {("http", (80,))}, rules
+    assert all(not p["set"].startswith(("port-", "local-port-")) for r in rules for p in r["peers"])
+
+
+@pytest.mark.parametrize("command", ["dump", "verify"])
+def test_a_state_dir_without_enforcer_state_is_named(bed, command) -> None:
+    node = bed.nodes[0]
+    extra = ("--node", node.name, "--source", str(bed.source)) if command == "verify" else ()
+    result = in_ns(node.netns, sys.executable, "-m", "enforcer", command, "--state-dir", "/nonexistent", *extra, check=False)
+    assert result.returncode == 2 and "no pod records found: /nonexistent has no status.json" in result.stderr, result
 
 
 def test_metrics_count_syncs_objects_and_per_policy_packets(bed) -> None:

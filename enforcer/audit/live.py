@@ -11,30 +11,50 @@ from rules.naming import POLICY_TABLE
 from rules.trace import L4_NAMES, Packet, Tracer
 
 
-def explain_live(kernel: Kernel, src: str, dst: str, port: int, protocol: L4Protocol) -> dict[str, Any]:
-    """Walk a new connection's first packet through the live ``inet nftpolicy``
-    table: the verdict, the kernel rule that gave it, and the way there.
+# Flows that never reach the forward hook, where the policy table is: why each is allowed.
+SELF = "a pod's traffic to its own address stays in its network namespace: no hook of the node sees it"
+TO_NODE = "to the node itself (input hook): NetworkPolicy does not police traffic to a pod's node"
+FROM_NODE = (
+    "from the node itself (output hook): the kubelet's probes and other host traffic reach pods,"
+    " as the NetworkPolicy spec requires (a pod not registered yet is closed even to its node)"
+)
 
-    Each rule's comment names the policy rule it implements, so the answer
-    maps back to ``NS/NAME ingress[i]``. This node decides only for its own
-    pods: the egress of a local source and the ingress of a local destination.
+
+def explain_live(
+    kernel: Kernel, src: str, dst: str, port: int, protocol: L4Protocol, node_addresses: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Walk a new connection's first packet through the hooks it really takes.
+
+    Between pods it crosses the forward hook: the live ``inet nftpolicy``
+    table decides, and the answer names the kernel rule and the way there;
+    each rule's comment names the policy rule it implements (``NS/NAME
+    ingress[i]``). This node decides only for its own pods: the egress of a
+    local source and the ingress of a local destination. A pod's traffic to
+    itself, and traffic to or from the node's own addresses
+    (``node_addresses``, from its interfaces), never reach that table: the
+    answer says so instead of tracing them.
     """
     table = kernel.read(*POLICY_TABLE)
     if table is None:
         raise KernelError("no table inet nftpolicy on this node: is the enforcer running?")
-    packet = Packet(ipaddress.ip_address(src), ipaddress.ip_address(dst), L4_NAMES[protocol.value], port)
-    result = Tracer(table).trace(packet)
+    source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    answer = {"src": src, "dst": dst, "port": port, "protocol": protocol.value}
+    node = {str(ipaddress.ip_address(a)) for a in node_addresses}
+    bypass = (
+        SELF if source == destination else TO_NODE if str(destination) in node else FROM_NODE if str(source) in node else None
+    )
+    if bypass is not None:
+        return {"allowed": True, **answer, "rule": None, "path": [], "reason": bypass}
+    result = Tracer(table).trace(Packet(source, destination, L4_NAMES[protocol.value], port))
     deciding = result.deciding
     return {
         "allowed": result.verdict == "accept",
-        "src": src,
-        "dst": dst,
-        "port": port,
-        "protocol": protocol.value,
+        **answer,
         "rule": None
         if deciding is None
         else {"chain": deciding.chain, "rule": deciding.rule.text(), "comment": deciding.rule.comment},
         "path": [{"chain": s.chain, "rule": s.rule.text()} for s in result.steps],
+        "reason": None,
     }
 
 

@@ -103,6 +103,14 @@ class Links:
         subscribed.wait()
 
 
+def local_addresses() -> frozenset[str]:
+    """Every address on this network namespace's interfaces: the node's own."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return frozenset(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr())
+
+
 class Flow(NamedTuple):
     """A tracked flow's original direction."""
 
