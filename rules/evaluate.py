@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from rules.cluster_policy import Action, ClusterNetworkPolicy, Tier, tier_decision
 from rules.model import ClusterState, Direction, IPAddress, NetworkPolicy, Pod, PolicyPort, PolicyRule, L4Protocol
 from rules.selection import peer_matches, policy_selects
 
@@ -193,3 +194,85 @@ def verdict(
         "allowed by " + ", ".join(str(r) for v in isolated for r in v.allowed_by) if isolated else "no policy isolates either end"
     )
     return decided(True, reason, egress, ingress)
+
+
+# --- with ClusterNetworkPolicy tiers (rules.cluster_policy; not enforced yet, issue 15) ---
+
+
+@dataclass(frozen=True)
+class TieredDecision:
+    """One direction's decision across the tiers, and what made it."""
+
+    direction: Direction
+    pod: str
+    allowed: bool
+    tier: str  # "Admin", "NetworkPolicy", "Baseline" or "default"
+    decided_by: str  # the deciding rule, or why none did
+    passed: tuple[str, ...] = ()  # Pass rules the connection went through on the way
+
+
+def tiered_direction(
+    state: ClusterState,
+    cluster_policies: tuple[ClusterNetworkPolicy, ...],
+    direction: Direction,
+    subject: Pod,
+    peer: Endpoint,
+    dst: Endpoint,
+    port: int,
+    protocol: L4Protocol,
+) -> TieredDecision:
+    """Admin tier, then NetworkPolicy, then Baseline tier, then allow (``rules.cluster_policy``)."""
+    subject_labels = state.namespace_labels(subject.namespace)
+    peer_labels = state.namespace_labels(peer.pod.namespace) if peer.pod is not None else {}
+    passed: list[str] = []
+
+    def decided(allowed: bool, tier: str, by: str) -> TieredDecision:
+        return TieredDecision(direction, subject.key, allowed, tier, by, tuple(passed))
+
+    for tier in (Tier.ADMIN, None, Tier.BASELINE):
+        if tier is None:
+            v = direction_verdict(state, direction, subject, peer, dst, port, protocol)
+            if v.isolated_by:
+                if v.allowed_by:
+                    return decided(True, "NetworkPolicy", ", ".join(f"NetworkPolicy {r}" for r in v.allowed_by))
+                return decided(False, "NetworkPolicy", f"isolated by NetworkPolicy {', '.join(v.isolated_by)}; no rule allows it")
+            continue
+        rule = tier_decision(
+            cluster_policies, tier, direction, subject, subject_labels, peer.ip, peer.pod, peer_labels, port, protocol
+        )
+        if rule is None:
+            continue
+        if rule.action is Action.PASS:
+            passed.append(str(rule))
+            continue
+        return decided(rule.action is Action.ACCEPT, tier.value, f"{rule} {rule.action.value}")
+    return decided(True, "default", "no rule of any tier matched: allowed by default")
+
+
+def tiered_verdict(
+    state: ClusterState,
+    cluster_policies: tuple[ClusterNetworkPolicy, ...],
+    src: Pod | str | IPAddress,
+    dst: Pod | str | IPAddress,
+    port: int,
+    protocol: L4Protocol | str = L4Protocol.TCP,
+) -> tuple[bool, TieredDecision | None, TieredDecision | None]:
+    """(allowed, the source's egress decision, the destination's ingress decision):
+    a connection needs both. Self and node traffic as ``verdict`` has them."""
+    protocol = L4Protocol(protocol)
+    s, d = resolve(state, src, dst)
+    if s.pod is not None and d.pod is not None and s.pod.key == d.pod.key:
+        return True, None, None
+    if _is_node_traffic(state, s, d) or _is_node_traffic(state, d, s):
+        return True, None, None
+    egress = (
+        tiered_direction(state, cluster_policies, Direction.EGRESS, s.pod, d, d, port, protocol)
+        if s.pod is not None and s.pod.is_policy_target
+        else None
+    )
+    ingress = (
+        tiered_direction(state, cluster_policies, Direction.INGRESS, d.pod, s, d, port, protocol)
+        if d.pod is not None and d.pod.is_policy_target
+        else None
+    )
+    return all(v is None or v.allowed for v in (egress, ingress)), egress, ingress
