@@ -312,6 +312,7 @@ def test_a_node_that_loses_power_and_boots_again_converges_and_lets_nothing_deni
     ready(ns, *probers)
     for node in ("node-1", "node-2"):
         wait_until(f"the friend on {node} to get through", lambda n=node: "THROUGH" in outcomes(ns, f"friend-{n}"))
+        wait_until(f"the attacker on {node} to have tried twice", lambda n=node: len(outcomes(ns, f"attacker-{n}")) >= 2)
     restarts = _enforcer_restarts("node-1")
     through = outcomes(ns, "friend-node-2").count("THROUGH")
     # The log of node-1's attacker up to now: containerd's store is a tmpfs here, so after
