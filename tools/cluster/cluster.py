@@ -661,6 +661,45 @@ def make_network(nodes: list["Node"]) -> None:
         ip(CP_NS, "route", "add", node.cidr, "via", node.ip)
 
 
+MADE_MOUNT_POINTS = ROOT / "made-mount-points"  # host directories `up` made, for `down` to remove
+
+
+def make_mount_points() -> None:
+    """The host paths the nodes' private mounts cover must exist to be mounted
+    over (a mount namespace shares the filesystem). A fresh host may lack
+    /etc/cni/net.d: make what is missing, and remember it for ``down``."""
+    made = []
+    for p in PRIVATE_PATHS:
+        path = Path("/") / p
+        missing = []
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(str(d))
+    if made:
+        say("made host mount points (removed at `down`): " + ", ".join(made))
+        MADE_MOUNT_POINTS.write_text("\n".join(made) + "\n")
+
+
+def remove_mount_points() -> list[str]:
+    """Remove the host directories ``make_mount_points`` made, deepest first, if empty."""
+    try:
+        made = MADE_MOUNT_POINTS.read_text().split()
+    except FileNotFoundError:
+        return []
+    problems = []
+    for d in reversed(made):
+        try:
+            Path(d).rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            problems.append(f"host directory {d} (made by `up`): {e.strerror}")
+    return problems
+
+
 def make_node_network(node: "Node", nodes: list["Node"]) -> None:
     """The node's own namespace as a machine has it at boot: eth0 on the underlay,
     forwarding on, static routes to the other nodes' pod CIDRs."""
@@ -1334,6 +1373,7 @@ def up(args: argparse.Namespace) -> int:
         make_pki(nodes)
         for node in nodes:
             node.write_files()
+        make_mount_points()
         make_network(nodes)
         start_control_plane()
         for node in nodes:
@@ -1577,6 +1617,7 @@ def teardown() -> list[str]:
     # still, nothing under ROOT may be mounted here before it is removed.
     for mount in reversed(host_mounts_under(ROOT)):
         run("umount", "-l", mount, check=False)
+    problems += remove_mount_points()
     if ROOT.exists():
         keep_logs()
         say(f"removing {ROOT} (containerd's images and snapshots, kubelet state, certificates)")
