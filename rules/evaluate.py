@@ -229,24 +229,28 @@ def tiered_direction(
     def decided(allowed: bool, tier: str, by: str) -> TieredDecision:
         return TieredDecision(direction, subject.key, allowed, tier, by, tuple(passed))
 
-    for tier in (Tier.ADMIN, None, Tier.BASELINE):
-        if tier is None:
-            v = direction_verdict(state, direction, subject, peer, dst, port, protocol)
-            if v.isolated_by:
-                if v.allowed_by:
-                    return decided(True, "NetworkPolicy", ", ".join(f"NetworkPolicy {r}" for r in v.allowed_by))
-                return decided(False, "NetworkPolicy", f"isolated by NetworkPolicy {', '.join(v.isolated_by)}; no rule allows it")
-            continue
+    def cluster_tier(tier: Tier) -> TieredDecision | None:
+        """The tier's decision, or None to go on (no rule matched, or a Pass)."""
         rule = tier_decision(
             cluster_policies, tier, direction, subject, subject_labels, peer.ip, peer.pod, peer_labels, port, protocol
         )
         if rule is None:
-            continue
+            return None
         if rule.action is Action.PASS:
             passed.append(str(rule))
-            continue
+            return None
         return decided(rule.action is Action.ACCEPT, tier.value, f"{rule} {rule.action.value}")
-    return decided(True, "default", "no rule of any tier matched: allowed by default")
+
+    admin = cluster_tier(Tier.ADMIN)
+    if admin is not None:
+        return admin
+    v = direction_verdict(state, direction, subject, peer, dst, port, protocol)
+    if v.isolated_by:
+        if v.allowed_by:
+            return decided(True, "NetworkPolicy", ", ".join(f"NetworkPolicy {r}" for r in v.allowed_by))
+        return decided(False, "NetworkPolicy", f"isolated by NetworkPolicy {', '.join(v.isolated_by)}; no rule allows it")
+    baseline = cluster_tier(Tier.BASELINE)
+    return baseline or decided(True, "default", "no rule of any tier matched: allowed by default")
 
 
 def tiered_verdict(

@@ -241,7 +241,8 @@ def test_restarting_a_nodes_runtime_or_kubelet_changes_nothing_enforced(ns, comp
     assert "THROUGH" not in outcomes(ns, "attacker")
 
 
-def test_service_traffic_is_policed_on_the_backend_pod_behind_kube_proxy(ns) -> None:
+def guarded_service(ns: str) -> str:
+    """A server on node-1 admitting only app=friend, behind a ClusterIP Service; returns its address."""
     apply(
         server(ns, "server", "node-1", {"app": "server"}),
         deny_all_but(ns, {"app": "server"}, {"app": "friend"}),
@@ -254,6 +255,11 @@ def test_service_traffic_is_policed_on_the_backend_pod_behind_kube_proxy(ns) -> 
     )
     ready(ns, "server")
     service = kubectl("-n", ns, "get", "service", "server", "-o", "jsonpath={.spec.clusterIP}")
+    return service
+
+
+def test_service_traffic_is_policed_on_the_backend_pod_behind_kube_proxy(ns) -> None:
+    service = guarded_service(ns)
     apply(
         *(
             prober(ns, f"{role}-{node}", node, {"app": role}, service, tries=3)
@@ -295,18 +301,7 @@ def test_a_node_that_loses_power_and_boots_again_converges_and_lets_nothing_deni
     instant into rules already in force. Behind a Service, so the server's new
     address is found the way clients find it. The records of the pods that
     died with the node are gone; their addresses are free again."""
-    apply(
-        server(ns, "server", "node-1", {"app": "server"}),
-        deny_all_but(ns, {"app": "server"}, {"app": "friend"}),
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "server", "namespace": ns},
-            "spec": {"selector": {"app": "server"}, "ports": [{"port": 8080, "targetPort": 8080}]},
-        },
-    )
-    ready(ns, "server")
-    service = kubectl("-n", ns, "get", "service", "server", "-o", "jsonpath={.spec.clusterIP}")
+    service = guarded_service(ns)
     probers = [f"{role}-{node}" for role in ("attacker", "friend") for node in ("node-1", "node-2")]
     apply(*(prober(ns, name, name.split("-", 1)[1], {"app": name.split("-")[0]}, service) for name in probers))
     ready(ns, *probers)

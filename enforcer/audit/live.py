@@ -39,10 +39,8 @@ def explain_live(
         raise KernelError("no table inet nftpolicy on this node: is the enforcer running?")
     source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     answer = {"src": src, "dst": dst, "port": port, "protocol": protocol.value}
-    node = {str(ipaddress.ip_address(a)) for a in node_addresses}
-    bypass = (
-        SELF if source == destination else TO_NODE if str(destination) in node else FROM_NODE if str(source) in node else None
-    )
+    node = {ipaddress.ip_address(a) for a in node_addresses}
+    bypass = SELF if source == destination else TO_NODE if destination in node else FROM_NODE if source in node else None
     if bypass is not None:
         return {"allowed": True, **answer, "rule": None, "path": [], "reason": bypass}
     result = Tracer(table).trace(Packet(source, destination, L4_NAMES[protocol.value], port))

@@ -27,6 +27,7 @@ class Links:
         self._ipr = IPRoute()
         self._lock = threading.Lock()
         self._table: dict[int, tuple[str, int | None, bool]] | None = None  # index: name, master, is a bridge (kept by watch)
+        self._names: frozenset[str] = frozenset()  # the table's link names, for ``exists``
 
     def set_up(self, ifname: str) -> bool:
         """True when the link exists (and is now up)."""
@@ -40,8 +41,8 @@ class Links:
         """Whether the node has a link of that name. The table ``watch`` keeps
         may lag a link just made, so a name it lacks is asked of the kernel."""
         with self._lock:
-            table = self._table
-        if table is not None and any(name == ifname for name, _, _ in table.values()):
+            names = self._names
+        if ifname in names:
             return True
         try:
             socket.if_nametoindex(ifname)
@@ -61,6 +62,11 @@ class Links:
         bridges = {index for index, (name, _, is_bridge) in table.items() if is_bridge and name not in pod}
         return frozenset(name for name, master, _ in table.values() if master in bridges)
 
+    def _keep(self, table: dict[int, tuple[str, int | None, bool]] | None) -> None:
+        names = frozenset(name for name, _, _ in table.values()) if table is not None else frozenset()
+        with self._lock:
+            self._table, self._names = table, names
+
     def watch(self, stop: threading.Event, changed: Callable[[], None]) -> None:
         """Keep the link table from link events and call ``changed`` after any
         link appears, goes or changes master, until ``stop``. Returns once the
@@ -77,8 +83,7 @@ class Links:
                 events.bind(groups=RTMGRP_LINK)
                 with IPRoute() as dump:  # after subscribing: later changes are queued as events
                     table = {link["index"]: _entry(link) for link in dump.get_links()}
-                with self._lock:
-                    self._table = table
+                self._keep(table)
                 subscribed.set()
                 with events:
                     while not stop.is_set():
@@ -88,13 +93,11 @@ class Links:
                                 table[m["index"]] = _entry(m)
                             elif m["event"] == "RTM_DELLINK":
                                 table.pop(m["index"], None)
-                        with self._lock:
-                            self._table = table
+                        self._keep(table)
                         changed()
             except OSError as e:  # no event socket: enforcement must not depend on it
                 log.error("link events unavailable (%s): the bridge ports are listed every second", e)
-                with self._lock:
-                    self._table = None
+                self._keep(None)
                 subscribed.set()
                 while not stop.wait(1.0):
                     changed()
