@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rules.model import Direction, IPAddress, L4Protocol, LabelSelector, Pod
+from rules.model import Direction, IPAddress, L4Protocol, LabelSelector, Pod, PortRange
 
 MAX_PRIORITY = 1000
 MAX_RULES = 25  # rules per direction, peers per rule, protocols per rule, networks per peer
@@ -78,15 +78,6 @@ class ClusterPeer:
 
 
 @dataclass(frozen=True)
-class PortRange:
-    """Destination ports ``first`` to ``last`` of one protocol."""
-
-    protocol: L4Protocol
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
 class ClusterRule:
     name: str  # may be empty; not unique
     action: Action
@@ -109,6 +100,10 @@ class ClusterNetworkPolicy:
     subject: PodsSelector
     ingress: tuple[ClusterRule, ...] = ()
     egress: tuple[ClusterRule, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"cnp/{self.name}"
 
     def rules(self, direction: Direction) -> tuple[ClusterRule, ...]:
         return self.ingress if direction is Direction.INGRESS else self.egress

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from rules.cluster_policy import Action, ClusterNetworkPolicy, Tier, tier_decision
+from rules.cluster_policy import Action, Tier, tier_decision
 from rules.model import ClusterState, Direction, IPAddress, NetworkPolicy, Pod, PolicyPort, PolicyRule, L4Protocol
 from rules.selection import peer_matches, policy_selects
 
@@ -213,7 +213,6 @@ class TieredDecision:
 
 def tiered_direction(
     state: ClusterState,
-    cluster_policies: tuple[ClusterNetworkPolicy, ...],
     direction: Direction,
     subject: Pod,
     peer: Endpoint,
@@ -232,7 +231,7 @@ def tiered_direction(
     def cluster_tier(tier: Tier) -> TieredDecision | None:
         """The tier's decision, or None to go on (no rule matched, or a Pass)."""
         rule = tier_decision(
-            cluster_policies, tier, direction, subject, subject_labels, peer.ip, peer.pod, peer_labels, port, protocol
+            state.cluster_policies, tier, direction, subject, subject_labels, peer.ip, peer.pod, peer_labels, port, protocol
         )
         if rule is None:
             return None
@@ -255,14 +254,13 @@ def tiered_direction(
 
 def tiered_verdict(
     state: ClusterState,
-    cluster_policies: tuple[ClusterNetworkPolicy, ...],
     src: Pod | str | IPAddress,
     dst: Pod | str | IPAddress,
     port: int,
     protocol: L4Protocol | str = L4Protocol.TCP,
 ) -> tuple[bool, TieredDecision | None, TieredDecision | None]:
-    """(allowed, the source's egress decision, the destination's ingress decision):
-    a connection needs both. Self and node traffic as ``verdict`` has them."""
+    """(allowed, the source's egress decision, the destination's ingress decision),
+    with ``state``'s NetworkPolicies and ClusterNetworkPolicies: a connection needs both. Self and node traffic as ``verdict`` has them."""
     protocol = L4Protocol(protocol)
     s, d = resolve(state, src, dst)
     if s.pod is not None and d.pod is not None and s.pod.key == d.pod.key:
@@ -270,12 +268,12 @@ def tiered_verdict(
     if _is_node_traffic(state, s, d) or _is_node_traffic(state, d, s):
         return True, None, None
     egress = (
-        tiered_direction(state, cluster_policies, Direction.EGRESS, s.pod, d, d, port, protocol)
+        tiered_direction(state, Direction.EGRESS, s.pod, d, d, port, protocol)
         if s.pod is not None and s.pod.is_policy_target
         else None
     )
     ingress = (
-        tiered_direction(state, cluster_policies, Direction.INGRESS, d.pod, s, d, port, protocol)
+        tiered_direction(state, Direction.INGRESS, d.pod, s, d, port, protocol)
         if d.pod is not None and d.pod.is_policy_target
         else None
     )

@@ -7,15 +7,20 @@ renders nftables from this IR alone and never reads a NetworkPolicy. Nothing
 here is an nft type.
 
 For one pod and direction the IR is an ordered tuple of tiers, which a packet
-meets in turn. NetworkPolicy, the one producer today (``network_policy_ir``),
-makes one tier, ``Isolation``: the pod is isolated when a policy selects it
-for that direction, and then a packet is allowed when any rule of those
-policies matches it, and dropped otherwise. ClusterNetworkPolicy
-(network-policy-api) will add its Admin tier before NetworkPolicy's and its
-Baseline tier after it (reached only where NetworkPolicy does not isolate):
-rules in priority order with an Accept, Deny or Pass verdict, where Pass
-leaves the Admin tier for NetworkPolicy's. Those tiers join ``Tier``;
-NetworkPolicy's part does not change.
+meets in turn (``node_policy_ir`` makes it from both producers):
+
+- ``ClusterTier`` Admin (ClusterNetworkPolicy, network-policy-api): the
+  policies whose subject selects the pod, in priority order, their rules in
+  order; the first rule that matches decides with Accept or Deny, or with Pass
+  leaves the tier. No match: on to the next tier.
+- ``Isolation`` (NetworkPolicy): the pod is isolated when a policy selects it
+  for that direction, and then a packet is allowed when any rule of those
+  policies matches it, and dropped otherwise.
+- ``ClusterTier`` Baseline, as Admin, met only where NetworkPolicy does not
+  isolate the pod.
+
+After the last tier, the packet is allowed. A pod and direction with no tier
+is not policed.
 
 Peers and named ports are references (``SelectorScope``, ``IPBlock``,
 ``NamedPort``), not addresses: a pod coming or going changes whom they name
@@ -36,10 +41,12 @@ from rules.model import (
     NetworkPolicy,
     Peer,
     Pod,
-    PolicyPort,
     PolicyRule,
-    L4Protocol,
+    NamedPort,
+    PortRange,
 )
+from rules.cluster_policy import Action, ClusterNetworkPolicy, ClusterPeer, ClusterRule
+from rules.cluster_policy import Tier as ClusterTierName
 from rules.selection import policy_selects
 
 
@@ -83,31 +90,6 @@ def peer_ref(peer: Peer, policy_namespace: str) -> PeerRef:
 
 
 @dataclass(frozen=True)
-class PortRange:
-    """Ports ``first`` to ``last`` of one protocol."""
-
-    protocol: L4Protocol
-    first: int
-    last: int
-
-    @classmethod
-    def of(cls, port: PolicyPort) -> PortRange:
-        """A policy port with a number (or none: every port)."""
-        assert not isinstance(port.port, str)
-        if port.port is None:
-            return cls(port.protocol, 0, 65535)
-        return cls(port.protocol, port.port, port.end_port or port.port)
-
-
-@dataclass(frozen=True, order=True)
-class NamedPort:
-    """A container port's name: its number is whatever the destination pod gives it."""
-
-    protocol: L4Protocol
-    name: str
-
-
-@dataclass(frozen=True)
 class RuleSource:
     """The policy rule a match implements: ``NS/NAME DIR[index]``, its peer
     ``.from[peer]``/``.to[peer]`` (None: the rule lists no peers) and the named
@@ -119,6 +101,8 @@ class RuleSource:
     index: int
     peer: int | None = None
     named_port: str | None = None
+    tier: str | None = None  # ClusterNetworkPolicy: ``Admin/PRIORITY`` or ``Baseline/PRIORITY``
+    name: str = ""  # ClusterNetworkPolicy: the rule's name (may be empty)
 
 
 @dataclass(frozen=True)
@@ -153,7 +137,39 @@ class Isolation:
     policies: tuple[PolicyRules, ...]
 
 
-Tier = Isolation  # ClusterNetworkPolicy's Admin and Baseline tiers will join this union
+@dataclass(frozen=True)
+class TierRule:
+    """One ClusterNetworkPolicy rule: a packet that any of ``matches`` matches gets ``action``."""
+
+    action: Action
+    matches: tuple[RuleMatch, ...]
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """One ClusterNetworkPolicy's rules for one direction, in order: the first that matches decides.
+    Equal values decide alike, so a backend may reuse what it built for an equal one."""
+
+    policy: str  # cnp/NAME
+    tier: ClusterTierName
+    priority: int
+    direction: Direction
+    rules: tuple[TierRule, ...]
+
+
+@dataclass(frozen=True)
+class ClusterTier:
+    """ClusterNetworkPolicy's Admin or Baseline tier for a pod and direction:
+    the policies whose subject selects it and that have rules for the
+    direction, in evaluation order (priority, then name). It never isolates:
+    a packet no rule matches goes on to the next tier."""
+
+    tier: ClusterTierName
+    direction: Direction
+    policies: tuple[TierPolicy, ...]
+
+
+Tier = ClusterTier | Isolation
 
 
 @dataclass(frozen=True)
@@ -191,21 +207,28 @@ def isolating_policies(state: ClusterState, pod: Pod, direction: Direction) -> t
     return tuple(p for p in state.policies_in(pod.namespace) if direction in p.policy_types and policy_selects(p, pod))
 
 
-def network_policy_ir(state: ClusterState, node: str, memo: IRMemo | None = None) -> NodePolicy:
-    """The NetworkPolicy tier of every pod ``node`` polices. Each distinct set
-    of isolating policies is one object; a ``memo`` kept across calls reuses
-    the rules of unchanged policies."""
+def node_policy_ir(state: ClusterState, node: str, memo: IRMemo | None = None) -> NodePolicy:
+    """The tiers of every pod ``node`` polices. Each distinct combination of
+    policies is one object; a ``memo`` kept across calls reuses the rules of
+    unchanged policies."""
     memo = memo or IRMemo()
-    isolations: dict[tuple[Direction, tuple[str, ...]], tuple[Tier, ...]] = {}
+    combinations: dict[tuple, tuple[Tier, ...]] = {}
 
     def tiers(pod: Pod, direction: Direction) -> tuple[Tier, ...]:
-        policies = isolating_policies(state, pod, direction)
-        if not policies:
-            return ()
-        key = (direction, tuple(p.key for p in policies))
-        if key not in isolations:
-            isolations[key] = (Isolation(direction, tuple(memo.rules(p, direction) for p in policies)),)
-        return isolations[key]
+        admin, baseline = (cluster_policies_for(state, pod, direction, tier) for tier in ClusterTierName)
+        isolating = isolating_policies(state, pod, direction)
+        key = (direction, *(tuple(p.key for p in ps) for ps in (admin, isolating, baseline)))
+        if key not in combinations:
+            combinations[key] = tuple(
+                tier
+                for tier in (
+                    _cluster_tier(memo, ClusterTierName.ADMIN, direction, admin),
+                    Isolation(direction, tuple(memo.rules(p, direction) for p in isolating)) if isolating else None,
+                    _cluster_tier(memo, ClusterTierName.BASELINE, direction, baseline),
+                )
+                if tier is not None
+            )
+        return combinations[key]
 
     pods = tuple(
         PodPolicy(pod.key, pod.ips, tiers(pod, Direction.INGRESS), tiers(pod, Direction.EGRESS))
@@ -215,6 +238,21 @@ def network_policy_ir(state: ClusterState, node: str, memo: IRMemo | None = None
     return NodePolicy(node, pods)
 
 
+def cluster_policies_for(
+    state: ClusterState, pod: Pod, direction: Direction, tier: ClusterTierName
+) -> tuple[ClusterNetworkPolicy, ...]:
+    """The ClusterNetworkPolicies of a tier whose subject selects a pod and that
+    have rules for a direction, in evaluation order."""
+    labels = state.namespace_labels(pod.namespace)
+    return tuple(p for p in state.cluster_policies if p.tier is tier and p.rules(direction) and p.subject.matches(pod, labels))
+
+
+def _cluster_tier(
+    memo: IRMemo, tier: ClusterTierName, direction: Direction, policies: tuple[ClusterNetworkPolicy, ...]
+) -> ClusterTier | None:
+    return ClusterTier(tier, direction, tuple(memo.rules(p, direction) for p in policies)) if policies else None
+
+
 class IRMemo:
     """The policy rules the previous IR made, for the next to reuse: a policy
     that compares equal yields the very same ``PolicyRules``, so a render
@@ -222,14 +260,16 @@ class IRMemo:
     Keeps what the last IR used."""
 
     def __init__(self) -> None:
-        self._rules: dict[tuple[str, Direction], tuple[NetworkPolicy, PolicyRules]] = {}
-        self._used: dict[tuple[str, Direction], tuple[NetworkPolicy, PolicyRules]] = {}
+        self._rules: dict[tuple, tuple] = {}
+        self._used: dict[tuple, tuple] = {}
 
-    def rules(self, policy: NetworkPolicy, direction: Direction) -> PolicyRules:
-        key = (policy.key, direction)
+    def rules(self, policy: NetworkPolicy | ClusterNetworkPolicy, direction: Direction):
+        """``PolicyRules`` of a NetworkPolicy, ``TierPolicy`` of a ClusterNetworkPolicy."""
+        key = (type(policy), policy.key, direction)
         hit = self._used.get(key) or self._rules.get(key)  # used: one IR may ask for a policy more than once
         if hit is None or hit[0] != policy:
-            hit = (policy, policy_rules(policy, direction))
+            made = policy_rules(policy, direction) if isinstance(policy, NetworkPolicy) else tier_policy(policy, direction)
+            hit = (policy, made)
         self._used[key] = hit
         return hit[1]
 
@@ -260,6 +300,38 @@ def _rule_matches(policy: NetworkPolicy, direction: Direction, index: int, rule:
         for port in ports:
             named = port.name if isinstance(port, NamedPort) else None
             yield RuleMatch(peer, port, RuleSource(policy.key, direction, index, j, named))
+
+
+def tier_policy(policy: ClusterNetworkPolicy, direction: Direction) -> TierPolicy:
+    rules = tuple(
+        TierRule(rule.action, tuple(_cluster_rule_matches(policy, direction, i, rule)))
+        for i, rule in enumerate(policy.rules(direction))
+    )
+    return TierPolicy(policy.key, policy.tier, policy.priority, direction, rules)
+
+
+def _cluster_rule_matches(
+    policy: ClusterNetworkPolicy, direction: Direction, index: int, rule: ClusterRule
+) -> Iterator[RuleMatch]:
+    """A rule matches a packet when a peer and a port match (no ports listed: any).
+    Numeric ports match together; a named port matches on its own."""
+    numeric = tuple(p for p in rule.ports if isinstance(p, PortRange))
+    named = sorted(p for p in rule.ports if isinstance(p, NamedPort))
+    ports: list[tuple[PortRange, ...] | NamedPort | None] = [None] if not rule.ports else ([numeric] if numeric else []) + named
+    tier = f"{policy.tier.value}/{policy.priority}"
+    for j, peer in enumerate(rule.peers):
+        for ref in _cluster_peer_refs(peer):
+            for port in ports:
+                named_port = port.name if isinstance(port, NamedPort) else None
+                yield RuleMatch(ref, port, RuleSource(policy.key, direction, index, j, named_port, tier, rule.name))
+
+
+def _cluster_peer_refs(peer: ClusterPeer) -> list[PeerRef]:
+    """Pods of the selected namespaces (of all: no namespace selector), or each network as an ipBlock."""
+    if peer.pods is not None:
+        pods = peer.pods.pods if peer.pods.pods != LabelSelector() else None
+        return [SelectorScope(None, peer.pods.namespaces or LabelSelector(), pods)]
+    return [IPBlock(network) for network in peer.networks]
 
 
 # --- whom references name ------------------------------------------------------

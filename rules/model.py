@@ -13,7 +13,10 @@ import itertools
 from dataclasses import InitVar, dataclass, field
 from enum import Enum
 from functools import cached_property
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from rules.cluster_policy import ClusterNetworkPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -160,6 +163,31 @@ class PolicyPort:
 
 
 @dataclass(frozen=True)
+class PortRange:
+    """Destination ports ``first`` to ``last`` of one protocol (NetworkPolicy and ClusterNetworkPolicy alike)."""
+
+    protocol: L4Protocol
+    first: int
+    last: int
+
+    @classmethod
+    def of(cls, port: PolicyPort) -> PortRange:
+        """A policy port with a number (or none: every port)."""
+        assert not isinstance(port.port, str)
+        if port.port is None:
+            return cls(port.protocol, 0, 65535)
+        return cls(port.protocol, port.port, port.end_port or port.port)
+
+
+@dataclass(frozen=True, order=True)
+class NamedPort:
+    """A container port's name: its number is whatever the destination pod gives it."""
+
+    protocol: L4Protocol
+    name: str
+
+
+@dataclass(frozen=True)
 class PolicyRule:
     """An ingress or egress rule. Empty ``peers`` means every peer; empty
     ``ports`` means every port (the API does not tell absent from empty)."""
@@ -274,6 +302,11 @@ class Node:
 _versions = itertools.count(1)  # pod-set versions: never reused, so equal versions mean equal pods
 
 
+def _cluster_order(policies: Iterable[ClusterNetworkPolicy]) -> tuple[ClusterNetworkPolicy, ...]:
+    """Admin before Baseline, then evaluation order (priority; ties by name)."""
+    return tuple(sorted(policies, key=lambda p: (p.tier.value != "Admin", p.priority, p.name)))
+
+
 def _pod_order(pod: Pod) -> tuple[str, str]:
     return pod.namespace, pod.name
 
@@ -379,6 +412,7 @@ class ClusterState:
     pods: tuple[Pod, ...] = ()
     policies: tuple[NetworkPolicy, ...] = ()
     nodes: tuple[Node, ...] = ()
+    cluster_policies: tuple[ClusterNetworkPolicy, ...] = ()  # both tiers, in (tier, priority, name) order
     pod_index: InitVar[PodIndex | None] = None
     _pods: PodIndex = field(init=False, compare=False, repr=False)
     _ns_index: dict[str, Namespace] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -398,6 +432,7 @@ class ClusterState:
         pods: Iterable[Pod] = (),
         policies: Iterable[NetworkPolicy] = (),
         nodes: Iterable[Node] = (),
+        cluster_policies: Iterable[ClusterNetworkPolicy] = (),
     ) -> ClusterState:
         """A state in canonical order, so equal inputs render equal output."""
         return cls(
@@ -405,6 +440,7 @@ class ClusterState:
             pods=tuple(sorted(pods, key=_pod_order)),
             policies=tuple(sorted(policies, key=lambda p: (p.namespace, p.name))),
             nodes=tuple(sorted(nodes, key=lambda n: n.name)),
+            cluster_policies=_cluster_order(cluster_policies),
         )
 
     def with_pods(self, changed: Iterable[Pod] = (), removed: Iterable[str] = ()) -> ClusterState:
@@ -413,17 +449,23 @@ class ClusterState:
         index = self._pods.updated(changed, removed)
         if index is self._pods:
             return self
-        return ClusterState(self.namespaces, tuple(index.ordered), self.policies, self.nodes, pod_index=index)
+        return ClusterState(
+            self.namespaces, tuple(index.ordered), self.policies, self.nodes, self.cluster_policies, pod_index=index
+        )
 
     def with_objects(
-        self, namespaces: Iterable[Namespace] | None = None, policies: Iterable[NetworkPolicy] | None = None
+        self,
+        namespaces: Iterable[Namespace] | None = None,
+        policies: Iterable[NetworkPolicy] | None = None,
+        cluster_policies: Iterable[ClusterNetworkPolicy] | None = None,
     ) -> ClusterState:
-        """This state with all its namespaces or policies replaced; pods and their index kept."""
+        """This state with all its namespaces, policies or cluster policies replaced; pods and their index kept."""
         return ClusterState(
             tuple(sorted(namespaces, key=lambda n: n.name)) if namespaces is not None else self.namespaces,
             self.pods,
             tuple(sorted(policies, key=lambda p: (p.namespace, p.name))) if policies is not None else self.policies,
             self.nodes,
+            _cluster_order(cluster_policies) if cluster_policies is not None else self.cluster_policies,
             pod_index=self._pods,
         )
 

@@ -8,8 +8,12 @@ so the writer and the readers cannot drift apart.
 
     chain forward, chain ingress-dispatch   base chain and the ingress lookup
     map {ingress,egress}-pods-v4|v6         local pod IP -> its isolation chain
-    chain isolate-DIR-HASH                  one per distinct set of isolating policies
+    chain isolate-DIR-HASH                  one per distinct combination of tiers (isolating
+                                            policies, and ClusterNetworkPolicies of each tier)
     chain policy-DIR-HASH-NS/NAME           one policy's rules for one direction
+    chain cnp-admin|baseline-DIR-HASH       one per distinct list of a tier's ClusterNetworkPolicies,
+                                            their rules inlined in evaluation order
+    chain cnp-deny-DIR                      logs (rate-limited) and drops what a Deny rule denies
     set peer-HASH-v4|v6                     the pods a selector peer names
     set cidr-HASH-v4|v6                     an ipBlock, cidr minus except
     set [local-]port-PROTO-NAME-v4|v6       pod IP . number of a named port
@@ -21,7 +25,9 @@ and ``foreign-ports`` (ports of bridges that are not pod bridges).
 
 Comments: a policy chain, and the jump to it, say ``NS/NAME DIR``; a policy
 rule says ``NS/NAME DIR[i]``, then ``.from[j]``/``.to[j]`` for a peer, then
-`` port NAME`` for a named port. Denied packets are logged with the prefix
+`` port NAME`` for a named port. A ClusterNetworkPolicy rule says
+``cnp/NAME TIER/PRIORITY DIR[i]``, the same peer and port parts, then
+`` (RULE NAME)`` and its action. Denied packets are logged with the prefix
 ``nftpolicy DIR CHAIN``.
 """
 
@@ -43,7 +49,7 @@ FOREIGN_PORTS_SET = "foreign-ports"
 
 FORWARD_CHAIN = "forward"
 DISPATCH_CHAIN = "ingress-dispatch"
-_POLICY, _ISOLATE = "policy-", "isolate-"
+_POLICY, _ISOLATE, _CNP = "policy-", "isolate-", "cnp-"
 _PORT, _LOCAL_PORT = "port-", "local-port-"
 _LOG = "nftpolicy"
 
@@ -68,6 +74,15 @@ def policy_chain_name(policy_key: str, direction: Direction) -> str:
 
 def isolate_chain_name(direction: Direction, policy_keys: tuple[str, ...]) -> str:
     return f"{_ISOLATE}{direction.field}-{short_hash(*policy_keys)}"
+
+
+def cluster_tier_chain_name(tier: str, direction: Direction, policy_keys: tuple[str, ...]) -> str:
+    """``tier``: Admin or Baseline."""
+    return f"{_CNP}{tier.lower()}-{direction.field}-{short_hash(tier, *policy_keys)}"
+
+
+def cluster_deny_chain_name(direction: Direction) -> str:
+    return f"{_CNP}deny-{direction.field}"
 
 
 def peer_set_name(scope: str, family: int) -> str:
@@ -129,15 +144,29 @@ def is_direction_comment(comment: str, direction: str) -> bool:
 
 
 def rule_comment(
-    policy_key: str, direction: Direction, index: int, peer: int | None = None, named_port: str | None = None
+    policy_key: str,
+    direction: Direction,
+    index: int,
+    peer: int | None = None,
+    named_port: str | None = None,
+    tier: str | None = None,
+    name: str = "",
 ) -> str:
-    """The policy rule (and peer, and named port) an nft rule implements."""
-    where = f"{policy_key} {direction.field}[{index}]"
+    """The policy rule (and peer, and named port) an nft rule implements;
+    ClusterNetworkPolicy rules also name their tier, priority and rule name."""
+    where = f"{policy_key} {tier} {direction.field}[{index}]" if tier else f"{policy_key} {direction.field}[{index}]"
     if peer is not None:
         where += f".{direction.peers_field}[{peer}]"
     if named_port is not None:
         where += f" port {named_port}"
+    if name:
+        where += f" ({name})"
     return where
+
+
+def cluster_tier_comment(tier: str, direction: Direction, policies: tuple[tuple[str, int], ...]) -> str:
+    """A tier chain's comment, and its jump's: the tier and its policies with their priorities."""
+    return f"{tier} tier {direction.field}: " + ", ".join(f"{key} ({priority})" for key, priority in policies)
 
 
 # --- the deny log ------------------------------------------------------------

@@ -265,6 +265,7 @@ Statement = Union[Match, VMap, Counter, Limit, Log, Verdict]
 
 ACCEPT = Verdict("accept")
 DROP = Verdict("drop")
+RETURN = Verdict("return")
 
 
 def jump(chain: str) -> Verdict:

@@ -23,7 +23,9 @@ import functools
 import ipaddress
 from typing import Callable, Iterable, NamedTuple
 
+from rules.cluster_policy import Action
 from rules.ir import (
+    ClusterTier,
     IRMemo,
     Isolation,
     Members,
@@ -41,6 +43,7 @@ from rules.model import ClusterState, Direction, IPBlock, PodInterface
 from rules.nft import (
     ACCEPT,
     DROP,
+    RETURN,
     AnonSet,
     Chain,
     Concat,
@@ -60,6 +63,7 @@ from rules.nft import (
     Set,
     SetRef,
     Table,
+    Verdict,
     VMap,
     goto,
     jump,
@@ -67,6 +71,9 @@ from rules.nft import (
 from rules.bridge import bridge_table, with_interfaces
 from rules.naming import (
     DISPATCH_CHAIN,
+    cluster_deny_chain_name,
+    cluster_tier_chain_name,
+    cluster_tier_comment,
     FORWARD_CHAIN,
     POLICY_TABLE,
     deny_log_prefix,
@@ -191,6 +198,7 @@ class _Renderer:
         self.sets: dict[str, Set] = {}
         self.policy_chains: dict[str, Chain] = {}
         self.isolate_chains: dict[str, Chain] = {}
+        self.tier_chains: dict[str, Chain] = {}
         self._needs: list[tuple] | None = None  # while a policy chain renders: the sets its rules asked for
 
     # --- sets ------------------------------------------------------------
@@ -257,12 +265,16 @@ class _Renderer:
 
     # --- chains ----------------------------------------------------------
 
-    def rules_for(self, match: RuleMatch, direction: Direction) -> list[Rule]:
-        """nft rules for one match: one per address family it needs."""
-        verdict = ACCEPT if direction is Direction.INGRESS else goto(DISPATCH_CHAIN)
+    def rules_for(self, match: RuleMatch, direction: Direction, action: tuple[Verdict, str] | None = None) -> list[Rule]:
+        """nft rules for one match: one per address family it needs. The
+        verdict is NetworkPolicy's allow unless an action (a verdict and the
+        word the comment ends with) is given."""
+        verdict = action[0] if action else _allow(direction)
         peer_field = "saddr" if direction is Direction.INGRESS else "daddr"
         source = match.source
-        where = rule_comment(source.policy, source.direction, source.index, source.peer, source.named_port)
+        where = rule_comment(
+            source.policy, source.direction, source.index, source.peer, source.named_port, source.tier, source.name
+        ) + (f" {action[1]}" if action else "")
         numeric = (
             Match(Concat((Meta("l4proto"), Payload("th", "dport"))), AnonSet(_port_items(match.ports)))
             if isinstance(match.ports, tuple)
@@ -304,13 +316,76 @@ class _Renderer:
         return name
 
     def isolate_chain(self, direction: Direction, tiers: tuple[Tier, ...]) -> str:
-        """The chain a pod's dispatch entry goes to: its tiers in order. Pods
-        with the same policies share it."""
-        keys = tuple(p.policy for tier in tiers for p in tier.policies)
+        """The chain a pod's dispatch entry goes to: its tiers in order, then,
+        unless NetworkPolicy isolates the pod, allow. Pods with the same
+        policies share it; with NetworkPolicy alone it is named after them."""
+        keys = tuple(
+            key
+            for tier in tiers
+            for key in (
+                (p.policy for p in tier.policies)
+                if isinstance(tier, Isolation)
+                else (f"{tier.tier.value}:{p.policy}" for p in tier.policies)
+            )
+        )
         name = isolate_chain_name(direction, keys)
         if name not in self.isolate_chains:
-            rules = tuple(r for tier in tiers for r in self._isolation_rules(tier, name))
-            self.isolate_chains[name] = Chain(name, f"pods isolated for {direction.field} by {', '.join(keys)}", None, rules)
+            rules = [r for tier in tiers for r in self._tier_rules(tier, name)]
+            if not isinstance(tiers[-1], Isolation):
+                rules.append(Rule((_allow(direction),), f"{direction.field}: no tier decided: allowed by default"))
+            if all(isinstance(t, Isolation) for t in tiers):
+                comment = f"pods isolated for {direction.field} by {', '.join(keys)}"
+            else:
+                comment = f"pods whose {direction.field} meets {', '.join(keys)}"
+            self.isolate_chains[name] = Chain(name, comment, None, tuple(rules))
+        return name
+
+    def _tier_rules(self, tier: Tier, chain: str) -> list[Rule]:
+        if isinstance(tier, Isolation):
+            return self._isolation_rules(tier, chain)
+        comment = cluster_tier_comment(tier.tier.value, tier.direction, tuple((p.policy, p.priority) for p in tier.policies))
+        return [Rule((jump(self.cluster_tier_chain(tier, comment)),), comment)]
+
+    def cluster_tier_chain(self, tier: ClusterTier, comment: str) -> str:
+        """A ClusterNetworkPolicy tier's chain: every rule of its policies, in
+        evaluation order, with its action. Accept and Deny end the walk; Pass
+        returns to the pod's chain, which goes on to the next tier, as does a
+        packet that no rule matches."""
+        name = cluster_tier_chain_name(tier.tier.value, tier.direction, tuple(p.policy for p in tier.policies))
+        if name not in self.tier_chains:
+            verdicts = {
+                Action.ACCEPT: _allow(tier.direction),
+                Action.DENY: goto(self._cluster_deny_chain(tier.direction)) if self.log_group is not None else DROP,
+                Action.PASS: RETURN,
+            }
+            rules = tuple(
+                r
+                for policy in tier.policies
+                for rule in policy.rules
+                for match in rule.matches
+                for r in self.rules_for(match, tier.direction, (verdicts[rule.action], rule.action.value))
+            )
+            self.tier_chains[name] = Chain(name, comment, None, rules)
+        return name
+
+    def _cluster_deny_chain(self, direction: Direction) -> str:
+        """Where Deny rules go when denied packets are logged: the log rule is
+        rate-limited, so it cannot share a rule with the drop."""
+        name = cluster_deny_chain_name(direction)
+        if name not in self.tier_chains:
+            log = Log(deny_log_prefix(direction, name), self.log_group)
+            self.tier_chains[name] = Chain(
+                name,
+                f"{direction.field} denied by a ClusterNetworkPolicy Deny rule",
+                None,
+                (
+                    Rule(
+                        (Limit(DENY_LOG_RATE, "second", DENY_LOG_BURST), log),
+                        f"log denied {direction.field} to NFLOG group {self.log_group}, rate-limited",
+                    ),
+                    Rule((DROP,), f"{direction.field} denied by a ClusterNetworkPolicy Deny rule"),
+                ),
+            )
         return name
 
     def _isolation_rules(self, isolation: Isolation, chain: str) -> list[Rule]:
@@ -329,6 +404,11 @@ class _Renderer:
             )
         rules.append(Rule((Counter(), DROP), f"{direction.field} denied: no rule of the policies above allows it"))
         return rules
+
+
+def _allow(direction: Direction) -> Verdict:
+    """What allowing a packet means: ingress is the last check; egress goes on to the destination's ingress."""
+    return ACCEPT if direction is Direction.INGRESS else goto(DISPATCH_CHAIN)
 
 
 def _families(match: RuleMatch) -> tuple[int | None, ...]:
@@ -463,7 +543,9 @@ def policy_table(
     table = Table(
         *POLICY_TABLE,
         f"nftpolicy: NetworkPolicy for pods on node {policy.node}",
-        chains=tuple(_base_chains() + by_name(renderer.isolate_chains) + by_name(renderer.policy_chains)),
+        chains=tuple(
+            _base_chains() + by_name(renderer.isolate_chains) + by_name(renderer.policy_chains) + by_name(renderer.tier_chains)
+        ),
         sets=tuple(sorted(renderer.sets.values(), key=lambda s: s.name))
         + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
     )

@@ -24,6 +24,8 @@ import ipaddress
 
 from hypothesis import strategies as st
 
+from rules.cluster_policy import Action, ClusterNetworkPolicy, ClusterPeer, ClusterRule, PodsSelector
+from rules.cluster_policy import Tier as ClusterTier
 from rules.model import (
     NAMESPACE_NAME_LABEL,
     ClusterState,
@@ -38,6 +40,7 @@ from rules.model import (
     Pod,
     PolicyPort,
     PolicyRule,
+    PortRange,
     L4Protocol,
     Requirement,
 )
@@ -252,6 +255,53 @@ def policies(draw, namespace_names: tuple[str, ...]) -> tuple[NetworkPolicy, ...
     )
 
 
+# --- ClusterNetworkPolicies --------------------------------------------------
+# Few priorities, so that ties (broken by name) come up; networks are the
+# ipBlocks' CIDRs without their excepts.
+
+NETWORKS = tuple(sorted({b.cidr for b in IP_BLOCKS}, key=str))
+PODS_SELECTORS = st.builds(PodsSelector, namespaces=st.none() | NAMESPACE_SELECTORS, pods=POD_SELECTORS)
+INGRESS_CLUSTER_PEERS = st.one_of(
+    st.builds(ClusterPeer, pods=st.builds(PodsSelector, namespaces=NAMESPACE_SELECTORS, pods=st.just(LabelSelector()))),
+    st.builds(ClusterPeer, pods=PODS_SELECTORS),
+)
+EGRESS_CLUSTER_PEERS = INGRESS_CLUSTER_PEERS | st.builds(
+    ClusterPeer, networks=st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=2, unique=True).map(tuple)
+)
+
+
+@st.composite
+def _cluster_ports(draw) -> PortRange:
+    protocol, first = draw(POLICY_PROTOCOLS), draw(POLICY_PORT_NUMBERS)
+    return PortRange(protocol, first, draw(END_PORTS[first]) if draw(st.booleans()) else first)
+
+
+def _cluster_rules(peers: st.SearchStrategy) -> st.SearchStrategy:
+    rule = st.builds(
+        ClusterRule,
+        name=st.sampled_from(("", "r")),
+        action=st.sampled_from(tuple(Action)),
+        peers=st.lists(peers, min_size=1, max_size=2).map(tuple),
+        ports=st.lists(_cluster_ports(), max_size=2).map(tuple),
+    )
+    return st.lists(rule, max_size=3).map(tuple)
+
+
+@st.composite
+def cluster_policies(draw) -> tuple[ClusterNetworkPolicy, ...]:
+    return tuple(
+        ClusterNetworkPolicy(
+            name=f"cnp-{i}",
+            tier=draw(st.sampled_from(tuple(ClusterTier))),
+            priority=draw(st.sampled_from((0, 1, 5))),
+            subject=draw(PODS_SELECTORS),
+            ingress=draw(_cluster_rules(INGRESS_CLUSTER_PEERS)),
+            egress=draw(_cluster_rules(EGRESS_CLUSTER_PEERS)),
+        )
+        for i in range(draw(st.integers(1, 4)))
+    )
+
+
 NODES = tuple(Node(name, NODE_IPS[name]) for name in NODE_NAMES)
 
 
@@ -311,6 +361,9 @@ def flows(draw, state: ClusterState) -> Flow:
 
 
 @st.composite
-def states_and_flows(draw, max_flows: int = 8) -> tuple[ClusterState, list[Flow]]:
+def states_and_flows(draw, max_flows: int = 8, tiered: bool = False) -> tuple[ClusterState, list[Flow]]:
+    """``tiered``: with ClusterNetworkPolicies too."""
     state = draw(cluster_states)
+    if tiered:
+        state = state.with_objects(cluster_policies=draw(cluster_policies()))
     return state, draw(st.lists(flows(state), min_size=2, max_size=max_flows))

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from builders import namespace, pod, policy, state
+from dataplane import Dataplane
 from rules.evaluate import tiered_verdict
 from rules.load import InvalidObject, parse_cluster_network_policy
+from rules.model import L4Protocol
 
 CLUSTER = [
     namespace("tenant-a", tenant="a"),
@@ -61,10 +63,13 @@ NP_ALLOW_DB_FROM_B = policy(
 
 def decide(policies: list[dict], nps: list[dict], src: str, dst: str, port: int = 80, protocol: str = "TCP"):
     cluster = state(*CLUSTER, *nps)
-    parsed = tuple(parse_cluster_network_policy(p) for p in policies)
+    cluster = cluster.with_objects(cluster_policies=[parse_cluster_network_policy(p) for p in policies])
     src_pod = next(p for p in cluster.pods if p.key == src)
     dst_pod = next(p for p in cluster.pods if p.key == dst)
-    return tiered_verdict(cluster, parsed, src_pod, dst_pod, port, protocol)
+    decision = tiered_verdict(cluster, src_pod, dst_pod, port, protocol)
+    # and the rendered rules of every node on the path decide alike (traced, without a kernel)
+    assert Dataplane(cluster).allows(src_pod, dst_pod, port, L4Protocol(protocol)) is decision[0], decision
+    return decision
 
 
 CASES = {

@@ -24,7 +24,7 @@ from rules.ir import (
     RuleMatch,
     RuleSource,
     SelectorScope,
-    network_policy_ir,
+    node_policy_ir,
 )
 from rules.model import Direction, IPBlock, LabelSelector, L4Protocol
 from rules.nft import Ruleset, render_text
@@ -49,7 +49,7 @@ def isolating(pod: PodPolicy, direction: Direction) -> list[str]:
 
 
 def test_a_pod_no_policy_selects_has_no_tiers() -> None:
-    ir = network_policy_ir(state(*BASE, policy("x/p", {**APP_A, "policyTypes": ["Ingress", "Egress"]})), "n1")
+    ir = node_policy_ir(state(*BASE, policy("x/p", {**APP_A, "policyTypes": ["Ingress", "Egress"]})), "n1")
     assert pod_policy(ir, "x/b") == PodPolicy("x/b", tuple(map(ipaddress.ip_address, ("10.0.1.2", "fd00:1::2"))))
     assert isolating(pod_policy(ir, "x/a"), INGRESS) == isolating(pod_policy(ir, "x/a"), EGRESS) == ["x/p"]
 
@@ -66,7 +66,7 @@ def test_a_pod_no_policy_selects_has_no_tiers() -> None:
     ids=["ingress", "egress", "both", "defaulted", "defaulted with egress rules"],
 )
 def test_policy_types_decide_the_directions(spec: dict, ingress: bool, egress: bool) -> None:
-    ir = network_policy_ir(state(*BASE, policy("x/p", {**APP_A, **spec})), "n1")
+    ir = node_policy_ir(state(*BASE, policy("x/p", {**APP_A, **spec})), "n1")
     assert (bool(pod_policy(ir, "x/a").ingress), bool(pod_policy(ir, "x/a").egress)) == (ingress, egress)
 
 
@@ -79,20 +79,20 @@ def test_policy_types_decide_the_directions(spec: dict, ingress: bool, egress: b
     ],
 )
 def test_only_the_nodes_own_policy_targets_are_in_its_ir(node: str, pods: list[str]) -> None:
-    ir = network_policy_ir(state(*BASE, policy("x/deny", {"podSelector": {}})), node)
+    ir = node_policy_ir(state(*BASE, policy("x/deny", {"podSelector": {}})), node)
     assert ir.node == node and [p.pod for p in ir.pods] == pods
 
 
 def test_policies_are_listed_in_namespace_and_name_order_whatever_the_input_order() -> None:
     objects = [*BASE, *(policy(f"x/{name}", {"podSelector": {}, "ingress": [{}]}) for name in ("b", "c", "a"))]
     random.Random(3).shuffle(objects)
-    ir = network_policy_ir(state(*objects), "n1")
+    ir = node_policy_ir(state(*objects), "n1")
     assert isolating(pod_policy(ir, "x/a"), INGRESS) == ["x/a", "x/b", "x/c"]
-    assert ir == network_policy_ir(state(*reversed(objects)), "n1")
+    assert ir == node_policy_ir(state(*reversed(objects)), "n1")
 
 
 def test_pods_isolated_by_the_same_policies_share_their_tiers() -> None:
-    ir = network_policy_ir(state(*BASE, policy("x/deny", {"podSelector": {}})), "n1")
+    ir = node_policy_ir(state(*BASE, policy("x/deny", {"podSelector": {}})), "n1")
     assert pod_policy(ir, "x/a").ingress is pod_policy(ir, "x/b").ingress is pod_policy(ir, "x/web").ingress
     assert pod_policy(ir, "y/a").ingress == ()
 
@@ -178,7 +178,7 @@ def source(peer: int | None = None, named_port: str | None = None, index: int = 
     ],
 )
 def test_each_rule_becomes_matches_that_name_their_source(rule: dict, matches: list[RuleMatch]) -> None:
-    ir = network_policy_ir(state(*BASE, policy("x/p", {**APP_A, "ingress": [rule]})), "n1")
+    ir = node_policy_ir(state(*BASE, policy("x/p", {**APP_A, "ingress": [rule]})), "n1")
     (tier,) = pod_policy(ir, "x/a").ingress
     assert tier == Isolation(INGRESS, (PolicyRules("x/p", INGRESS, tuple(matches)),))
 
@@ -190,7 +190,7 @@ def test_sources_count_rules_per_direction() -> None:
         "ingress": [{"ports": [{"port": 80}]}, {}],
         "egress": [{"to": [{"namespaceSelector": {}}]}],
     }
-    pod = pod_policy(network_policy_ir(state(*BASE, policy("x/p", spec)), "n1"), "x/a")
+    pod = pod_policy(node_policy_ir(state(*BASE, policy("x/p", spec)), "n1"), "x/a")
     (ingress,), (egress,) = pod.ingress, pod.egress
     assert [m.source for m in ingress.policies[0].matches] == [source(index=0), source(index=1)]
     assert [m.source for m in egress.policies[0].matches] == [RuleSource("x/p", EGRESS, 0, 0)]
@@ -203,10 +203,10 @@ def test_a_memo_gives_an_unchanged_policy_the_same_rules_and_a_changed_one_new_r
         *BASE, policy("x/p", {**APP_A, "ingress": [{}]}), policy("x/q", {**APP_A, "ingress": [{"ports": [{"port": 80}]}]})
     )
     (p1, q1), (p2, q2) = (
-        [r for t in pod_policy(network_policy_ir(s, "n1", memo), "x/a").ingress for r in t.policies] for s in (before, after)
+        [r for t in pod_policy(node_policy_ir(s, "n1", memo), "x/a").ingress for r in t.policies] for s in (before, after)
     )
     assert p2 is p1 and q2 != q1
-    assert network_policy_ir(after, "n1", memo) == network_policy_ir(after, "n1")
+    assert node_policy_ir(after, "n1", memo) == node_policy_ir(after, "n1")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -215,7 +215,7 @@ def test_the_ir_isolates_as_the_reference_evaluator_and_keeps_every_rule(s) -> N
     """For every local pod and direction: the isolating policies are the
     evaluator's, and each of their rules is the source of some match."""
     for node in NODE_NAMES:
-        for pod_ir in network_policy_ir(s, node).pods:
+        for pod_ir in node_policy_ir(s, node).pods:
             pod = s.pod(pod_ir.pod)
             for direction in Direction:
                 here = Endpoint(pod.ips[0], pod)
@@ -237,7 +237,7 @@ def test_the_ir_isolates_as_the_reference_evaluator_and_keeps_every_rule(s) -> N
 def test_rendering_the_ir_of_the_golden_state_gives_the_golden_ruleset() -> None:
     """The state of ``test_translate.test_golden_ruleset``."""
     s = state(*BASE, *(p for p in case_policies() if p["metadata"]["name"] in ("and", "named", "block", "range", "defaulted")))
-    table = policy_table(network_policy_ir(s, "n1"), Members(s, "n1"))
+    table = policy_table(node_policy_ir(s, "n1"), Members(s, "n1"))
     assert render_text(Ruleset((table,))) == (GOLDEN / "n1.nft").read_text()
 
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataplane import Dataplane
-from rules.evaluate import verdict
+from rules.evaluate import tiered_verdict, verdict
 from rules.model import ClusterState, LabelSelector
 from rules.translate import RenderMemo, desired_ruleset
 from strategies import NODE_NAMES, cluster_parts, states_and_flows
@@ -24,6 +24,18 @@ def test_rendered_rules_decide_as_the_evaluator(case) -> None:
         assert dataplane.allows(src, dst, port, protocol) == v.allowed, (
             f"{v.src} -> {v.dst} {protocol.value}/{port}: evaluator {v.allowed} ({v.reason})"
         )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states_and_flows(tiered=True))
+def test_rendered_tiers_decide_as_the_tiered_evaluator(case) -> None:
+    """With ClusterNetworkPolicies of both tiers, every action and tied
+    priorities: Admin, then NetworkPolicy, then Baseline, then allow."""
+    state, flows = case
+    dataplane = Dataplane(state)
+    for src, dst, port, protocol in flows:
+        allowed, egress, ingress = tiered_verdict(state, src, dst, port, protocol)
+        assert dataplane.allows(src, dst, port, protocol) == allowed, (src, dst, port, protocol, egress, ingress)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
