@@ -37,7 +37,7 @@ from rules.ir import (
     RuleMatch,
     SelectorScope,
     Tier,
-    network_policy_ir,
+    node_policy_ir,
 )
 from rules.model import ClusterState, Direction, IPBlock, PodInterface
 from rules.nft import (
@@ -503,7 +503,7 @@ def desired_ruleset(
         interfaces = tuple(interfaces)
         state = with_interfaces(state, node, interfaces)
     memo = memo or RenderMemo()
-    ir = network_policy_ir(state, node, memo.ir)
+    ir = node_policy_ir(state, node, memo.ir)
     table = policy_table(ir, Members(state, node), {i.key for i in interfaces or ()}, log_group, memo)
     return Ruleset((table,) if interfaces is None else (table, bridge_table(interfaces, foreign_ports)))
 
