@@ -196,7 +196,7 @@ def verdict(
     return decided(True, reason, egress, ingress)
 
 
-# --- with ClusterNetworkPolicy tiers (rules.cluster_policy; not enforced yet, issue 15) ---
+# --- with ClusterNetworkPolicy tiers (rules.cluster_policy) ---
 
 
 @dataclass(frozen=True)

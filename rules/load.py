@@ -355,14 +355,6 @@ def parse_node(obj: dict) -> Node:
     return node
 
 
-_PARSERS: dict[str, Callable[[dict], object]] = {
-    "Namespace": parse_namespace,
-    "Pod": parse_pod,
-    "NetworkPolicy": parse_network_policy,
-    "Node": parse_node,
-}
-
-
 def flatten(objects: Iterable[Any], origin: str) -> Iterator[dict]:
     """Objects one by one, with ``kind: List`` (and ``*List``) unwrapped."""
     for i, obj in enumerate(objects):
@@ -402,13 +394,13 @@ def state_from_objects(objects: Iterable[Any], origin: str = "input") -> Cluster
         pods=buckets["Pod"],
         policies=buckets["NetworkPolicy"],
         nodes=buckets["Node"],
+        cluster_policies=buckets["ClusterNetworkPolicy"],
     )
 
 
 def parse_cluster_network_policy(obj: dict) -> cluster_policy.ClusterNetworkPolicy:
     """A ClusterNetworkPolicy as the CRD validates it; its label selectors as
-    NetworkPolicy's are (the CRD itself leaves operators and values unchecked).
-    Not yet one of the kinds a cluster state is built from (issue 15)."""
+    NetworkPolicy's are (the CRD itself leaves operators and values unchecked)."""
 
     def selector(error: Callable[[str, str], None], value: Any, path: str) -> LabelSelector:
         f = _Fields("")
@@ -421,3 +413,12 @@ def parse_cluster_network_policy(obj: dict) -> cluster_policy.ClusterNetworkPoli
         return cluster_policy.parse_cluster_network_policy(obj, selector)
     except cluster_policy.InvalidClusterPolicy as e:
         raise InvalidObject(str(e)) from e
+
+
+_PARSERS: dict[str, Callable[[dict], object]] = {
+    "Namespace": parse_namespace,
+    "Pod": parse_pod,
+    "NetworkPolicy": parse_network_policy,
+    "Node": parse_node,
+    "ClusterNetworkPolicy": parse_cluster_network_policy,
+}

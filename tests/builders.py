@@ -50,6 +50,30 @@ def policy(key: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cnp(name: str, tier: str, priority: int, subject: dict, ingress: list | None = None, egress: list | None = None) -> dict:
+    """A ClusterNetworkPolicy as the API takes it."""
+    spec: dict = {"tier": tier, "priority": priority, "subject": subject}
+    if ingress is not None:
+        spec["ingress"] = ingress
+    if egress is not None:
+        spec["egress"] = egress
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1beta1",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def rule(action: str, peers: list, name: str = "", protocols: list | None = None, field: str = "from") -> dict:
+    r: dict = {"action": action, field: peers}
+    if name:
+        r["name"] = name
+    if protocols is not None:
+        r["protocols"] = protocols
+    return r
+
+
 def state(*objects: dict[str, Any]) -> ClusterState:
     return state_from_objects(objects)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from builders import namespace, pod, policy, state
+from builders import cnp, namespace, pod, policy, rule, state
 from dataplane import Dataplane
 from rules.evaluate import tiered_verdict
 from rules.load import InvalidObject, parse_cluster_network_policy
@@ -22,29 +22,6 @@ CLUSTER = [
     pod("kube-system/dns", "10.0.1.9", labels={"app": "dns"}),
     pod("tenant-a/host", "192.168.0.5", labels={"app": "web"}, hostNetwork=True),
 ]
-
-
-def cnp(name: str, tier: str, priority: int, subject: dict, ingress: list | None = None, egress: list | None = None) -> dict:
-    spec: dict = {"tier": tier, "priority": priority, "subject": subject}
-    if ingress is not None:
-        spec["ingress"] = ingress
-    if egress is not None:
-        spec["egress"] = egress
-    return {
-        "apiVersion": "policy.networking.k8s.io/v1beta1",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def rule(action: str, peers: list, name: str = "", protocols: list | None = None, field: str = "from") -> dict:
-    r: dict = {"action": action, field: peers}
-    if name:
-        r["name"] = name
-    if protocols is not None:
-        r["protocols"] = protocols
-    return r
 
 
 ALL_NS = {"namespaces": {}}

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from builders import policy as np, random_policy
+from builders import cnp, policy as np, random_policy, rule
 from enforcer.testbed.simulation import in_ns
 from probes import assert_matrix
 from rules.evaluate import verdict
@@ -120,10 +120,88 @@ CASES = {
 }
 
 
+ALL_NAMESPACES = {"namespaces": {}}
+TEAM_A, TEAM_B = ({"namespaces": {"matchLabels": {"team": t}}} for t in ("a", "b"))
+NODE_2_PODS = {"networks": ["10.244.2.0/24", "fd00:10:244:2::/64"]}
+TCP_80 = [{"tcp": {"destinationPort": {"number": 80}}}]
+
+CLUSTER_CASES = {
+    "an admin Deny overrides a NetworkPolicy that allows": (
+        [
+            np("x/allow-all", {"podSelector": {}, "ingress": [{}]}),
+            cnp("no-team-b", "Admin", 10, TEAM_A, ingress=[rule("Deny", [TEAM_B], "deny-team-b")]),
+        ],
+        [(80, "TCP")],
+    ),
+    "an admin Accept overrides NetworkPolicy's isolation, on its port only": (
+        [
+            np("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+            cnp("let-b-in", "Admin", 10, TEAM_A, ingress=[rule("Accept", [TEAM_B], protocols=TCP_80)]),
+        ],
+        [(80, "TCP"), (8080, "TCP")],
+    ),
+    "an admin Pass goes to NetworkPolicy, or to the baseline where none isolates": (
+        [
+            np(
+                "x/from-team-b",
+                {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}],
+                },
+            ),
+            cnp("pass", "Admin", 5, ALL_NAMESPACES, ingress=[rule("Pass", [TEAM_B], "to-lower-tiers")]),
+            cnp("deny-rest", "Admin", 6, ALL_NAMESPACES, ingress=[rule("Deny", [ALL_NAMESPACES])]),
+            cnp("baseline-deny", "Baseline", 1, ALL_NAMESPACES, ingress=[rule("Deny", [ALL_NAMESPACES])]),
+        ],
+        [(80, "TCP")],
+    ),
+    "a baseline Deny applies only where no NetworkPolicy isolates": (
+        [
+            np("y/from-x", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]}),
+            cnp("baseline", "Baseline", 1, ALL_NAMESPACES, ingress=[rule("Deny", [ALL_NAMESPACES])]),
+        ],
+        [(80, "TCP"), (53, "UDP")],
+    ),
+    "egress: an admin Deny to a network, and an Accept still meets the destination's ingress": (
+        [
+            np("z/deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+            cnp("x-not-to-node-2", "Admin", 1, TEAM_A, egress=[rule("Deny", [NODE_2_PODS], "node-2", field="to")]),
+            cnp("y-out", "Admin", 2, TEAM_B, egress=[rule("Accept", [ALL_NAMESPACES], field="to")]),
+        ],
+        [(80, "TCP")],
+    ),
+    "equal priorities: the policy whose name sorts first decides": (
+        [
+            cnp("a-deny", "Admin", 7, ALL_NAMESPACES, ingress=[rule("Deny", [TEAM_B])]),
+            cnp("b-accept", "Admin", 7, ALL_NAMESPACES, ingress=[rule("Accept", [TEAM_B]), rule("Deny", [TEAM_A])]),
+        ],
+        [(80, "TCP")],
+    ),
+    "port ranges and protocols": (
+        [
+            cnp(
+                "ranges",
+                "Baseline",
+                3,
+                ALL_NAMESPACES,
+                ingress=[
+                    rule(
+                        "Accept", [ALL_NAMESPACES], protocols=[{"tcp": {"destinationPort": {"range": {"start": 80, "end": 81}}}}]
+                    ),
+                    rule("Deny", [ALL_NAMESPACES]),
+                ],
+            )
+        ],
+        [(80, "TCP"), (81, "TCP"), (8080, "TCP"), (53, "UDP")],
+    ),
+}
+
+
 @pytest.mark.kernel
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(CASES) + list(CLUSTER_CASES))
 def test_matrix_matches_the_evaluator(bed, name: str) -> None:
-    policies, probes = CASES[name]
+    """ClusterNetworkPolicy cases are held to the tiered evaluator (Admin, NetworkPolicy, Baseline)."""
+    policies, probes = CASES.get(name) or CLUSTER_CASES[name]
     bed.apply_policies(*policies)
     bed.wait_converged()
     for port, protocol in probes:

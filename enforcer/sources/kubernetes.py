@@ -1,5 +1,6 @@
-"""Cluster state from the Kubernetes API: list, then watch, Namespaces, Pods and
-NetworkPolicies. The only module that imports the ``kubernetes`` client.
+"""Cluster state from the Kubernetes API: list, then watch, Namespaces, Pods,
+NetworkPolicies and ClusterNetworkPolicies. The only module that imports the
+``kubernetes`` client.
 
 - Each kind is listed once, then watched from the list's resourceVersion;
   a watch that ends resumes from the last version seen (bookmarks included).
@@ -9,6 +10,9 @@ NetworkPolicies. The only module that imports the ``kubernetes`` client.
   rule in the kernel, stays as it is while the API is unreachable.
 - No state is offered until every kind has been listed once: a node that
   knows its pods but not yet the policies must not program "no policies".
+- ClusterNetworkPolicy is a CRD: while it is not installed (404), there are
+  none, which is what the kind's first listing then says; the listing is
+  retried with backoff, so installing the CRD later is noticed.
 
 Objects are parsed into the engine's slim dataclasses as they arrive (labels,
 IPs, ports; the rest of each object is dropped), straight from the JSON, so
@@ -18,6 +22,7 @@ no client model objects are built.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -31,13 +36,14 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from rules.load import InvalidObject, parse_namespace, parse_network_policy, parse_pod
+from rules.load import InvalidObject, parse_cluster_network_policy, parse_namespace, parse_network_policy, parse_pod
 from rules.model import ClusterState
 
 log = logging.getLogger("nftpolicy.api")
 
 LIST_PAGE = 500  # objects per list page, as client-go's reflector asks
 WATCH_SECONDS = int(os.environ.get("NFTPOLICY_WATCH_SECONDS", "300"))  # the server ends each watch after this
+CNP_GROUP, CNP_VERSION, CNP_PLURAL = "policy.networking.k8s.io", "v1beta1", "clusternetworkpolicies"
 
 
 def api_client(kubeconfig: str | None) -> client.ApiClient:
@@ -81,17 +87,24 @@ def _gc_paused() -> Iterator[None]:
 
 
 class _Kind:
-    def __init__(self, kind: str, list_fn: Callable, parse: Callable[[dict], Any]) -> None:
-        self.kind, self.list_fn, self.parse = kind, list_fn, parse
+    def __init__(self, kind: str, list_fn: Callable, parse: Callable[[dict], Any], optional: bool = False) -> None:
+        """``optional``: a CRD that may not be installed; absent, the kind has no objects."""
+        self.kind, self.list_fn, self.parse, self.optional = kind, list_fn, parse, optional
 
 
 class ApiSource:
     def __init__(self, api: client.ApiClient, max_backoff: float = 30.0) -> None:
-        core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+        core, net, custom = client.CoreV1Api(api), client.NetworkingV1Api(api), client.CustomObjectsApi(api)
         self.kinds = [
             _Kind("Namespace", core.list_namespace, parse_namespace),
             _Kind("Pod", core.list_pod_for_all_namespaces, parse_pod),
             _Kind("NetworkPolicy", net.list_network_policy_for_all_namespaces, parse_network_policy),
+            _Kind(
+                "ClusterNetworkPolicy",
+                functools.partial(custom.list_cluster_custom_object, CNP_GROUP, CNP_VERSION, CNP_PLURAL),
+                parse_cluster_network_policy,
+                optional=True,
+            ),
         ]
         self.max_backoff = max_backoff
         self._cache: dict[str, dict[str, Any]] = {k.kind: {} for k in self.kinds}
@@ -140,15 +153,16 @@ class ApiSource:
             if first or others:
                 namespaces = list(self._cache["Namespace"].values())
                 policies = list(self._cache["NetworkPolicy"].values())
+                cluster_policies = list(self._cache["ClusterNetworkPolicy"].values())
             seen = dict(self._seen)
         if first:
-            self.state = ClusterState.build(namespaces, pods.values(), policies)
+            self.state = ClusterState.build(namespaces, pods.values(), policies, cluster_policies=cluster_policies)
         else:
             assert self.state is not None
             state = self.state.with_pods(
                 [p for p in pods.values() if p is not None], [key for key, p in pods.items() if p is None]
             )
-            self.state = state.with_objects(namespaces, policies) if others else state
+            self.state = state.with_objects(namespaces, policies, cluster_policies) if others else state
         self.loaded = json.dumps(seen, sort_keys=True)  # what the state includes, per kind
         return True
 
@@ -282,11 +296,27 @@ class ApiSource:
                 if e.status == 410:
                     version = None
                     continue
-                backoff = self._failed(kind, f"API error {e.status}: {e.reason}", backoff)
+                if e.status == 404 and kind.optional:
+                    backoff, version = self._not_installed(kind, backoff), None
+                else:
+                    backoff = self._failed(kind, f"API error {e.status}: {e.reason}", backoff)
             except Exception as e:  # connection refused, reset, timeout: the API is away
                 backoff = self._failed(kind, f"API unreachable: {e.__class__.__name__}: {e}", backoff)
             if backoff:
                 stop.wait(backoff)
+
+    def _not_installed(self, kind: _Kind, backoff: float) -> float:
+        """An optional kind whose CRD is not installed has no objects; look again later."""
+        with self._lock:
+            old = self._cache[kind.kind]
+            self._cache[kind.kind] = {}
+            first_listing = kind.kind not in self._listed
+            self._listed.add(kind.kind)
+            self._note(kind.kind, {}, list(old), force=first_listing)
+        if first_listing or old:
+            log.info("%s: not installed in this cluster (404): none to enforce; looking again with backoff", kind.kind)
+        self._wake()
+        return min(self.max_backoff, max(1.0, backoff * 2)) * random.uniform(0.8, 1.2)
 
     def _failed(self, kind: _Kind, message: str, backoff: float) -> float:
         with self._lock:

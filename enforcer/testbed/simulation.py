@@ -37,7 +37,7 @@ import yaml
 from enforcer.node.cni_install import SHIM, active_conf, install
 from cni.records import records_signature
 from enforcer.sources.directory import DirectorySource, signature_digest
-from rules.evaluate import verdict
+from rules.evaluate import tiered_verdict
 from rules.load import state_from_objects
 from rules.matrix import Matrix
 
@@ -676,12 +676,12 @@ def _probe_pairs(
 
 
 def expected(bed: Testbed, port: Port, protocol: str = "TCP", family: int = 4) -> Matrix:
-    """The reference evaluator on the state the enforcers read."""
+    """The reference evaluator (all tiers) on the state the enforcers read."""
     state = state_from_objects(bed.objects)
     pods = sorted(bed.pods(), key=lambda p: p.key)
 
     def allowed(src: str, dst: str) -> bool:
         d = bed.pod(dst)
-        return verdict(state, bed.pod(src).ip(family), d.ip(family), _port(port, d), protocol).allowed
+        return tiered_verdict(state, bed.pod(src).ip(family), d.ip(family), _port(port, d), protocol)[0]
 
     return Matrix.probe([p.key for p in pods], allowed)
