@@ -207,6 +207,13 @@ class SimulatedPod:
             self.agent = None
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Objects that share a dict are written out in full: the source refuses YAML aliases."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 class FileCluster:
     """Cluster state as a directory of YAML, which ``nftpolicy enforce --source`` reads."""
 
@@ -219,7 +226,7 @@ class FileCluster:
 
     def write(self, objects: list[dict]) -> None:
         tmp = self.source / ".cluster.yaml.tmp"
-        tmp.write_text(yaml.safe_dump_all(objects))
+        tmp.write_text(yaml.dump_all(objects, Dumper=_NoAliasDumper))
         os.replace(tmp, self.source / "cluster.yaml")
 
     def in_force(self, status: dict) -> bool:
