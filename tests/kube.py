@@ -262,6 +262,8 @@ class ControlPlane:
         ):
             self._kubectl_raw(["config", "--kubeconfig", str(self.admin_kubeconfig), *args])
         self.kubectl("apply", "-f", str(REPO / "manifests" / "base" / "rbac.yaml"))
+        self.kubectl("apply", "--server-side", "-k", str(REPO / "manifests" / "crds" / "standard"))
+        self.kubectl("wait", "--for=condition=Established", "crd/clusternetworkpolicies.policy.networking.k8s.io")
         token = self.kubectl("create", "token", "nftpolicy", "-n", "nftpolicy-system", "--duration", "24h").strip()
         config = yaml.safe_load(self.admin_kubeconfig.read_text())
         config["users"] = [{"name": "nftpolicy", "user": {"token": token}}]
@@ -314,6 +316,7 @@ class ControlPlane:
 
 
 SENTINEL_NS = "nftpolicy-test-sentinel"
+ORDER = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2, "ClusterNetworkPolicy": 3}  # the kinds written, in apply order
 
 
 class ApiCluster:
@@ -324,7 +327,7 @@ class ApiCluster:
 
     To know when an enforcer has seen everything written, each write ends by
     touching one sentinel object per watched kind (a namespace, a pod without
-    a node, a policy that selects nothing); an enforcer whose status shows it
+    a node, a policy and a cluster policy that select nothing); an enforcer whose status shows it
     has applied each sentinel's resourceVersion has applied all before it.
     """
 
@@ -344,7 +347,7 @@ class ApiCluster:
         return obj["kind"], f"{meta.get('namespace', '')}/{meta['name']}"
 
     def write(self, objects: list[dict]) -> None:
-        wanted = {self._key(o): o for o in objects if o["kind"] in ("Namespace", "Pod", "NetworkPolicy")}
+        wanted = {self._key(o): o for o in objects if o["kind"] in ORDER}
         for key in [k for k in self.written if k not in wanted]:
             kind, name = key
             ns, name = name.split("/")
@@ -367,9 +370,8 @@ class ApiCluster:
                     **spec["spec"],
                     "containers": [{**c, "image": "registry.k8s.io/pause:3.10"} for c in spec["spec"]["containers"]],
                 }
-        order = {"Namespace": 0, "Pod": 1, "NetworkPolicy": 2}
         if specs:
-            self.cp.apply(*sorted(specs, key=lambda o: order[o["kind"]]))
+            self.cp.apply(*sorted(specs, key=lambda o: ORDER[o["kind"]]))
         for o in changed:
             if o["kind"] == "Pod" and o.get("status", {}).get("podIPs"):
                 meta = o["metadata"]
@@ -408,6 +410,18 @@ class ApiCluster:
                     "kind": "NetworkPolicy",
                     "metadata": {"name": "sentinel", "namespace": SENTINEL_NS, "annotations": mark},
                     "spec": {"podSelector": {"matchLabels": {"nftpolicy.test/none": "none"}}},
+                }
+            ),
+            "ClusterNetworkPolicy": self.cp.apply(
+                {
+                    "apiVersion": "policy.networking.k8s.io/v1beta1",
+                    "kind": "ClusterNetworkPolicy",
+                    "metadata": {"name": "nftpolicy-test-sentinel", "annotations": mark},
+                    "spec": {
+                        "tier": "Baseline",
+                        "priority": 1000,
+                        "subject": {"pods": {"podSelector": {"matchLabels": {"nftpolicy.test/none": "none"}}}},
+                    },
                 }
             ),
         }

@@ -17,7 +17,8 @@ import pytest
 
 import yaml
 
-from builders import policy
+from builders import cnp, policy, rule
+from test_cluster_policy import INVALID_CLUSTER_POLICIES, with_change
 from test_load import INVALID_POLICIES
 from enforcer.testbed.simulation import Testbed, in_ns, wait_until
 from kube import REPO, ApiCluster, ControlPlane
@@ -130,13 +131,19 @@ def test_a_deleted_pods_ip_reused_by_another_pod_carries_none_of_its_allowances(
 def test_the_enforcer_identity_can_only_read_pods_namespaces_and_policies(cluster) -> None:
     cp, _ = cluster
     sa = "system:serviceaccount:nftpolicy-system:nftpolicy"
-    for verb, resource in (("list", "pods"), ("watch", "namespaces"), ("get", "networkpolicies.networking.k8s.io")):
+    for verb, resource in (
+        ("list", "pods"),
+        ("watch", "namespaces"),
+        ("get", "networkpolicies.networking.k8s.io"),
+        ("watch", "clusternetworkpolicies.policy.networking.k8s.io"),
+    ):
         assert cp.kubectl("auth", "can-i", verb, resource, "--as", sa).strip() == "yes"
     for verb, resource in (
         ("create", "pods"),
         ("get", "secrets"),
         ("list", "nodes"),
         ("patch", "networkpolicies.networking.k8s.io"),
+        ("create", "clusternetworkpolicies.policy.networking.k8s.io"),
     ):
         assert cp.kubectl("auth", "can-i", verb, resource, "--as", sa, check=False).splitlines()[0] == "no"
 
@@ -279,6 +286,32 @@ def test_what_the_loader_rejects_the_api_server_rejects_too(cluster, spec: dict)
     cp, _ = cluster
     out = cp.kubectl("apply", "--dry-run=server", "-f", "-", check=False, input=json.dumps(policy("x/invalid", spec)))
     assert any(m in out for m in ("is invalid", "unknown field", "cannot unmarshal")), out
+
+
+@pytest.mark.parametrize("change", [c for c, _ in INVALID_CLUSTER_POLICIES], ids=[m for _, m in INVALID_CLUSTER_POLICIES])
+def test_what_the_loader_rejects_of_cluster_network_policies_the_api_server_rejects_too(cluster, change: dict) -> None:
+    cp, _ = cluster
+    out = cp.kubectl("apply", "--dry-run=server", "-f", "-", check=False, input=json.dumps(with_change(change)))
+    assert any(m in out for m in ("is invalid", "unknown field", "cannot unmarshal")), out
+
+
+def test_cluster_network_policies_applied_with_kubectl_are_enforced_on_every_node(cluster) -> None:
+    """An admin Accept opens what a NetworkPolicy isolates (port 80 only); a baseline
+    Deny closes y, which no NetworkPolicy isolates; then both go and x is isolated again."""
+    _, bed = cluster
+    team_a, team_b = ({"namespaces": {"matchLabels": {"team": t}}} for t in ("a", "b"))
+    admin = cnp(
+        "let-b-in",
+        "Admin",
+        10,
+        team_a,
+        ingress=[rule("Accept", [team_b], protocols=[{"tcp": {"destinationPort": {"number": 80}}}])],
+    )
+    baseline = cnp("close-y", "Baseline", 10, team_b, ingress=[rule("Deny", [{"namespaces": {}}], "deny-all")])
+    converge(bed, DENY_X, admin, baseline)
+    matrices(bed)
+    converge(bed, DENY_X)
+    matrices(bed)
 
 
 def test_the_operator_guide_on_the_test_bed(cluster, tmp_path) -> None:
