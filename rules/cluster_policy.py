@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rules.model import Direction, IPAddress, L4Protocol, LabelSelector, Pod, PortRange
+from rules.model import Direction, IPAddress, L4Protocol, LabelSelector, NamedPort, Pod, PortRange
 
 MAX_PRIORITY = 1000
 MAX_RULES = 25  # rules per direction, peers per rule, protocols per rule, networks per peer
@@ -82,14 +82,29 @@ class ClusterRule:
     name: str  # may be empty; not unique
     action: Action
     peers: tuple[ClusterPeer, ...]
-    ports: tuple[PortRange, ...]  # empty: every port of every protocol
+    # Empty: every port of every protocol. A named port (experimental
+    # ``destinationNamedPort``) is one NamedPort per protocol: it matches the
+    # destination pod's container port of that name, whatever its protocol.
+    ports: tuple[PortRange | NamedPort, ...]
 
     def matches(
-        self, peer_ip: IPAddress, peer: Pod | None, namespace_labels: dict[str, str], port: int, protocol: L4Protocol
+        self,
+        peer_ip: IPAddress,
+        peer: Pod | None,
+        namespace_labels: dict[str, str],
+        port: int,
+        protocol: L4Protocol,
+        destination: Pod | None,
     ) -> bool:
         return any(p.matches(peer_ip, peer, namespace_labels) for p in self.peers) and (
-            not self.ports or any(r.protocol is protocol and r.first <= port <= r.last for r in self.ports)
+            not self.ports or any(_port_matches(r, port, protocol, destination) for r in self.ports)
         )
+
+
+def _port_matches(ports: PortRange | NamedPort, port: int, protocol: L4Protocol, destination: Pod | None) -> bool:
+    if isinstance(ports, NamedPort):
+        return ports.protocol is protocol and destination is not None and destination.named_port(ports.name, protocol) == port
+    return ports.protocol is protocol and ports.first <= port <= ports.last
 
 
 @dataclass(frozen=True)
@@ -144,11 +159,12 @@ def tier_decision(
     protocol: L4Protocol,
 ) -> ClusterRuleRef | None:
     """The first rule of ``tier`` that matches, if any (a Pass included)."""
+    destination = subject if direction is Direction.INGRESS else peer
     for policy in ordered(policies, tier):
         if not policy.subject.matches(subject, subject_ns_labels):
             continue
         for i, rule in enumerate(policy.rules(direction)):
-            if rule.matches(peer_ip, peer, peer_ns_labels, port, protocol):
+            if rule.matches(peer_ip, peer, peer_ns_labels, port, protocol, destination):
                 return ClusterRuleRef(policy.name, tier, policy.priority, direction, i, rule.name, rule.action)
     return None
 
@@ -224,30 +240,36 @@ def parse_cluster_network_policy(obj: dict, selector: Any) -> ClusterNetworkPoli
             return ClusterPeer(networks=tuple(networks))
         return ClusterPeer()  # invalid: reported above
 
-    def port_range(value: Any, path: str) -> PortRange | None:
+    def port_range(value: Any, path: str) -> tuple[PortRange | NamedPort, ...]:
         value = mapping(value, path)
-        kind = one_of(value, path, ("tcp", "udp", "sctp"))
+        kind = one_of(value, path, ("tcp", "udp", "sctp", "destinationNamedPort"))
         if kind is None:
-            return None
+            return ()
+        if kind == "destinationNamedPort":
+            name = value[kind]
+            if not isinstance(name, str) or not name:
+                error(f"{path}.destinationNamedPort", "must be a non-empty string")
+                return ()
+            return tuple(NamedPort(protocol, name) for protocol in L4Protocol)
         body = mapping(value[kind], f"{path}.{kind}")
         if "destinationPort" not in body:
             error(f"{path}.{kind}", "must have at least 1 property (destinationPort)")
-            return None
+            return ()
         where = f"{path}.{kind}.destinationPort"
         dest = mapping(body["destinationPort"], where)
         form = one_of(dest, where, ("number", "range"))
         protocol = L4Protocol(kind.upper())
         if form == "number":
             n = _port(dest["number"], f"{where}.number", error)
-            return PortRange(protocol, n, n) if n else None
+            return (PortRange(protocol, n, n),) if n else ()
         if form == "range":
             r = mapping(dest["range"], f"{where}.range")
             start = _port(r.get("start"), f"{where}.range.start", error)
             end = _port(r.get("end"), f"{where}.range.end", error)
             if start and end and not start < end:
                 error(f"{where}.range", "Start port must be less than End port")
-            return PortRange(protocol, start, end) if start and end and start < end else None
-        return None
+            return (PortRange(protocol, start, end),) if start and end and start < end else ()
+        return ()
 
     def rule(value: Any, path: str, direction: Direction) -> ClusterRule:
         value = mapping(value, path)
@@ -268,7 +290,12 @@ def parse_cluster_network_policy(obj: dict, selector: Any) -> ClusterNetworkPoli
             for i, p in enumerate(items(value.get(peers_field), f"{path}.{peers_field}", 1))
         )
         protocols = items(value.get("protocols"), f"{path}.protocols", 1) if "protocols" in value else []
-        ports = tuple(r for i, p in enumerate(protocols) if (r := port_range(p, f"{path}.protocols[{i}]")) is not None)
+        ports = tuple(r for i, p in enumerate(protocols) for r in port_range(p, f"{path}.protocols[{i}]"))
+        if any(isinstance(p, NamedPort) for p in ports) and any(p.pods is None for p in peers):
+            error(
+                path,
+                "networks/nodes/domainNames peer cannot be set with namedPorts since there are no namedPorts for networks/nodes/domainNames",
+            )
         return ClusterRule(name, action, peers, ports)
 
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}

@@ -33,6 +33,7 @@ from rules.model import (
     Direction,
     IPBlock,
     LabelSelector,
+    NamedPort,
     Namespace,
     NetworkPolicy,
     Node,
@@ -271,9 +272,13 @@ EGRESS_CLUSTER_PEERS = INGRESS_CLUSTER_PEERS | st.builds(
 
 
 @st.composite
-def _cluster_ports(draw) -> PortRange:
+def _cluster_ports(draw) -> tuple:
+    """One ``protocols`` entry: a port or range of one protocol, or a named port (one NamedPort per protocol)."""
+    if draw(RARELY):
+        name = draw(POLICY_PORT_NAMES)
+        return tuple(NamedPort(protocol, name) for protocol in L4Protocol)
     protocol, first = draw(POLICY_PROTOCOLS), draw(POLICY_PORT_NUMBERS)
-    return PortRange(protocol, first, draw(END_PORTS[first]) if draw(st.booleans()) else first)
+    return (PortRange(protocol, first, draw(END_PORTS[first]) if draw(st.booleans()) else first),)
 
 
 def _cluster_rules(peers: st.SearchStrategy) -> st.SearchStrategy:
@@ -282,7 +287,7 @@ def _cluster_rules(peers: st.SearchStrategy) -> st.SearchStrategy:
         name=st.sampled_from(("", "r")),
         action=st.sampled_from(tuple(Action)),
         peers=st.lists(peers, min_size=1, max_size=2).map(tuple),
-        ports=st.lists(_cluster_ports(), max_size=2).map(tuple),
+        ports=st.lists(_cluster_ports(), max_size=2).map(lambda entries: tuple(p for entry in entries for p in entry)),
     )
     return st.lists(rule, max_size=3).map(tuple)
 

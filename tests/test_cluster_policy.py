@@ -17,7 +17,7 @@ CLUSTER = [
     namespace("tenant-b", tenant="b"),
     namespace("kube-system"),
     pod("tenant-a/web", "10.0.1.1", labels={"app": "web"}),
-    pod("tenant-a/db", "10.0.1.2", labels={"app": "db"}),
+    pod("tenant-a/db", "10.0.1.2", labels={"app": "db"}, ports=[("sql", 5432), ("dns", 53, "UDP")]),
     pod("tenant-b/web", "10.0.2.1", node="n2", labels={"app": "web"}),
     pod("kube-system/dns", "10.0.1.9", labels={"app": "dns"}),
     pod("tenant-a/host", "192.168.0.5", labels={"app": "web"}, hostNetwork=True),
@@ -104,6 +104,58 @@ CASES = {
         "tenant-a/db",
         False,
         "Baseline",
+    ),
+    "a named port matches the destination's container port of that name": (
+        [
+            cnp(
+                "named",
+                "Admin",
+                1,
+                DB,
+                ingress=[rule("Accept", [ALL_NS], protocols=[{"destinationNamedPort": "sql"}]), rule("Deny", [ALL_NS])],
+            )
+        ],
+        [],
+        "tenant-b/web",
+        "tenant-a/db",
+        True,
+        "Admin",
+        5432,
+    ),
+    "a named port does not match another port of the destination": (
+        [
+            cnp(
+                "named",
+                "Admin",
+                1,
+                DB,
+                ingress=[rule("Accept", [ALL_NS], protocols=[{"destinationNamedPort": "sql"}]), rule("Deny", [ALL_NS])],
+            )
+        ],
+        [],
+        "tenant-b/web",
+        "tenant-a/db",
+        False,
+        "Admin",
+        80,
+    ),
+    "a named port matches with the protocol the container port has": (
+        [
+            cnp(
+                "named",
+                "Admin",
+                1,
+                {"namespaces": {}},
+                egress=[rule("Deny", [ALL_NS], protocols=[{"destinationNamedPort": "dns"}], field="to")],
+            )
+        ],
+        [],
+        "tenant-b/web",
+        "tenant-a/db",
+        False,
+        "Admin",
+        53,
+        "UDP",
     ),
     "a baseline Pass goes on to the default: allowed": (
         [
@@ -218,8 +270,8 @@ CASES = {
 
 @pytest.mark.parametrize("name", CASES)
 def test_tiers_decide_as_the_api_documents(name) -> None:
-    policies, nps, src, dst, allowed, tier = CASES[name]
-    ok, egress, ingress = decide(policies, nps, src, dst)
+    policies, nps, src, dst, allowed, tier, *flow = CASES[name]
+    ok, egress, ingress = decide(policies, nps, src, dst, *flow)
     deciding = next((d for d in (ingress, egress) if d is not None and (not d.allowed or d.tier != "default")), ingress or egress)
     assert ok is allowed, (egress, ingress)
     assert deciding.tier == tier, (egress, ingress)
