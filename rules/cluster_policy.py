@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rules.model import Direction, IPAddress, L4Protocol, LabelSelector, NamedPort, Pod, PortRange
+from rules.model import Direction, IPAddress, L4Protocol, LabelSelector, NamedPort, Node, Pod, PortRange
 
 MAX_PRIORITY = 1000
 MAX_RULES = 25  # rules per direction, peers per rule, protocols per rule, networks per peer
@@ -66,14 +66,19 @@ class PodsSelector:
 @dataclass(frozen=True)
 class ClusterPeer:
     """One peer: pods (``namespaces:`` is pods of every namespace it selects,
-    any labels), or, for egress, addresses (``networks``)."""
+    any labels), or, for egress, addresses: of nodes by their labels
+    (experimental ``nodes``) or ``networks``."""
 
     pods: PodsSelector | None = None
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    nodes: LabelSelector | None = None
 
-    def matches(self, ip: IPAddress, pod: Pod | None, namespace_labels: dict[str, str]) -> bool:
+    def matches(self, ip: IPAddress, pod: Pod | None, namespace_labels: dict[str, str], node: Node | None) -> bool:
+        """``node``: the node whose address ``ip`` is, if any."""
         if self.pods is not None:
             return pod is not None and self.pods.matches(pod, namespace_labels)
+        if self.nodes is not None:
+            return node is not None and self.nodes.matches(node.label_map)
         return any(ip in network for network in self.networks)
 
 
@@ -92,11 +97,12 @@ class ClusterRule:
         peer_ip: IPAddress,
         peer: Pod | None,
         namespace_labels: dict[str, str],
+        peer_node: Node | None,
         port: int,
         protocol: L4Protocol,
         destination: Pod | None,
     ) -> bool:
-        return any(p.matches(peer_ip, peer, namespace_labels) for p in self.peers) and (
+        return any(p.matches(peer_ip, peer, namespace_labels, peer_node) for p in self.peers) and (
             not self.ports or any(_port_matches(r, port, protocol, destination) for r in self.ports)
         )
 
@@ -155,16 +161,18 @@ def tier_decision(
     peer_ip: IPAddress,
     peer: Pod | None,
     peer_ns_labels: dict[str, str],
+    peer_node: Node | None,
     port: int,
     protocol: L4Protocol,
 ) -> ClusterRuleRef | None:
-    """The first rule of ``tier`` that matches, if any (a Pass included)."""
+    """The first rule of ``tier`` that matches, if any (a Pass included).
+    ``peer_node``: the node whose address ``peer_ip`` is, if any."""
     destination = subject if direction is Direction.INGRESS else peer
     for policy in ordered(policies, tier):
         if not policy.subject.matches(subject, subject_ns_labels):
             continue
         for i, rule in enumerate(policy.rules(direction)):
-            if rule.matches(peer_ip, peer, peer_ns_labels, port, protocol, destination):
+            if rule.matches(peer_ip, peer, peer_ns_labels, peer_node, port, protocol, destination):
                 return ClusterRuleRef(policy.name, tier, policy.priority, direction, i, rule.name, rule.action)
     return None
 
@@ -224,12 +232,14 @@ def parse_cluster_network_policy(obj: dict, selector: Any) -> ClusterNetworkPoli
 
     def peer(value: Any, path: str, direction: Direction) -> ClusterPeer:
         value = mapping(value, path)
-        kinds = ("namespaces", "pods") if direction is Direction.INGRESS else ("namespaces", "pods", "networks")
+        kinds = ("namespaces", "pods") if direction is Direction.INGRESS else ("namespaces", "pods", "nodes", "networks")
         kind = one_of(value, path, kinds)
         if kind == "namespaces":
             return ClusterPeer(pods=PodsSelector(selector(error, value["namespaces"], f"{path}.namespaces"), LabelSelector()))
         if kind == "pods":
             return ClusterPeer(pods=pods_selector(value["pods"], f"{path}.pods"))
+        if kind == "nodes":
+            return ClusterPeer(nodes=selector(error, value["nodes"], f"{path}.nodes"))
         if kind == "networks":
             networks = []
             raw = items(value["networks"], f"{path}.networks", 1)

@@ -219,10 +219,13 @@ def tiered_direction(
     dst: Endpoint,
     port: int,
     protocol: L4Protocol,
+    to_own_node: bool = False,
 ) -> TieredDecision:
-    """Admin tier, then NetworkPolicy, then Baseline tier, then allow (``rules.cluster_policy``)."""
+    """Admin tier, then NetworkPolicy, then Baseline tier, then allow (``rules.cluster_policy``).
+    ``to_own_node``: egress to the pod's own node, which NetworkPolicy always allows."""
     subject_labels = state.namespace_labels(subject.namespace)
     peer_labels = state.namespace_labels(peer.pod.namespace) if peer.pod is not None else {}
+    peer_node = state.node_by_ip(peer.ip) if direction is Direction.EGRESS else None
     passed: list[str] = []
 
     def decided(allowed: bool, tier: str, by: str) -> TieredDecision:
@@ -231,7 +234,17 @@ def tiered_direction(
     def cluster_tier(tier: Tier) -> TieredDecision | None:
         """The tier's decision, or None to go on (no rule matched, or a Pass)."""
         rule = tier_decision(
-            state.cluster_policies, tier, direction, subject, subject_labels, peer.ip, peer.pod, peer_labels, port, protocol
+            state.cluster_policies,
+            tier,
+            direction,
+            subject,
+            subject_labels,
+            peer.ip,
+            peer.pod,
+            peer_labels,
+            peer_node,
+            port,
+            protocol,
         )
         if rule is None:
             return None
@@ -245,6 +258,8 @@ def tiered_direction(
         return admin
     v = direction_verdict(state, direction, subject, peer, dst, port, protocol)
     if v.isolated_by:
+        if to_own_node:
+            return decided(True, "NetworkPolicy", "NetworkPolicy always allows a pod's traffic to its own node")
         if v.allowed_by:
             return decided(True, "NetworkPolicy", ", ".join(f"NetworkPolicy {r}" for r in v.allowed_by))
         return decided(False, "NetworkPolicy", f"isolated by NetworkPolicy {', '.join(v.isolated_by)}; no rule allows it")
@@ -260,13 +275,21 @@ def tiered_verdict(
     protocol: L4Protocol | str = L4Protocol.TCP,
 ) -> tuple[bool, TieredDecision | None, TieredDecision | None]:
     """(allowed, the source's egress decision, the destination's ingress decision),
-    with ``state``'s NetworkPolicies and ClusterNetworkPolicies: a connection needs both. Self and node traffic as ``verdict`` has them."""
+    with ``state``'s NetworkPolicies and ClusterNetworkPolicies: a connection needs both.
+    A pod's traffic to itself is always allowed, and so is a node's to its own
+    pods (ClusterNetworkPolicy peers never name nodes for ingress); a pod's
+    traffic to its own node meets only its egress tiers."""
     protocol = L4Protocol(protocol)
     s, d = resolve(state, src, dst)
     if s.pod is not None and d.pod is not None and s.pod.key == d.pod.key:
         return True, None, None
-    if _is_node_traffic(state, s, d) or _is_node_traffic(state, d, s):
+    if _is_node_traffic(state, s, d):
         return True, None, None
+    if _is_node_traffic(state, d, s):
+        if s.pod is None or not s.pod.is_policy_target:
+            return True, None, None
+        egress = tiered_direction(state, Direction.EGRESS, s.pod, d, d, port, protocol, to_own_node=True)
+        return egress.allowed, egress, None
     egress = (
         tiered_direction(state, Direction.EGRESS, s.pod, d, d, port, protocol)
         if s.pod is not None and s.pod.is_policy_target

@@ -82,7 +82,17 @@ class SelectorScope:
         return Peer(self.pod_selector, self.namespace_selector).describe(self.namespace or "")
 
 
-PeerRef = SelectorScope | IPBlock  # pods by selector, or addresses
+@dataclass(frozen=True)
+class NodeScope:
+    """The addresses of the nodes a label selector selects (a ClusterNetworkPolicy ``nodes`` peer)."""
+
+    selector: LabelSelector
+
+    def describe(self) -> str:
+        return f"nodes {self.selector.describe()}"
+
+
+PeerRef = SelectorScope | IPBlock | NodeScope  # pods by selector, or addresses
 
 
 def peer_ref(peer: Peer, policy_namespace: str) -> PeerRef:
@@ -327,10 +337,12 @@ def _cluster_rule_matches(
 
 
 def _cluster_peer_refs(peer: ClusterPeer) -> list[PeerRef]:
-    """Pods of the selected namespaces (of all: no namespace selector), or each network as an ipBlock."""
+    """Pods of the selected namespaces (of all: no namespace selector), nodes, or each network as an ipBlock."""
     if peer.pods is not None:
         pods = peer.pods.pods if peer.pods.pods != LabelSelector() else None
         return [SelectorScope(None, peer.pods.namespaces or LabelSelector(), pods)]
+    if peer.nodes is not None:
+        return [NodeScope(peer.nodes)]
     return [IPBlock(network) for network in peer.networks]
 
 
@@ -367,6 +379,11 @@ class Members:
         return Contents(
             stamp, lambda: tuple(pod for ns in namespaces for pod in self.state.targets_selected(ns, scope.pod_selector))
         )
+
+    def of_nodes(self, scope: NodeScope) -> Contents:
+        """The nodes a ``nodes`` peer selects; stamped with every node (few, and rarely changed)."""
+        nodes = self.state.nodes
+        return Contents(nodes, lambda: tuple(n for n in nodes if scope.selector.matches(n.label_map)))
 
     def giving(self, port: NamedPort, local: bool) -> Contents:
         """The policy-target pods that give a named port a number: this node's

@@ -341,7 +341,7 @@ def parse_namespace(obj: dict) -> Namespace:
 
 def parse_node(obj: dict) -> Node:
     f = _Fields(_object_name(obj))
-    _, name, _ = _metadata(f, obj, namespaced=False)
+    _, name, labels = _metadata(f, obj, namespaced=False)
     if name:
         f.check("metadata.name", validation.dns_subdomain(name))
     addresses = f.items(f.mapping(obj.get("status"), "status").get("addresses"), "status.addresses")
@@ -350,7 +350,7 @@ def parse_node(obj: dict) -> Node:
         for i, a in enumerate(addresses)
         if isinstance(a, dict) and a.get("type") in ("InternalIP", "ExternalIP")
     ]
-    node = Node(name, _ips(f, texts))
+    node = Node(name, _ips(f, texts), labels_of(labels))
     f.raise_if_any()
     return node
 

@@ -293,10 +293,16 @@ class PodInterface:
 
 @dataclass(frozen=True)
 class Node:
-    """A node and the addresses its own traffic comes from."""
+    """A node, the addresses its own traffic comes from, and its labels
+    (ClusterNetworkPolicy's ``nodes`` peers select nodes by them)."""
 
     name: str
     ips: tuple[IPAddress, ...] = ()
+    labels: Labels = ()
+
+    @cached_property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
 
 
 _versions = itertools.count(1)  # pod-set versions: never reused, so equal versions mean equal pods
@@ -458,13 +464,14 @@ class ClusterState:
         namespaces: Iterable[Namespace] | None = None,
         policies: Iterable[NetworkPolicy] | None = None,
         cluster_policies: Iterable[ClusterNetworkPolicy] | None = None,
+        nodes: Iterable[Node] | None = None,
     ) -> ClusterState:
-        """This state with all its namespaces, policies or cluster policies replaced; pods and their index kept."""
+        """This state with all its namespaces, policies, cluster policies or nodes replaced; pods and their index kept."""
         return ClusterState(
             tuple(sorted(namespaces, key=lambda n: n.name)) if namespaces is not None else self.namespaces,
             self.pods,
             tuple(sorted(policies, key=lambda p: (p.namespace, p.name))) if policies is not None else self.policies,
-            self.nodes,
+            tuple(sorted(nodes, key=lambda n: n.name)) if nodes is not None else self.nodes,
             _cluster_order(cluster_policies) if cluster_policies is not None else self.cluster_policies,
             pod_index=self._pods,
         )
@@ -525,3 +532,6 @@ class ClusterState:
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    def node_by_ip(self, ip: IPAddress) -> Node | None:
+        return next((n for n in self.nodes if ip in n.ips), None)

@@ -14,6 +14,9 @@ so the writer and the readers cannot drift apart.
     chain cnp-admin|baseline-DIR-HASH       one per distinct list of a tier's ClusterNetworkPolicies,
                                             their rules inlined in evaluation order
     chain cnp-deny-DIR                      logs (rate-limited) and drops what a Deny rule denies
+    chain input, map node-egress-pods-v4|v6 a local pod's traffic to its own node (input hook):
+    chain node-egress-HASH                  its ClusterNetworkPolicy egress tiers (only pods that have some)
+    set nodes-HASH-v4|v6                    the addresses of the nodes a ``nodes`` peer selects
     set peer-HASH-v4|v6                     the pods a selector peer names
     set cidr-HASH-v4|v6                     an ipBlock, cidr minus except
     set [local-]port-PROTO-NAME-v4|v6       pod IP . number of a named port
@@ -48,6 +51,7 @@ POD_PORTS_SET = "pod-ports"
 FOREIGN_PORTS_SET = "foreign-ports"
 
 FORWARD_CHAIN = "forward"
+INPUT_CHAIN = "input"
 DISPATCH_CHAIN = "ingress-dispatch"
 _POLICY, _ISOLATE, _CNP = "policy-", "isolate-", "cnp-"
 _PORT, _LOCAL_PORT = "port-", "local-port-"
@@ -79,6 +83,19 @@ def isolate_chain_name(direction: Direction, policy_keys: tuple[str, ...]) -> st
 def cluster_tier_chain_name(tier: str, direction: Direction, policy_keys: tuple[str, ...]) -> str:
     """``tier``: Admin or Baseline."""
     return f"{_CNP}{tier.lower()}-{direction.field}-{short_hash(tier, *policy_keys)}"
+
+
+def node_egress_map_name(family: int) -> str:
+    return f"node-egress-pods-v{family}"
+
+
+def node_egress_chain_name(keys: tuple[str, ...]) -> str:
+    return f"node-egress-{short_hash(*keys)}"
+
+
+def node_set_name(selector: str, family: int) -> str:
+    """``selector``: a stable text of the node label selector."""
+    return f"nodes-{short_hash(selector)}-v{family}"
 
 
 def cluster_deny_chain_name(direction: Direction) -> str:

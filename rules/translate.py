@@ -30,6 +30,7 @@ from rules.ir import (
     Isolation,
     Members,
     NamedPort,
+    NodeScope,
     NodePolicy,
     PeerRef,
     PolicyRules,
@@ -75,12 +76,16 @@ from rules.naming import (
     cluster_tier_chain_name,
     cluster_tier_comment,
     FORWARD_CHAIN,
+    INPUT_CHAIN,
     POLICY_TABLE,
     deny_log_prefix,
     dispatch_map_name,
     ip_block_set_name,
     isolate_chain_name,
     named_port_set_name,
+    node_egress_chain_name,
+    node_egress_map_name,
+    node_set_name,
     peer_set_name,
     policy_chain_name,
     policy_comment,
@@ -199,6 +204,7 @@ class _Renderer:
         self.policy_chains: dict[str, Chain] = {}
         self.isolate_chains: dict[str, Chain] = {}
         self.tier_chains: dict[str, Chain] = {}
+        self.node_chains: dict[str, Chain] = {}
         self._needs: list[tuple] | None = None  # while a policy chain renders: the sets its rules asked for
 
     # --- sets ------------------------------------------------------------
@@ -211,6 +217,8 @@ class _Renderer:
             return self._ip_block_set(ref, family)
         if isinstance(ref, NamedPort):
             return self._named_port_set(ref, family, direction)
+        if isinstance(ref, NodeScope):
+            return self._node_set(ref, family)
         return self._peer_set(ref, family)
 
     def _ip_block_set(self, block: IPBlock, family: int) -> str:
@@ -230,6 +238,18 @@ class _Renderer:
                 return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
 
             contents = self.members.of_scope(scope)
+            self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
+        return name
+
+    def _node_set(self, scope: NodeScope, family: int) -> str:
+        name = node_set_name(repr(scope.selector), family)
+        if name not in self.sets:
+
+            def build(nodes: tuple) -> Set:
+                members = (ip for node in nodes for ip in node.ips if ip.version == family)
+                return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
+
+            contents = self.members.of_nodes(scope)
             self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
         return name
 
@@ -319,15 +339,7 @@ class _Renderer:
         """The chain a pod's dispatch entry goes to: its tiers in order, then,
         unless NetworkPolicy isolates the pod, allow. Pods with the same
         policies share it; with NetworkPolicy alone it is named after them."""
-        keys = tuple(
-            key
-            for tier in tiers
-            for key in (
-                (p.policy for p in tier.policies)
-                if isinstance(tier, Isolation)
-                else (f"{tier.tier.value}:{p.policy}" for p in tier.policies)
-            )
-        )
+        keys = _tier_keys(tiers)
         name = isolate_chain_name(direction, keys)
         if name not in self.isolate_chains:
             rules = [r for tier in tiers for r in self._tier_rules(tier, name)]
@@ -338,6 +350,28 @@ class _Renderer:
             else:
                 comment = f"pods whose {direction.field} meets {', '.join(keys)}"
             self.isolate_chains[name] = Chain(name, comment, None, tuple(rules))
+        return name
+
+    def node_egress_chain(self, tiers: tuple[Tier, ...]) -> str | None:
+        """Where a local pod's traffic to its own node goes (the input hook):
+        its ClusterNetworkPolicy egress tiers, with NetworkPolicy's in between,
+        which always allows a pod's traffic to its node. None when the pod has
+        no ClusterNetworkPolicy egress tier: then nothing here polices it."""
+        if all(isinstance(t, Isolation) for t in tiers):
+            return None
+        keys = _tier_keys(tiers)
+        name = node_egress_chain_name(keys)
+        if name not in self.node_chains:
+            rules: list[Rule] = []
+            for tier in tiers:
+                if isinstance(tier, Isolation):
+                    rules.append(Rule((ACCEPT,), "NetworkPolicy isolates the pod, and always allows its traffic to its own node"))
+                    break
+                rules += self._tier_rules(tier, name)
+            else:
+                rules.append(Rule((ACCEPT,), "egress to the node: no tier decided: allowed by default"))
+            comment = f"pods whose egress to their own node meets {', '.join(keys)}"
+            self.node_chains[name] = Chain(name, comment, None, tuple(rules))
         return name
 
     def _tier_rules(self, tier: Tier, chain: str) -> list[Rule]:
@@ -406,6 +440,20 @@ class _Renderer:
         return rules
 
 
+def _tier_keys(tiers: tuple[Tier, ...]) -> tuple[str, ...]:
+    """What names a combination of tiers: NetworkPolicy's policies as themselves (so
+    a pod with NetworkPolicies alone keeps its chain's name), the others with their tier."""
+    return tuple(
+        key
+        for tier in tiers
+        for key in (
+            (p.policy for p in tier.policies)
+            if isinstance(tier, Isolation)
+            else (f"{tier.tier.value}:{p.policy}" for p in tier.policies)
+        )
+    )
+
+
 def _allow(direction: Direction) -> Verdict:
     """What allowing a packet means: ingress is the last check; egress goes on to the destination's ingress."""
     return ACCEPT if direction is Direction.INGRESS else goto(DISPATCH_CHAIN)
@@ -418,7 +466,7 @@ def _families(match: RuleMatch) -> tuple[int | None, ...]:
     if isinstance(match.peer, IPBlock):
         return (match.peer.cidr.version,)
     if match.peer is not None or isinstance(match.ports, NamedPort):
-        return FAMILIES
+        return FAMILIES  # pods, nodes
     return (None,)
 
 
@@ -468,16 +516,34 @@ def _base_chains() -> list[Chain]:
     ]
 
 
-def _dispatch_map(direction: Direction, family: int, entries: dict) -> Set:
-    """Local pod IP -> goto the chain of the policies isolating it."""
+def _input_chain() -> Chain:
+    """A local pod's traffic to its own node: only ClusterNetworkPolicy egress tiers see it."""
+    rules = [
+        Rule((Match(Ct("state"), Flags(("established", "related")), "in"), ACCEPT), "replies of allowed connections"),
+        *(
+            Rule((VMap(_addr_payload(f, "saddr"), node_egress_map_name(f)),), f"local pods' egress to this node, IPv{f}")
+            for f in FAMILIES
+        ),
+    ]
+    return Chain(
+        INPUT_CHAIN, "ClusterNetworkPolicy for pods' traffic to their own node", Hook("filter", "input", 0), tuple(rules)
+    )
+
+
+def _verdict_map(name: str, family: int, comment: str, entries: dict) -> Set:
+    """Local pod IP -> goto its chain."""
     return Set(
-        dispatch_map_name(direction, family),
+        name,
         (_addr_type(family),),
-        f"local pods isolated for {direction.field}",
+        comment,
         (),
         tuple((str(ip), goto(chain)) for ip, chain in sorted(entries.items(), key=lambda e: int(e[0]))),
         map_verdicts=True,
     )
+
+
+def _dispatch_map(direction: Direction, family: int, entries: dict) -> Set:
+    return _verdict_map(dispatch_map_name(direction, family), family, f"local pods isolated for {direction.field}", entries)
 
 
 def desired_ruleset(
@@ -524,18 +590,27 @@ def policy_table(
     registered = frozenset(registered)
     renderer = _Renderer(members, memo, log_group)
     dispatch: dict[tuple[Direction, int], dict] = {(d, f): {} for d in Direction for f in FAMILIES}
+    node_egress: dict[int, dict] = {f: {} for f in FAMILIES}
+
+    def enter(entries: dict, ip, chain: str, pod: str) -> None:
+        # Two local pods with one address (a stale status): a map key is unique,
+        # and the pod CNI registered there now wins.
+        if ip not in entries or pod in registered:
+            entries[ip] = chain
+
     for direction in Direction:
         for pod in policy.pods:
             tiers = pod.tiers(direction)
             if not tiers:
                 continue
             isolate = renderer.isolate_chain(direction, tiers)
+            to_node = renderer.node_egress_chain(tiers) if direction is Direction.EGRESS else None
             for ip in pod.ips:
-                entries = dispatch[(direction, ip.version)]
-                # Two local pods with one address (a stale status): a map key is unique,
-                # and the pod CNI registered there now wins.
-                if ip not in entries or pod.pod in registered:
-                    entries[ip] = isolate
+                enter(dispatch[(direction, ip.version)], ip, isolate, pod.pod)
+                if to_node is not None:
+                    enter(node_egress[ip.version], ip, to_node, pod.pod)
+    # The input hook only once a pod needs it: a cluster without ClusterNetworkPolicy egress has no input chain.
+    input_path = any(node_egress.values())
 
     def by_name(chains: dict[str, Chain]) -> list[Chain]:
         return sorted(chains.values(), key=lambda c: c.name)
@@ -544,10 +619,20 @@ def policy_table(
         *POLICY_TABLE,
         f"nftpolicy: NetworkPolicy for pods on node {policy.node}",
         chains=tuple(
-            _base_chains() + by_name(renderer.isolate_chains) + by_name(renderer.policy_chains) + by_name(renderer.tier_chains)
+            _base_chains()
+            + ([_input_chain()] if input_path else [])
+            + by_name(renderer.isolate_chains)
+            + by_name(renderer.policy_chains)
+            + by_name(renderer.tier_chains)
+            + by_name(renderer.node_chains)
         ),
         sets=tuple(sorted(renderer.sets.values(), key=lambda s: s.name))
-        + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items()),
+        + tuple(_dispatch_map(d, f, entries) for (d, f), entries in dispatch.items())
+        + tuple(
+            _verdict_map(node_egress_map_name(f), f, "local pods whose egress to this node ClusterNetworkPolicy polices", entries)
+            for f, entries in node_egress.items()
+            if input_path
+        ),
     )
     renderer.memo.finish()
     return table

@@ -28,12 +28,27 @@ class Dataplane:
             return True  # never leaves the pod's namespace
         nodes = {e.pod.node for e in (s, d) if e.pod is not None and e.pod.is_policy_target and e.pod.node}
         for node in sorted(nodes):
+            packet = Packet(ipaddress.ip_address(s.ip), ipaddress.ip_address(d.ip), L4_NAMES[protocol.value], port)
+            if self._to_own_node(node, s, d):
+                # a local pod's traffic to its node goes through the input hook, if the table has one
+                tracer = self.tracer(node)
+                if tracer.table.chain("input") is not None and tracer.trace(packet, base="input").verdict != "accept":
+                    return False
+                continue
             node_obj = self.state.node(node)
             if node_obj is not None and (s.ip in node_obj.ips or d.ip in node_obj.ips):
-                continue  # the node's own traffic goes through input/output, not forward
+                continue  # the node's own traffic to its pods goes through output, not forward
             if any(e.pod is not None and e.pod.host_network and e.pod.node == node for e in (s, d)):
                 continue  # a hostNetwork pod is the node itself
-            packet = Packet(ipaddress.ip_address(s.ip), ipaddress.ip_address(d.ip), L4_NAMES[protocol.value], port)
             if self.tracer(node).trace(packet).verdict != "accept":
                 return False
         return True
+
+    def _to_own_node(self, node: str, s, d) -> bool:
+        """Whether the flow goes from a pod on ``node`` to ``node`` itself (or a hostNetwork pod there)."""
+        if s.pod is None or s.pod.host_network or s.pod.node != node:
+            return False
+        node_obj = self.state.node(node)
+        return (node_obj is not None and d.ip in node_obj.ips) or (
+            d.pod is not None and d.pod.host_network and d.pod.node == node
+        )

@@ -266,8 +266,10 @@ INGRESS_CLUSTER_PEERS = st.one_of(
     st.builds(ClusterPeer, pods=st.builds(PodsSelector, namespaces=NAMESPACE_SELECTORS, pods=st.just(LabelSelector()))),
     st.builds(ClusterPeer, pods=PODS_SELECTORS),
 )
-EGRESS_CLUSTER_PEERS = INGRESS_CLUSTER_PEERS | st.builds(
-    ClusterPeer, networks=st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=2, unique=True).map(tuple)
+EGRESS_CLUSTER_PEERS = st.one_of(
+    INGRESS_CLUSTER_PEERS,
+    st.builds(ClusterPeer, networks=st.lists(st.sampled_from(NETWORKS), min_size=1, max_size=2, unique=True).map(tuple)),
+    st.builds(ClusterPeer, nodes=label_selectors({"zone": ("a", "b")})),
 )
 
 
@@ -307,7 +309,8 @@ def cluster_policies(draw) -> tuple[ClusterNetworkPolicy, ...]:
     )
 
 
-NODES = tuple(Node(name, NODE_IPS[name]) for name in NODE_NAMES)
+NODE_LABELS = {"n1": (("zone", "a"),), "n2": (("zone", "b"),)}
+NODES = tuple(Node(name, NODE_IPS[name], NODE_LABELS[name]) for name in NODE_NAMES)
 
 
 @st.composite

@@ -136,12 +136,13 @@ def test_the_enforcer_identity_can_only_read_pods_namespaces_and_policies(cluste
         ("watch", "namespaces"),
         ("get", "networkpolicies.networking.k8s.io"),
         ("watch", "clusternetworkpolicies.policy.networking.k8s.io"),
+        ("list", "nodes"),
     ):
         assert cp.kubectl("auth", "can-i", verb, resource, "--as", sa).strip() == "yes"
     for verb, resource in (
         ("create", "pods"),
         ("get", "secrets"),
-        ("list", "nodes"),
+        ("patch", "nodes"),
         ("patch", "networkpolicies.networking.k8s.io"),
         ("create", "clusternetworkpolicies.policy.networking.k8s.io"),
     ):

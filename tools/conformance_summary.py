@@ -44,7 +44,9 @@ def main(log: str, seconds: str, skip: str) -> None:
         n = {s: sum(1 for _, st in subs if st == s) for s in ("PASS", "FAIL", "SKIP")}
         reason = ""
         if n["SKIP"] or (t["status"] == "SKIP" and not subs):
-            reason = SCTP_REASON if any(re.search(skip, s.replace(" ", "_")) for s, st in subs if st == "SKIP") else FEATURE_REASON
+            reason = (
+                SCTP_REASON if any(re.search(skip, s.replace(" ", "_")) for s, st in subs if st == "SKIP") else FEATURE_REASON
+            )
         print(f"| {name} | {t['status'].lower()} | {n['PASS']} / {n['FAIL']} / {n['SKIP']} | {reason} |")
     failed = [f"{name}/{s}" for name, t in sorted(tests.items()) for s, st in t["subs"] if st == "FAIL"]
     if failed:

@@ -1,5 +1,6 @@
 """Cluster state from the Kubernetes API: list, then watch, Namespaces, Pods,
-NetworkPolicies and ClusterNetworkPolicies. The only module that imports the
+NetworkPolicies, ClusterNetworkPolicies and Nodes (their labels and addresses:
+ClusterNetworkPolicy ``nodes`` peers). The only module that imports the
 ``kubernetes`` client.
 
 - Each kind is listed once, then watched from the list's resourceVersion;
@@ -36,7 +37,14 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from rules.load import InvalidObject, parse_cluster_network_policy, parse_namespace, parse_network_policy, parse_pod
+from rules.load import (
+    InvalidObject,
+    parse_cluster_network_policy,
+    parse_namespace,
+    parse_network_policy,
+    parse_node,
+    parse_pod,
+)
 from rules.model import ClusterState
 
 log = logging.getLogger("nftpolicy.api")
@@ -105,6 +113,7 @@ class ApiSource:
                 parse_cluster_network_policy,
                 optional=True,
             ),
+            _Kind("Node", core.list_node, parse_node),
         ]
         self.max_backoff = max_backoff
         self._cache: dict[str, dict[str, Any]] = {k.kind: {} for k in self.kinds}
@@ -154,15 +163,16 @@ class ApiSource:
                 namespaces = list(self._cache["Namespace"].values())
                 policies = list(self._cache["NetworkPolicy"].values())
                 cluster_policies = list(self._cache["ClusterNetworkPolicy"].values())
+                nodes = list(self._cache["Node"].values())
             seen = dict(self._seen)
         if first:
-            self.state = ClusterState.build(namespaces, pods.values(), policies, cluster_policies=cluster_policies)
+            self.state = ClusterState.build(namespaces, pods.values(), policies, nodes, cluster_policies)
         else:
             assert self.state is not None
             state = self.state.with_pods(
                 [p for p in pods.values() if p is not None], [key for key, p in pods.items() if p is None]
             )
-            self.state = state.with_objects(namespaces, policies, cluster_policies) if others else state
+            self.state = state.with_objects(namespaces, policies, cluster_policies, nodes) if others else state
         self.loaded = json.dumps(seen, sort_keys=True)  # what the state includes, per kind
         return True
 
