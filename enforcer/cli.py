@@ -97,7 +97,7 @@ def explain(paths: tuple[str, ...], live: bool, src: str, dst: str, port: str, f
         click.echo(json.dumps(explanation.as_json(), indent=2))
     else:
         click.echo(explanation.as_text(), nl=False)
-    sys.exit(ExitCode.OK if explanation.verdict.allowed else ExitCode.DENIED)
+    sys.exit(ExitCode.OK if explanation.allowed else ExitCode.DENIED)
 
 
 def _explain_live(src: str, dst: str, port: str, fmt: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from rules.model import Direction
 from rules.nft import Counter, Match, SetRef, Table, Verdict
-from rules.naming import dispatch_map_name, is_named_port_set, named_port_of, policy_of
+from rules.naming import dispatch_map_name, is_cluster_tier_chain, is_named_port_set, named_port_of, policy_of
 from rules.translate import FAMILIES
 
 SCHEMA = "nftpolicy.dump/v2"
@@ -85,11 +85,14 @@ def _direction(
     pods_of_chain: Mapping[str, list[str]],
 ) -> dict[str, Any]:
     if chain_name is None:
-        return {"isolated": False, "policies": [], "rules": []}
+        return {"isolated": False, "policies": [], "clusterTiers": [], "rules": []}
     isolate = table.chain(chain_name)
-    policies, rules, denied = [], [], {"packets": 0, "bytes": 0}
+    policies, tiers, rules, denied = [], [], [], {"packets": 0, "bytes": 0}
     for rule, verdict in _jumps(isolate):
-        policies.append(policy_of(rule.comment or verdict.target))
+        if is_cluster_tier_chain(verdict.target):
+            tiers.append(rule.comment or verdict.target)  # "Admin tier ingress: cnp/NAME (PRIORITY), ..."
+        else:
+            policies.append(policy_of(rule.comment or verdict.target))
         chain = table.chain(verdict.target)
         rules += [
             _rule_entry(table, r, direction, own_ips, names, pods_of_chain.get(verdict.target, []))
@@ -99,8 +102,9 @@ def _direction(
         if any(isinstance(v, Verdict) and v.kind == "drop" for v in rule.statements):
             denied = _counts(rule.statements)
     return {
-        "isolated": True,
+        "isolated": bool(policies),  # by NetworkPolicy; ClusterNetworkPolicy never isolates
         "policies": policies,
+        "clusterTiers": tiers,
         "rules": rules,
         "denied": {**denied, "countedFor": pods_of_chain.get(chain_name, [])},
     }
@@ -163,14 +167,16 @@ def as_table(report: dict[str, Any]) -> str:
         lines.append(f"\n{pod['pod']}  {', '.join(pod['ips'])}  {pod['interface'] or ''}".rstrip())
         for direction in ("ingress", "egress"):
             d = pod[direction]
-            if not d["isolated"]:
+            if not d["isolated"] and not d["clusterTiers"]:
                 lines.append(f"  {direction}: not isolated")
                 continue
-            denied = d["denied"]
-            lines.append(
-                f"  {direction}: isolated by {', '.join(d['policies'])};"
-                f" denied {denied['packets']} packets{_shared(pod['pod'], denied['countedFor'])}"
-            )
+            lines += [f"  {direction}: {tier}" for tier in d["clusterTiers"]]
+            if d["isolated"]:
+                denied = d["denied"]
+                lines.append(
+                    f"  {direction}: isolated by {', '.join(d['policies'])};"
+                    f" denied {denied['packets']} packets{_shared(pod['pod'], denied['countedFor'])}"
+                )
             for r in d["rules"]:
                 counts = f"{r['packets']} packets, {r['bytes']} bytes{_shared(pod['pod'], r['countedFor'])}"
                 lines.append(f"    {r['rule']}: {r['match']}  [{counts}]")

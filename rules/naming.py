@@ -121,6 +121,11 @@ def is_policy_chain(name: str) -> bool:
     return name.startswith(_POLICY)
 
 
+def is_cluster_tier_chain(name: str) -> bool:
+    """A ClusterNetworkPolicy tier's chain (not the shared Deny chains)."""
+    return name.startswith((f"{_CNP}admin-", f"{_CNP}baseline-"))
+
+
 def is_isolate_chain(name: str) -> bool:
     return name.startswith(_ISOLATE)
 

@@ -69,14 +69,20 @@ def _expr(j: Any) -> Any:
     return Unknown(json.dumps(j, sort_keys=True))
 
 
+# libnftables names protocols from /etc/protocols; where that file is missing
+# (a slim container image) it prints their numbers. Read back, both are names.
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
+
+
 def _value(j: Any, types: tuple[str, ...] = ()) -> Any:
-    """A constant; ``types`` says which positions are interface names (quoted strings)."""
+    """A constant; ``types`` says which positions are interface names (quoted
+    strings) and which are layer 4 protocols (names, not numbers)."""
     if isinstance(j, str):
         if j.startswith("@"):
             return SetRef(j[1:])
         return Str(j) if types[:1] == ("ifname",) else j
     if isinstance(j, (int, float)):
-        return j
+        return PROTOCOL_NAMES.get(j, j) if types[:1] == ("l4proto",) else j
     if isinstance(j, list):
         return Flags(tuple(j))
     if "prefix" in j:
@@ -106,7 +112,9 @@ def _statement(j: dict) -> Any:
         m = j["match"]
         left = _expr(m["left"])
         keys = left.items if isinstance(left, Concat) else (left,)
-        types = tuple("ifname" if isinstance(k, Meta) and k.key in IFNAME_KEYS else "" for k in keys)
+        types = tuple(
+            "ifname" if isinstance(k, Meta) and k.key in IFNAME_KEYS else "l4proto" if k == Meta("l4proto") else "" for k in keys
+        )
         return Match(left, _value(m["right"], types), m["op"])
     if "vmap" in j:
         return VMap(_expr(j["vmap"]["key"]), j["vmap"]["data"].lstrip("@"))

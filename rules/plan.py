@@ -17,7 +17,8 @@ exists or deleted while referenced:
 2. flush chains whose rules change or that go away;
 3. element changes in sets and maps that stay;
 4. rules of new and changed chains;
-5. delete chains that go away, then sets that go away.
+5. delete sets that go away, then chains that go away: a verdict map going
+   away may still hold elements that go to a chain going away.
 
 A table holding objects of our names that cannot become ours in place (a set
 of another type, a chain on another hook) is replaced whole, atomically.
@@ -69,10 +70,10 @@ def plan(desired: Table, current: Table | None) -> Transaction:
     for chain in new_chains + changed_chains:
         for rule in chain.rules:
             tx.add_rule(chain.name, rule)
-    for name in gone_chains:
-        tx.delete_chain(name)
     for s in gone_sets:
         tx.delete_set(s)
+    for name in gone_chains:
+        tx.delete_chain(name)
     return tx
 
 

@@ -115,3 +115,28 @@ def test_named_ports_show_as_the_port_they_resolve_to_for_this_pod_or_nothing(tm
     assert all(not r["peers"] for r in pods["x/a"]["ingress"]["rules"] if r["namedPorts"]), "a named-port set listed as a peer"
     egress = named("x/b", "egress")
     assert egress and "x/a (10.0.1.1) port 8080" in egress[0]["destinations"], egress
+
+
+def test_cluster_policy_tiers_show_with_their_rules_names_and_actions(tmp_path) -> None:
+    from builders import cnp, rule
+
+    lockdown = cnp(
+        "lockdown", "Admin", 10, {"namespaces": {}}, ingress=[rule("Deny", [{"namespaces": {}}], "no-one", protocols=None)]
+    )
+    kernel, state_dir = node(tmp_path, *BASE, lockdown, registered=("x/a",))
+    (entry,) = dump_live(kernel, "n1", str(state_dir))["pods"]
+    ingress = entry["ingress"]
+    assert not ingress["isolated"] and ingress["clusterTiers"] == ["Admin tier ingress: cnp/lockdown (10)"]
+    assert [r["rule"] for r in ingress["rules"]] == ["cnp/lockdown Admin/10 ingress[0].from[0] (no-one) Deny"] * 2  # IPv4, IPv6
+    assert entry["egress"] == {"isolated": False, "policies": [], "clusterTiers": [], "rules": []}
+    # and verify finds the kernel as the state wants it
+    assert drift(state(*BASE, lockdown), "n1", str(state_dir), kernel, lambda bridges: ()) == ([], [])
+
+
+def test_verify_finds_a_cluster_policy_the_kernel_does_not_enforce(tmp_path) -> None:
+    from builders import cnp, rule
+
+    kernel, state_dir = node(tmp_path, *BASE, registered=("x/a",))  # programmed before the policy came
+    lockdown = cnp("lockdown", "Baseline", 1, {"namespaces": {}}, egress=[rule("Deny", [{"namespaces": {}}], field="to")])
+    differences, _ = drift(state(*BASE, lockdown), "n1", str(state_dir), kernel, lambda bridges: ())
+    assert any("cnp-baseline-egress" in d for d in differences), differences

@@ -95,3 +95,27 @@ def test_demo_enforces_the_examples_on_simulated_nodes() -> None:
     before, after = result.output.split("Applied ")
     assert "  X" not in before and "  X" in after
     assert "The packets agree with the reference evaluator." in after
+
+
+ADMIN_DENY = """
+apiVersion: policy.networking.k8s.io/v1beta1
+kind: ClusterNetworkPolicy
+metadata: {name: backend-lockdown}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: backend}}}
+  ingress:
+    - {name: no-frontend, action: Deny, from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: frontend}}}]}
+"""
+
+
+def test_explain_names_the_cluster_policy_rule_that_overrides_a_network_policy(tmp_path) -> None:
+    (tmp_path / "cnp.yaml").write_text(ADMIN_DENY)
+    args = ["explain", "-f", str(EXAMPLES), "-f", str(tmp_path), "--from", "frontend/web-1", "--to", "backend/api-v1-0"]
+    text = invoke(*args, "--port", "8080")
+    assert text.exit_code == ExitCode.DENIED
+    assert "ingress of backend/api-v1-0: Admin: cnp/backend-lockdown ingress[0] (no-frontend) Deny" in text.output
+    body = json.loads(invoke(*args, "--port", "8080", "--format", "json").output)
+    assert body["allowed"] is False and body["deciding_rules"][0] == "cnp/backend-lockdown ingress[0] (no-frontend) Deny"
+    assert body["tiers"]["egress"]["tier"] == "default" and body["tiers"]["ingress"]["tier"] == "Admin"

@@ -6,13 +6,14 @@ node-2: y/a, z/c)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from builders import policy
+from builders import cnp, rule, policy
 from cni.records import read_record
 from enforcer.testbed.simulation import CONFIRM_TIMEOUT, PROBE_TIMEOUT, SimulatedPod, in_ns, wait_until
 
@@ -519,6 +520,32 @@ def test_metrics_count_syncs_objects_and_per_policy_packets(bed) -> None:
     assert values['nftpolicy_objects{table="inet nftpolicy",kind="chains"}'] > 2
     assert values['nftpolicy_policy_rule_packets_total{rule="x/a-from-b ingress[0].from[0]"}'] >= 1
     assert values['nftpolicy_denied_packets_total{direction="ingress",policies="x/a-from-b"}'] >= 1
+
+
+def test_cluster_policy_denials_are_counted_and_logged_with_the_deciding_rule(bed) -> None:
+    lockdown = cnp(
+        "lockdown",
+        "Admin",
+        3,
+        {"pods": {"podSelector": {"matchLabels": {"app": "a"}}}},
+        ingress=[rule("Deny", [{"namespaces": {"matchLabels": {"team": "b"}}}], "no-team-b")],
+    )
+    enforce(bed, lockdown)
+    node = bed.nodes[0]
+    a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
+    assert tcp(b, a.ip(4)) and blocked(y_b, a.ip(4), port=8080)
+    comment = "cnp/lockdown Admin/3 ingress[0].from[0] (no-team-b)"
+    text = in_ns(node.netns, "curl", "-fsS", "http://127.0.0.1:9964/metrics").stdout
+    assert re.search(rf'nftpolicy_cluster_policy_rule_packets_total{{rule="{re.escape(comment)}",action="Deny"}} [1-9]', text), (
+        text
+    )
+
+    def denials() -> list[dict]:
+        lines = [json.loads(l) for l in node.deny_log.read_text().splitlines()] if node.deny_log.exists() else []
+        return [l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 8080]
+
+    hit = wait_until("the denied flow in the deny log", denials, poll=0.1)
+    assert hit[0]["policies"] == ["cnp/lockdown"] and hit[0]["rule"] == f"{comment} Deny", hit[0]
 
 
 def test_denied_flows_are_logged_with_pods_port_direction_and_policies(bed) -> None:

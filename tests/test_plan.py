@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from builders import namespace, pod, policy, random_policy, state
+from builders import cnp, namespace, pod, policy, random_policy, state
+from builders import rule as cnp_rule
 from netns import netns, nft, table_state
 from enforcer.kernel.fake import FakeKernel
 from enforcer.kernel import KernelError
@@ -262,3 +263,35 @@ def _observe(ns: str) -> Table | None:
     )
     out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, check=True).stdout
     return pickle.loads(out)
+
+
+EGRESS_CNP = cnp("out", "Admin", 1, {"namespaces": {}}, egress=[cnp_rule("Deny", [{"networks": ["192.0.2.0/24"]}], field="to")])
+INGRESS_CNP = cnp("in", "Baseline", 1, {"namespaces": {}}, ingress=[cnp_rule("Pass", [{"namespaces": {}}])])
+CNP_STEPS = [
+    [],
+    [EGRESS_CNP],  # the input chain and its maps come...
+    [EGRESS_CNP, INGRESS_CNP, ALLOW_B],
+    [INGRESS_CNP],  # ...and go, with the chains their elements go to
+    [EGRESS_CNP, DENY_ALL],
+    [],
+]
+
+
+@pytest.mark.kernel
+def test_cluster_policy_tiers_and_the_input_path_come_and_go_cleanly() -> None:
+    """Tier chains, the input chain and the maps that go to node-egress chains
+    appear and disappear: every planned transaction is accepted, by the kernel
+    and by the fake alike, and leaves the table as a fresh load would."""
+    with netns() as ns, netns() as fresh:
+        current, fake = None, FakeKernel()
+        for step, objects in enumerate(CNP_STEPS):
+            desired = table(*BASE, *objects)
+            tx = plan(desired, current)
+            result = nft(ns, "-f", "-", stdin=tx.text())
+            assert result.returncode == 0, (step, result.stderr)
+            fake.apply([tx])
+            assert table_drift(fake.read("inet", "nftpolicy"), _read(ns)) == [], f"the fake kernel differs at step {step}"
+            current = desired
+            nft(fresh, "flush", "ruleset")
+            assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
+            assert table_state(ns) == table_state(fresh)

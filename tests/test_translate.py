@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builders import namespace, pod, policy, state
+from builders import cnp, namespace, pod, policy, state
+from builders import rule as cnp_rule
 from dataplane import Dataplane
 from netns import netns, nft
 from rules.evaluate import verdict
@@ -210,6 +211,50 @@ def test_overlapping_and_adjacent_ports_are_merged_for_the_kernel() -> None:
     assert "meta l4proto . th dport { tcp . 0-65535, udp . 90-91 }" in text
 
 
+CLUSTER_POLICIES = [
+    cnp(
+        "admin",
+        "Admin",
+        1,
+        {"namespaces": {}},
+        ingress=[cnp_rule("Pass", [{"namespaces": {}}], "p", protocols=[{"udp": {"destinationPort": {"number": 5353}}}])],
+        egress=[
+            cnp_rule("Deny", [{"nodes": {"matchLabels": {"zone": "a"}}}], "no-nodes", field="to"),
+            cnp_rule("Accept", [{"pods": {"podSelector": {}}}], protocols=[{"destinationNamedPort": "http"}], field="to"),
+        ],
+    ),
+    cnp("baseline", "Baseline", 2, {"namespaces": {}}, egress=[cnp_rule("Deny", [{"networks": ["192.0.2.0/24"]}], field="to")]),
+]
+
+
+def test_protocols_read_back_as_numbers_are_names() -> None:
+    """Without /etc/protocols (a slim image), libnftables lists ``udp`` as 17."""
+    from rules.nft_json import table_from_json
+
+    listed = [
+        {"chain": {"family": "inet", "table": "t", "name": "c"}},
+        {
+            "rule": {
+                "family": "inet",
+                "table": "t",
+                "chain": "c",
+                "expr": [
+                    {
+                        "match": {
+                            "op": "==",
+                            "left": {"concat": [{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]},
+                            "right": {"set": [{"concat": [17, 5353]}, {"concat": [6, {"range": [80, 81]}]}]},
+                        }
+                    },
+                    {"drop": None},
+                ],
+            }
+        },
+    ]
+    (chain,) = table_from_json(listed, "inet", "t").chains
+    assert "meta l4proto . th dport { udp . 5353, tcp . 80-81 } drop" in chain.rules[0].text()
+
+
 @pytest.mark.kernel
 def test_tables_read_back_from_the_kernel_show_no_drift() -> None:
     """Every shape of rule and set the translator writes parses back from
@@ -220,7 +265,7 @@ def test_tables_read_back_from_the_kernel_show_no_drift() -> None:
     from rules.model import PodInterface
     from rules.nft_json import table_from_json
 
-    s = state(*BASE, *case_policies())
+    s = state(*BASE, *case_policies(), *CLUSTER_POLICIES)
     interfaces = [
         PodInterface(
             "x", "a", "c1", "veth0a", "02:00:00:00:00:0a", (ipaddress.ip_address("10.0.1.1"), ipaddress.ip_address("fd00:1::1"))

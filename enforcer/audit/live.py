@@ -7,13 +7,16 @@ from typing import Any
 
 from enforcer.kernel import Kernel, KernelError
 from rules.model import L4Protocol
-from rules.naming import POLICY_TABLE
+from rules.naming import INPUT_CHAIN, POLICY_TABLE
 from rules.trace import L4_NAMES, Packet, Tracer
 
 
 # Flows that never reach the forward hook, where the policy table is: why each is allowed.
 SELF = "a pod's traffic to its own address stays in its network namespace: no hook of the node sees it"
-TO_NODE = "to the node itself (input hook): NetworkPolicy does not police traffic to a pod's node"
+TO_NODE = (
+    "to the node itself (input hook): NetworkPolicy does not police traffic to a pod's node,"
+    " and no ClusterNetworkPolicy egress rule selects a pod here"
+)
 FROM_NODE = (
     "from the node itself (output hook): the kubelet's probes and other host traffic reach pods,"
     " as the NetworkPolicy spec requires (a pod not registered yet is closed even to its node)"
@@ -32,7 +35,9 @@ def explain_live(
     local source and the ingress of a local destination. A pod's traffic to
     itself, and traffic to or from the node's own addresses
     (``node_addresses``, from its interfaces), never reach that table: the
-    answer says so instead of tracing them.
+    answer says so instead of tracing them; except a local pod's traffic to
+    its node when ClusterNetworkPolicy egress applies there: the table's
+    input chain decides it, and is traced.
     """
     table = kernel.read(*POLICY_TABLE)
     if table is None:
@@ -40,10 +45,13 @@ def explain_live(
     source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     answer = {"src": src, "dst": dst, "port": port, "protocol": protocol.value}
     node = {ipaddress.ip_address(a) for a in node_addresses}
-    bypass = SELF if source == destination else TO_NODE if destination in node else FROM_NODE if source in node else None
+    base = INPUT_CHAIN if destination in node and table.chain(INPUT_CHAIN) is not None else "forward"
+    bypass = SELF if source == destination else FROM_NODE if source in node else None
+    if bypass is None and destination in node and base != INPUT_CHAIN:
+        bypass = TO_NODE
     if bypass is not None:
         return {"allowed": True, **answer, "rule": None, "path": [], "reason": bypass}
-    result = Tracer(table).trace(Packet(source, destination, L4_NAMES[protocol.value], port))
+    result = Tracer(table).trace(Packet(source, destination, L4_NAMES[protocol.value], port), base=base)
     deciding = result.deciding
     return {
         "allowed": result.verdict == "accept",

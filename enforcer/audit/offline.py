@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from rules.evaluate import DirectionVerdict, Endpoint, FlowVerdict, verdict
+from rules.evaluate import DirectionVerdict, Endpoint, FlowVerdict, TieredDecision, tiered_verdict, verdict
 from enforcer.sources.manifests import load_state
 from rules.load import InvalidObject
 from rules.model import ClusterState, IPAddress, Pod, L4Protocol
@@ -68,12 +68,29 @@ def parse_port(text: str) -> tuple[int, L4Protocol]:
 
 @dataclass(frozen=True)
 class Explanation:
+    """NetworkPolicy's verdict, and, when ClusterNetworkPolicies exist, each
+    direction's decision across the tiers, which then decides."""
+
     verdict: FlowVerdict
+    tiers: tuple[TieredDecision | None, TieredDecision | None] | None = None  # (egress, ingress)
+
+    @property
+    def allowed(self) -> bool:
+        if self.tiers is None:
+            return self.verdict.allowed
+        return all(d is None or d.allowed for d in self.tiers)
 
     def as_json(self) -> dict[str, Any]:
         v = self.verdict
+        tiers = {}
+        if self.tiers is not None:
+            tiers = {
+                "tiers": {label: _tiered_json(d) for label, d in zip(("egress", "ingress"), self.tiers)},
+                "deciding_rules": [d.decided_by for d in self.tiers if d is not None and d.tier in ("Admin", "Baseline")]
+                + [str(r) for r in v.deciding_rules],
+            }
         return {
-            "allowed": v.allowed,
+            "allowed": self.allowed,
             "src": _endpoint_json(v.src),
             "dst": _endpoint_json(v.dst),
             "port": v.port,
@@ -83,11 +100,20 @@ class Explanation:
             "denied_by": [p for d in (v.egress, v.ingress) if d and not d.allowed for p in d.isolated_by],
             "egress": _direction_json(v.egress),
             "ingress": _direction_json(v.ingress),
+            **tiers,
         }
 
     def as_text(self) -> str:
         v = self.verdict
-        lines = [f"{'ALLOWED' if v.allowed else 'DENIED'}  {v.src} -> {v.dst} {v.protocol.value}/{v.port}", f"  {v.reason}"]
+        head = f"{'ALLOWED' if self.allowed else 'DENIED'}  {v.src} -> {v.dst} {v.protocol.value}/{v.port}"
+        if self.tiers is not None:
+            lines = [head]
+            for label, d in zip(("egress", "ingress"), self.tiers):
+                if d is not None:
+                    passed = f" (after Pass: {', '.join(d.passed)})" if d.passed else ""
+                    lines.append(f"  {label} of {d.pod}: {d.tier}: {d.decided_by}{passed}")
+            return "\n".join(lines) + "\n"
+        lines = [head, f"  {v.reason}"]
         for label, d in (("egress", v.egress), ("ingress", v.ingress)):
             if d is None:
                 continue
@@ -114,11 +140,22 @@ def _direction_json(d: DirectionVerdict | None) -> dict[str, Any] | None:
     }
 
 
+def _tiered_json(d: TieredDecision | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {"pod": d.pod, "allowed": d.allowed, "tier": d.tier, "decided_by": d.decided_by, "passed": list(d.passed)}
+
+
 def explain(paths: Iterable[str | Path], src: str, dst: str, port: str) -> Explanation:
     state = load_state(paths)
     number, protocol = parse_port(port)
     try:
-        return Explanation(verdict(state, parse_endpoint(state, src), parse_endpoint(state, dst), number, protocol))
+        s, d = parse_endpoint(state, src), parse_endpoint(state, dst)
+        tiers = None
+        if state.cluster_policies:
+            _, egress, ingress = tiered_verdict(state, s, d, number, protocol)
+            tiers = (egress, ingress)
+        return Explanation(verdict(state, s, d, number, protocol), tiers)
     except ValueError as e:
         if isinstance(e, (UsageError, InvalidObject)):
             raise

@@ -1,7 +1,8 @@
-"""The denied-flow log: packets the isolation chains drop (rate-limited, sent
-to an NFLOG group by ``log`` rules) written as JSON lines with the pods on
-both ends, the port, the protocol, the direction and the policies that
-isolate the pod."""
+"""The denied-flow log: packets the isolation chains and ClusterNetworkPolicy
+Deny rules drop (rate-limited, sent to an NFLOG group by ``log`` rules)
+written as JSON lines with the pods on both ends, the port, the protocol, the
+direction, and the policies that isolate the pod or the Deny rule that
+matched (found by walking the packet through the table in force)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,22 @@ from typing import TextIO
 
 from typing import Callable
 
+import ipaddress
+
 from enforcer.node.nflog import LoggedPacket, NflogReader
 from enforcer.status import EnforcerStatus
-from rules.naming import POLICY_TABLE, is_direction_comment, parse_deny_log_prefix, policy_of
+from rules.naming import (
+    INPUT_CHAIN,
+    POLICY_TABLE,
+    cluster_deny_chain_name,
+    is_cluster_tier_chain,
+    is_direction_comment,
+    parse_deny_log_prefix,
+    policy_of,
+)
+from rules.model import Direction
+from rules.nft import Table
+from rules.trace import L4_NAMES, Packet, Tracer
 
 log = logging.getLogger("nftpolicy.denied")
 
@@ -34,6 +48,10 @@ def describe(packet: LoggedPacket, status: EnforcerStatus) -> dict | None:
     policies = [
         policy_of(r.comment) for r in (chain.rules if chain else ()) if r.comment and is_direction_comment(r.comment, direction)
     ]
+    rule = None
+    if table is not None and chain_name in (cluster_deny_chain_name(d) for d in Direction):
+        rule = _deny_rule(table, packet)
+        policies = [rule.split(" ", 1)[0]] if rule else []
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "node": status.node,
@@ -43,7 +61,25 @@ def describe(packet: LoggedPacket, status: EnforcerStatus) -> dict | None:
         "protocol": packet.protocol,
         "port": packet.port,
         "policies": policies,
+        **({"rule": rule} if rule else {}),
     }
+
+
+def _deny_rule(table: Table, packet: LoggedPacket) -> str | None:
+    """The ClusterNetworkPolicy Deny rule that dropped a packet: its comment,
+    found by walking the packet through the forward path, or the input path
+    (a pod's traffic to its own node)."""
+    if packet.protocol not in L4_NAMES or packet.port is None:
+        return None
+    walked = Packet(ipaddress.ip_address(packet.src), ipaddress.ip_address(packet.dst), L4_NAMES[packet.protocol], packet.port)
+    for base in ("forward", INPUT_CHAIN):
+        if table.chain(base) is None:
+            continue
+        steps = Tracer(table).trace(walked, base=base).steps
+        denying = [s.rule.comment for s in steps if is_cluster_tier_chain(s.chain)]
+        if denying and steps[-1].chain in (cluster_deny_chain_name(d) for d in Direction):
+            return denying[-1]
+    return None
 
 
 def run(group: int, status: Callable[[], EnforcerStatus], out: TextIO, stop: threading.Event) -> None:

@@ -2,15 +2,23 @@
 
 Sync counts, time and failures, the last transaction's size, drift repairs,
 the size of what is in force, and per-policy counters read from the kernel's
-rule counters at scrape time: packets each policy rule allowed, and packets
-dropped for each set of policies isolating pods.
+rule counters at scrape time: packets each policy rule allowed, packets
+dropped for each set of policies isolating pods, and packets each
+ClusterNetworkPolicy rule decided (or passed on), with its action.
 """
 
 from __future__ import annotations
 
 from enforcer.kernel import Kernel, KernelError
 from enforcer.status import EnforcerStatus
-from rules.naming import POLICY_TABLE, is_isolate_chain, is_policy_chain, isolate_chain_direction, policy_of
+from rules.naming import (
+    POLICY_TABLE,
+    is_cluster_tier_chain,
+    is_isolate_chain,
+    is_policy_chain,
+    isolate_chain_direction,
+    policy_of,
+)
 from rules.nft import Counter, Verdict
 
 
@@ -69,12 +77,15 @@ def metrics(status: EnforcerStatus, kernel: Kernel) -> str:
         "# TYPE nftpolicy_policy_rule_packets_total counter",
         "# HELP nftpolicy_denied_packets_total Packets dropped because no rule of the isolating policies allowed them.",
         "# TYPE nftpolicy_denied_packets_total counter",
+        "# HELP nftpolicy_cluster_policy_rule_packets_total Packets of new connections a ClusterNetworkPolicy rule matched.",
+        "# TYPE nftpolicy_cluster_policy_rule_packets_total counter",
     ]
     try:
         live = kernel.read(*POLICY_TABLE, elements=False) if status.tables else None
     except KernelError:
         live = None
     allowed: dict[str, int] = {}
+    tiered: dict[str, int] = {}  # "cnp/NAME TIER/PRIORITY DIR[i]... (NAME) ACTION"
     for chain in live.chains if live else ():
         for rule in chain.rules:
             counter = next((s for s in rule.statements if isinstance(s, Counter)), None)
@@ -83,6 +94,8 @@ def metrics(status: EnforcerStatus, kernel: Kernel) -> str:
                 continue
             if is_policy_chain(chain.name) and rule.comment:
                 allowed[rule.comment] = allowed.get(rule.comment, 0) + counter.packets
+            elif is_cluster_tier_chain(chain.name) and rule.comment:
+                tiered[rule.comment] = tiered.get(rule.comment, 0) + counter.packets
             elif is_isolate_chain(chain.name) and verdict.kind == "drop":
                 policies = ",".join(
                     policy_of(r.comment)
@@ -94,4 +107,7 @@ def metrics(status: EnforcerStatus, kernel: Kernel) -> str:
                     f'nftpolicy_denied_packets_total{{direction="{direction}",policies="{_label(policies)}"}} {counter.packets}'
                 )
     lines += [f'nftpolicy_policy_rule_packets_total{{rule="{_label(r)}"}} {n}' for r, n in sorted(allowed.items())]
+    for comment, n in sorted(tiered.items()):
+        rule, _, action = comment.rpartition(" ")
+        lines.append(f'nftpolicy_cluster_policy_rule_packets_total{{rule="{_label(rule)}",action="{action}"}} {n}')
     return "\n".join(lines) + "\n"
