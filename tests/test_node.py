@@ -533,7 +533,7 @@ def test_cluster_policy_denials_are_counted_and_logged_with_the_deciding_rule(be
     enforce(bed, lockdown)
     node = bed.nodes[0]
     a, b, y_b = bed.pod("x/a"), bed.pod("x/b"), bed.pod("y/b")
-    assert tcp(b, a.ip(4)) and blocked(y_b, a.ip(4), port=8080)
+    assert tcp(b, a.ip(4)) and blocked(y_b, a.ip(4), port=81)
     comment = "cnp/lockdown Admin/3 ingress[0].from[0] (no-team-b)"
     text = in_ns(node.netns, "curl", "-fsS", "http://127.0.0.1:9964/metrics").stdout
     assert re.search(rf'nftpolicy_cluster_policy_rule_packets_total{{rule="{re.escape(comment)}",action="Deny"}} [1-9]', text), (
@@ -542,7 +542,7 @@ def test_cluster_policy_denials_are_counted_and_logged_with_the_deciding_rule(be
 
     def denials() -> list[dict]:
         lines = [json.loads(l) for l in node.deny_log.read_text().splitlines()] if node.deny_log.exists() else []
-        return [l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 8080]
+        return [l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 81]  # its own port: the log is shared by the tests
 
     hit = wait_until("the denied flow in the deny log", denials, poll=0.1)
     assert hit[0]["policies"] == ["cnp/lockdown"] and hit[0]["rule"] == f"{comment} Deny", hit[0]
