@@ -542,7 +542,9 @@ def test_cluster_policy_denials_are_counted_and_logged_with_the_deciding_rule(be
 
     def denials() -> list[dict]:
         lines = [json.loads(l) for l in node.deny_log.read_text().splitlines()] if node.deny_log.exists() else []
-        return [l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 81]  # its own port: the log is shared by the tests
+        return [
+            l for l in lines if l["src"]["ip"] == y_b.ip(4) and l["dst"]["ip"] == a.ip(4) and l["port"] == 81
+        ]  # its own port: the log is shared by the tests
 
     hit = wait_until("the denied flow in the deny log", denials, poll=0.1)
     assert hit[0]["policies"] == ["cnp/lockdown"] and hit[0]["rule"] == f"{comment} Deny", hit[0]
