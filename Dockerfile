@@ -15,9 +15,11 @@ RUN cd /src/shim \
  && CGO_ENABLED=0 GOPROXY=off GOFLAGS= GOCACHE=/tmp/go-cache go build -trimpath -ldflags='-s -w' -o /out/nftpolicy . \
  && CNI_COMMAND=VERSION /out/nftpolicy </dev/null
 
+# netbase: /etc/protocols and /etc/services, so that `nft list ruleset` in the
+# enforcer's container says udp, not 17.
 FROM ${BASE_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-nftables libnftables1 iproute2 \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-nftables libnftables1 iproute2 netbase \
  && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md /src/
 COPY rules /src/rules
