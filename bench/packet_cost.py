@@ -42,6 +42,15 @@ estimate of the rate on a core of its own. The targets are judged on the
 wall-clock rates the issue names; the per-CPU-second ratios are printed
 beside them, to tell a real cost from a noisy neighbour.
 
+With --cluster-policies, the configurations are instead baseline,
+nftpolicy-100, and nftpolicy-100 with 100 Admin and 100 Baseline
+ClusterNetworkPolicies loaded: either all selecting other namespaces
+(cnp-200-elsewhere: none on the bench path; the cost must not move) or all
+selecting every pod, with rules that match no bench traffic
+(cnp-200-selecting: every new connection walks the 100 Admin policies' rules;
+the Baseline ones are never reached, as NetworkPolicy isolates both bench
+pods), measured on new connections only (crr).
+
 Before measuring each loaded ruleset, a probe checks that it enforces (a
 connection to the allowed port opens, one to a port no policy allows is
 dropped; both open under baseline), and after measuring, the counters on the
@@ -58,6 +67,7 @@ host's links and ruleset are never touched.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import secrets
@@ -79,6 +89,7 @@ from scale import NODE, scaled_objects  # noqa: E402
 
 from rules.load import state_from_objects  # noqa: E402
 from rules.nft import render_text  # noqa: E402
+from rules.trace import Packet, Tracer  # noqa: E402
 from rules.translate import desired_ruleset  # noqa: E402
 
 PODS = 10_000
@@ -172,20 +183,46 @@ def bench_objects() -> list[dict[str, Any]]:
     ]
 
 
-def nftpolicy_config(policies: int, directory: Path) -> Config:
-    objects = scaled_objects(pods=PODS, policies=policies, namespaces=NAMESPACES) + bench_objects()
+CLUSTER_POLICIES_PER_TIER = 100
+
+
+def cluster_policies(selecting: bool) -> list[dict[str, Any]]:
+    """100 Admin and 100 Baseline ClusterNetworkPolicies, one Deny rule each in
+    both directions, whose peers are pods of a namespace that does not exist:
+    they match no bench traffic. ``selecting``: their subject is every pod;
+    otherwise pods of namespaces that do not exist either."""
+    subject = {"namespaces": {}} if selecting else {"namespaces": {"matchLabels": {"bench-cnp": "nowhere"}}}
+    nowhere = [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "nowhere"}}}]
+    return [
+        {
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": f"{tier.lower()}-{i}"},
+            "spec": {
+                "tier": tier,
+                "priority": i % 1000,
+                "subject": subject,
+                "ingress": [{"name": "deny-nowhere", "action": "Deny", "from": nowhere}],
+                "egress": [{"name": "deny-nowhere", "action": "Deny", "to": nowhere}],
+            },
+        }
+        for tier in ("Admin", "Baseline")
+        for i in range(CLUSTER_POLICIES_PER_TIER)
+    ]
+
+
+def nftpolicy_config(policies: int, directory: Path, extra: list[dict[str, Any]] | None = None, name: str = "") -> Config:
+    objects = scaled_objects(pods=PODS, policies=policies, namespaces=NAMESPACES) + bench_objects() + (extra or [])
+    name = name or f"nftpolicy-{policies}"
     start = time.perf_counter()
     ruleset = desired_ruleset(state_from_objects(objects), NODE)
-    path = directory / f"nftpolicy-{policies}.nft"
+    path = directory / f"{name}.nft"
     path.write_text(render_text(ruleset) + "\n")
     counts = ruleset.object_count()
     print(
-        f"  nftpolicy-{policies}: {counts['chains']} chains, {counts['sets']} sets, {counts['maps']} maps, "
+        f"  {name}: {counts['chains']} chains, {counts['sets']} sets, {counts['maps']} maps, "
         f"{counts['rules']} rules, {counts['elements']} elements; state and render {time.perf_counter() - start:.2f} s"
     )
-    return Config(
-        f"nftpolicy-{policies}", path, counts["rules"], True, ("bench/client-egress egress[0]", "bench/server-ingress ingress[0]")
-    )
+    return Config(name, path, counts["rules"], True, ("bench/client-egress egress[0]", "bench/server-ingress ingress[0]"))
 
 
 def cluster_pod_ips() -> list[str]:
@@ -233,6 +270,25 @@ def build_configs(directory: Path) -> list[Config]:
         + [nftpolicy_config(n, directory) for n in POLICY_COUNTS]
         + [linear_config(n, pod_ips, directory) for n in POLICY_COUNTS]
     )
+
+
+def build_cluster_policy_configs(directory: Path) -> list[Config]:
+    baseline = directory / "baseline.nft"
+    baseline.write_text(baseline_text())
+    configs = [Config("baseline", baseline, 1, False, ()), nftpolicy_config(100, directory)]
+    for selecting, name in ((False, "cnp-200-elsewhere"), (True, "cnp-200-selecting")):
+        extra = cluster_policies(selecting)
+        configs.append(nftpolicy_config(100, directory, extra, name))
+        # What the bench connection's first packet walks, traced through the rendered table:
+        # the Admin tier chains must be on it exactly when the policies select the bench pods.
+        table = desired_ruleset(state_from_objects(scaled_objects(PODS, 100, NAMESPACES) + bench_objects() + extra), NODE)
+        packet = Packet(ipaddress.ip_address(CLIENT_IP), ipaddress.ip_address(SERVER_IP), "tcp", RR_PORT)
+        walked = [step.chain for step in Tracer(table.tables[0]).trace(packet).steps]
+        tiers = sorted({c for c in walked if c.startswith("cnp-admin-")})
+        if bool(tiers) != selecting:
+            raise RuntimeError(f"{name}: the bench connection walks tier chains {tiers}")
+        print(f"    the bench connection walks {len(tiers)} Admin tier chains (one per direction when selecting)")
+    return configs
 
 
 # --- the bed ----------------------------------------------------------------
@@ -403,16 +459,18 @@ def check_counted(bed: Bed, config: Config, port: int) -> Counted:
     return counted
 
 
-def run_rounds(bed: Bed, configs: list[Config], rounds: int, seconds: float) -> tuple[Results, dict[str, Counted]]:
+def run_rounds(
+    bed: Bed, configs: list[Config], rounds: int, seconds: float, tests: tuple[str, ...] = tuple(TESTS)
+) -> tuple[Results, dict[str, Counted]]:
     """The value of each test per round, and the counters each configuration's last run left.
 
     Each round runs one test under every configuration before the next test,
     so the runs compared with each other are close in time."""
-    results: Results = {c.name: {t: [] for t in TESTS} for c in configs}
+    results: Results = {c.name: {t: [] for t in tests} for c in configs}
     counters: dict[str, Counted] = {}
     for r in range(rounds):
         order = configs if r % 2 == 0 else configs[::-1]
-        for test in TESTS:
+        for test in tests:
             line = []
             for config in order:
                 bed.load_ruleset(config.path)
@@ -455,8 +513,9 @@ def ratio(results: Results, config: str, test: str, key: Callable[[Sample], floa
     return median(results[config][test], key) / median(results[to][test], key)
 
 
-def report(configs: list[Config], results: Results, counters: dict[str, Counted]) -> None:
-    for test, (unit, _) in TESTS.items():
+def report_table(configs: list[Config], results: Results) -> None:
+    for test in results[configs[0].name]:
+        unit = TESTS[test][0]
         print(
             f"\n{test + ' ' + unit:<16} {'rules':>6} {'median':>11} {'spread':>7} {'ratio':>6} | "
             f"{'cpu share':>9} {'per CPU-s':>11} {'ratio':>6}"
@@ -468,6 +527,22 @@ def report(configs: list[Config], results: Results, counters: dict[str, Counted]
                 f"{ratio(results, c.name, test, rate):>6.3f} | {median(samples, share):>9.2f} "
                 f"{median(samples, per_cpu):>11,.0f} {ratio(results, c.name, test, per_cpu):>6.3f}"
             )
+
+
+def report_cluster_policies(configs: list[Config], results: Results, counters: dict[str, Counted]) -> None:
+    report_table(configs, results)
+    print("\nrules that counted packets in the last run (the path of the bench traffic):")
+    for chain, comment, packets in counters["cnp-200-selecting"]:
+        print(f"  {'cnp-200-selecting':<18} {chain:<45} {packets:>9,}  {comment}")
+    print(f"\n{'new connections (crr), same-run ratios of medians':<60}{'wall-clock':>12}{'per CPU-second':>16}")
+    for config in ("cnp-200-elsewhere", "cnp-200-selecting"):
+        for to in ("nftpolicy-100", "baseline"):
+            values = [ratio(results, config, "crr", key, to) for key in (rate, per_cpu)]
+            print(f"  {config + ' / ' + to:<58}" + "".join(f"{v:>12.3f}    " for v in values).rstrip())
+
+
+def report(configs: list[Config], results: Results, counters: dict[str, Counted]) -> None:
+    report_table(configs, results)
 
     print(f"\nrules that counted packets in the last run ({list(TESTS)[-1]}; the path of the bench traffic):")
     for name in (f"nftpolicy-{BIG}", f"linear-{BIG}"):
@@ -496,6 +571,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all configurations (default 5)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each test run (default 2)")
     parser.add_argument("--cpu", type=int, default=1, help="the CPU client and server are pinned to (default 1)")
+    parser.add_argument(
+        "--cluster-policies",
+        action="store_true",
+        help="new connections with 100 Admin + 100 Baseline ClusterNetworkPolicies loaded against none, in the same run",
+    )
     args = parser.parse_args()
     if not 0 <= args.cpu < (os.cpu_count() or 1):
         parser.error(f"--cpu: no CPU {args.cpu} here")
@@ -505,16 +585,17 @@ def main() -> None:
         load = directory / "packet_load"
         run("gcc", "-O2", "-Wall", "-o", str(load), str(BENCH / "packet_load.c"))
         print(f"rulesets ({PODS:,} pods, {NAMESPACES} namespaces, N policies from tests/scale.py + 3 bench policies):")
-        configs = build_configs(directory)
+        configs = build_cluster_policy_configs(directory) if args.cluster_policies else build_configs(directory)
+        tests = ("crr",) if args.cluster_policies else tuple(TESTS)
         print(f"load average at the start: {load_average()}")
         with Bed(load, args.cpu) as bed:
             print(
-                f"bed {bed.prefix}-*: {args.rounds} rounds of {len(configs)} configurations x {len(TESTS)} tests "
+                f"bed {bed.prefix}-*: {args.rounds} rounds of {len(configs)} configurations x {len(tests)} tests "
                 f"x {args.seconds:g} s, client and server on CPU {args.cpu}"
             )
-            results, counters = run_rounds(bed, configs, args.rounds, args.seconds)
+            results, counters = run_rounds(bed, configs, args.rounds, args.seconds, tests)
         print(f"load average at the end: {load_average()}")
-        report(configs, results, counters)
+        (report_cluster_policies if args.cluster_policies else report)(configs, results, counters)
 
 
 if __name__ == "__main__":
