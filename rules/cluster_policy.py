@@ -2,13 +2,9 @@
 sigs.k8s.io/network-policy-api v0.3.0): the model, its validation as the
 CRD's schema and CEL rules validate, and its tiered semantics, written
 straight from the API's documentation (docs/clusternetworkpolicy/) as the
-reference the renderer will be held to.
+reference the renderer is held to (``rules.evaluate.tiered_verdict``).
 
-Not enforced yet: no source loads these objects and nothing renders them
-(issue 15). What is here is the spec as data and as a decision procedure.
-
-For a connection, each direction is decided on its own, in this order
-(``decide``):
+For a connection, each direction is decided on its own, in this order:
 
 1. Admin tier: the policies whose subject selects the pod, by priority (lower
    first; ties by name, a fixed order the API allows), each policy's rules in
