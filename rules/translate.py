@@ -26,6 +26,7 @@ from typing import Callable, Iterable, NamedTuple
 from rules.cluster_policy import Action
 from rules.ir import (
     ClusterTier,
+    Contents,
     IRMemo,
     Isolation,
     Members,
@@ -231,26 +232,24 @@ class _Renderer:
 
     def _peer_set(self, scope: SelectorScope, family: int) -> str:
         name = _peer_set_name(scope, family)
-        if name not in self.sets:
-
-            def build(pods: tuple) -> Set:
-                members = (ip for pod in pods for ip in pod.ips if ip.version == family)
-                return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
-
-            contents = self.members.of_scope(scope)
-            self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
-        return name
+        if name in self.sets:
+            return name
+        return self._address_set(name, scope.describe(), self.members.of_scope(scope), family)
 
     def _node_set(self, scope: NodeScope, family: int) -> str:
         name = node_set_name(repr(scope.selector), family)
-        if name not in self.sets:
+        if name in self.sets:
+            return name
+        return self._address_set(name, scope.describe(), self.members.of_nodes(scope), family)
 
-            def build(nodes: tuple) -> Set:
-                members = (ip for node in nodes for ip in node.ips if ip.version == family)
-                return Set(name, (_addr_type(family),), scope.describe(), (), _sorted_ips(members))
+    def _address_set(self, name: str, comment: str, contents: Contents, family: int) -> str:
+        """The addresses of one family of the pods (or nodes) ``contents`` names."""
 
-            contents = self.members.of_nodes(scope)
-            self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
+        def build(owners: tuple) -> Set:
+            members = (ip for owner in owners for ip in owner.ips if ip.version == family)
+            return Set(name, (_addr_type(family),), comment, (), _sorted_ips(members))
+
+        self.sets[name] = self.memo.set(name, contents.stamp, contents.pods, build)
         return name
 
     def _named_port_set(self, port: NamedPort, family: int, direction: Direction) -> str:

@@ -49,6 +49,14 @@ def decide(policies: list[dict], nps: list[dict], src: str, dst: str, port: int 
     return decision
 
 
+SQL_ONLY = cnp(
+    "named",
+    "Admin",
+    1,
+    DB,
+    ingress=[rule("Accept", [ALL_NS], protocols=[{"destinationNamedPort": "sql"}]), rule("Deny", [ALL_NS])],
+)
+
 CASES = {
     "nothing at all: allowed by default": ([], [], "tenant-b/web", "tenant-a/db", True, "default"),
     "an admin Deny overrides a NetworkPolicy that allows": (
@@ -106,15 +114,7 @@ CASES = {
         "Baseline",
     ),
     "a named port matches the destination's container port of that name": (
-        [
-            cnp(
-                "named",
-                "Admin",
-                1,
-                DB,
-                ingress=[rule("Accept", [ALL_NS], protocols=[{"destinationNamedPort": "sql"}]), rule("Deny", [ALL_NS])],
-            )
-        ],
+        [SQL_ONLY],
         [],
         "tenant-b/web",
         "tenant-a/db",
@@ -123,15 +123,7 @@ CASES = {
         5432,
     ),
     "a named port does not match another port of the destination": (
-        [
-            cnp(
-                "named",
-                "Admin",
-                1,
-                DB,
-                ingress=[rule("Accept", [ALL_NS], protocols=[{"destinationNamedPort": "sql"}]), rule("Deny", [ALL_NS])],
-            )
-        ],
+        [SQL_ONLY],
         [],
         "tenant-b/web",
         "tenant-a/db",

@@ -156,18 +156,26 @@ def test_long_random_sequences_of_changes_apply_cleanly() -> None:
     the table as a fresh load of the same state would."""
     rng = random.Random(42)
     pods = [namespace("z"), *BASE, pod("z/c", ["10.0.2.4", "fd00:2::4"], node="n2", labels={"app": "c"}, ports=[("http", 81)])]
+    apply_in_turn([table(*pods, *(random_policy(rng, i) for i in range(rng.randint(0, 5)))) for _ in range(30)])
+
+
+def apply_in_turn(tables: list[Table], every_step: bool = False) -> None:
+    """Plan and apply each table in turn: the kernel and the fake kernel accept
+    every transaction and agree, and the end (or, ``every_step``, each step)
+    is what a fresh load of that table gives."""
     with netns() as ns, netns() as fresh:
         current, fake = None, FakeKernel()
-        for step in range(30):
-            desired = table(*pods, *(random_policy(rng, i) for i in range(rng.randint(0, 5))))
+        for step, desired in enumerate(tables):
             tx = plan(desired, current)
             result = nft(ns, "-f", "-", stdin=tx.text())
             assert result.returncode == 0, (step, result.stderr)
             fake.apply([tx])
             assert table_drift(fake.read("inet", "nftpolicy"), _read(ns)) == [], f"the fake kernel differs at step {step}"
             current = desired
-        assert nft(fresh, "-f", "-", stdin=create_transaction(current).text()).returncode == 0
-        assert table_state(ns) == table_state(fresh)
+            if every_step or step == len(tables) - 1:
+                nft(fresh, "flush", "ruleset")
+                assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
+                assert table_state(ns) == table_state(fresh), f"step {step}"
 
 
 def _refusals() -> list[tuple[str, Transaction]]:
@@ -282,16 +290,4 @@ def test_cluster_policy_tiers_and_the_input_path_come_and_go_cleanly() -> None:
     """Tier chains, the input chain and the maps that go to node-egress chains
     appear and disappear: every planned transaction is accepted, by the kernel
     and by the fake alike, and leaves the table as a fresh load would."""
-    with netns() as ns, netns() as fresh:
-        current, fake = None, FakeKernel()
-        for step, objects in enumerate(CNP_STEPS):
-            desired = table(*BASE, *objects)
-            tx = plan(desired, current)
-            result = nft(ns, "-f", "-", stdin=tx.text())
-            assert result.returncode == 0, (step, result.stderr)
-            fake.apply([tx])
-            assert table_drift(fake.read("inet", "nftpolicy"), _read(ns)) == [], f"the fake kernel differs at step {step}"
-            current = desired
-            nft(fresh, "flush", "ruleset")
-            assert nft(fresh, "-f", "-", stdin=create_transaction(desired).text()).returncode == 0
-            assert table_state(ns) == table_state(fresh)
+    apply_in_turn([table(*BASE, *objects) for objects in CNP_STEPS], every_step=True)
