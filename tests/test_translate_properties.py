@@ -11,7 +11,7 @@ from dataplane import Dataplane
 from rules.evaluate import tiered_verdict, verdict
 from rules.model import ClusterState, LabelSelector
 from rules.translate import RenderMemo, desired_ruleset
-from strategies import NODE_NAMES, cluster_parts, states_and_flows
+from strategies import NODE_NAMES, cluster_parts, cluster_policies, states_and_flows
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,22 +39,24 @@ def test_rendered_tiers_decide_as_the_tiered_evaluator(case) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(cluster_parts(), min_size=2, max_size=5), st.randoms(use_true_random=False))
-def test_a_render_with_the_previous_render_memo_equals_a_fresh_render(parts, rng) -> None:
+@given(st.lists(cluster_parts(), min_size=2, max_size=5), st.lists(cluster_policies()), st.randoms(use_true_random=False))
+def test_a_render_with_the_previous_render_memo_equals_a_fresh_render(parts, tiers, rng) -> None:
     """Successive states share some pod objects and change others, as the
-    enforcer's do (updated pod by pod, or rebuilt after a relist; namespaces
-    and policies replaced); reusing sets and chains from the memo never
-    changes the result, whichever node renders."""
+    enforcer's do (updated pod by pod, or rebuilt after a relist; namespaces,
+    policies and cluster policies replaced); reusing sets and chains from the
+    memo never changes the result, whichever node renders."""
     memo = RenderMemo()
     state = ClusterState.build(*parts[0])
     for namespaces, new_pods, policies, nodes in parts:
         removed = [p.key for p in state.pods if rng.random() < 0.3]
         changed = [p for p in new_pods if rng.random() < 0.6]
         if rng.random() < 0.2:  # a relist: the same objects, built afresh
-            state = ClusterState.build(state.namespaces, state.pods, state.policies, state.nodes)
+            state = ClusterState.build(state.namespaces, state.pods, state.policies, state.nodes, state.cluster_policies)
         state = state.with_pods(changed, removed)
         if rng.random() < 0.5:
             state = state.with_objects(namespaces, policies)
+        if tiers and rng.random() < 0.5:
+            state = state.with_objects(cluster_policies=rng.choice(tiers))
         for node in rng.sample(NODE_NAMES, len(NODE_NAMES)):
             assert desired_ruleset(state, node, memo=memo) == desired_ruleset(state, node)
 
