@@ -20,8 +20,19 @@ CLUSTER = [
     pod("tenant-a/db", "10.0.1.2", labels={"app": "db"}, ports=[("sql", 5432), ("dns", 53, "UDP")]),
     pod("tenant-b/web", "10.0.2.1", node="n2", labels={"app": "web"}),
     pod("kube-system/dns", "10.0.1.9", labels={"app": "dns"}),
-    pod("tenant-a/host", "192.168.0.5", labels={"app": "web"}, hostNetwork=True),
+    pod("tenant-a/host", "192.168.0.5", labels={"app": "web"}, hostNetwork=True),  # on n1, so at n1's address
+    *(
+        {
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {"zone": zone}},
+            "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+        }
+        for name, zone, address in (("n1", "a", "192.168.0.5"), ("n2", "b", "192.168.0.6"))
+    ),
 ]
+ZONE_A_NODES = {"nodes": {"matchLabels": {"zone": "a"}}}
+WEB = {"pods": {"podSelector": {"matchLabels": {"app": "web"}}}}
+NP_WEB_EGRESS_DENY = policy("tenant-a/web-no-egress", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]})
 
 
 ALL_NS = {"namespaces": {}}
@@ -148,6 +159,54 @@ CASES = {
         "Admin",
         53,
         "UDP",
+    ),
+    "a nodes peer matches a node's addresses by its labels": (
+        [cnp("no-zone-a", "Admin", 1, WEB, egress=[rule("Deny", [ZONE_A_NODES], field="to")])],
+        [],
+        "tenant-b/web",
+        "tenant-a/host",
+        False,
+        "Admin",
+    ),
+    "a nodes peer does not match a node of other labels": (
+        [cnp("no-zone-b", "Admin", 1, WEB, egress=[rule("Deny", [{"nodes": {"matchLabels": {"zone": "b"}}}], field="to")])],
+        [],
+        "tenant-b/web",
+        "tenant-a/host",
+        True,
+        "default",
+    ),
+    "a networks peer matches node addresses too": (
+        [cnp("no-192", "Admin", 1, WEB, egress=[rule("Deny", [{"networks": ["192.168.0.0/24"]}], field="to")])],
+        [],
+        "tenant-b/web",
+        "tenant-a/host",
+        False,
+        "Admin",
+    ),
+    "a pod's traffic to its own node meets its admin egress tier": (
+        [cnp("no-zone-a", "Admin", 1, WEB, egress=[rule("Deny", [ZONE_A_NODES], field="to")])],
+        [],
+        "tenant-a/web",
+        "tenant-a/host",
+        False,
+        "Admin",
+    ),
+    "NetworkPolicy always allows a pod's traffic to its own node: the baseline is not reached": (
+        [cnp("base", "Baseline", 1, WEB, egress=[rule("Deny", [ZONE_A_NODES], field="to")])],
+        [NP_WEB_EGRESS_DENY],
+        "tenant-a/web",
+        "tenant-a/host",
+        True,
+        "NetworkPolicy",
+    ),
+    "with no NetworkPolicy, a baseline Deny stops a pod's traffic to its own node": (
+        [cnp("base", "Baseline", 1, WEB, egress=[rule("Deny", [ZONE_A_NODES], field="to")])],
+        [],
+        "tenant-a/web",
+        "tenant-a/host",
+        False,
+        "Baseline",
     ),
     "a baseline Pass goes on to the default: allowed": (
         [
