@@ -1,4 +1,5 @@
-"""Property tests: the reference evaluator against a second, brute-force oracle.
+"""Property tests: the reference evaluator against a second, brute-force oracle
+(and, with ClusterNetworkPolicies, ``tiered_verdict`` against ``TieredBruteForce``).
 
 ``rules.evaluate.verdict`` is itself the oracle every dataplane test trusts,
 so here it is held against an independent reading of the Kubernetes
@@ -84,7 +85,7 @@ from rules.model import (  # noqa: E402  (data only)
 )
 
 # The evaluator under test. The oracle below never calls into it.
-from rules.evaluate import verdict  # noqa: E402
+from rules.evaluate import tiered_verdict, verdict  # noqa: E402
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -115,11 +116,12 @@ def _selector_matches(selector, labels: dict[str, str]) -> bool:
     return True
 
 
-def _in_block(block, ip) -> bool:
-    def inside(net) -> bool:
-        return net.version == ip.version and int(net.network_address) <= int(ip) <= int(net.broadcast_address)
+def _in_network(net, ip) -> bool:
+    return net.version == ip.version and int(net.network_address) <= int(ip) <= int(net.broadcast_address)
 
-    return inside(block.cidr) and not any(inside(e) for e in block.except_)
+
+def _in_block(block, ip) -> bool:
+    return _in_network(block.cidr, ip) and not any(_in_network(e, ip) for e in block.except_)
 
 
 class BruteForce:
@@ -270,6 +272,117 @@ class BruteForce:
         return s, d, protocol, port
 
 
+class TieredBruteForce(BruteForce):
+    """The allowed tuples with ClusterNetworkPolicies too, read from the API's
+    documentation as independently: each rule expanded into the tuples it
+    matches, then, per tuple and direction, the tiers walked in order.
+
+    - Admin: the policies whose subject selects the pod (a target), by
+      priority then name, each one's rules in order; the first rule whose
+      tuples hold the flow decides: Accept allows, Deny denies, Pass goes on.
+    - NetworkPolicy, if the pod is isolated for the direction (then a pod's
+      traffic to its own node is allowed whatever the rules).
+    - Baseline, as Admin (Pass goes on to the default). Then allowed.
+    - Peers: ``namespaces``/``pods`` name targets only; ``networks`` name
+      addresses; ``nodes`` the addresses of nodes whose labels match.
+    - A node's traffic to its own pods is always allowed; a pod's to its own
+      node meets only the pod's egress.
+    """
+
+    def __init__(self, state: ClusterState) -> None:
+        super().__init__(state)
+        self.node_labels = {ip: dict(node.labels) for node in state.nodes for ip in node.ips}
+        self._cnp_cache: dict = {}
+
+    def _pods_selected(self, selector) -> list[Pod]:
+        """``selector``: a PodsSelector (namespaces None: every namespace)."""
+        return [
+            p
+            for p in self.targets
+            if (selector.namespaces is None or _selector_matches(selector.namespaces, self.namespace_labels(p.namespace)))
+            and _selector_matches(selector.pods, dict(p.labels))
+        ]
+
+    def _cluster_peer_ips(self, peer) -> set:
+        if peer.pods is not None:
+            return {ip for pod in self._pods_selected(peer.pods) for ip in pod.ips}
+        if peer.nodes is not None:
+            return {ip for ip, labels in self.node_labels.items() if _selector_matches(peer.nodes, labels)}
+        return {ip for ip in self.ips for net in peer.networks if _in_network(net, ip)}
+
+    def _cluster_services(self, rule, dst_ip) -> set:
+        if not rule.ports:
+            return set(self.services)
+        dst_pod = self.owner.get(dst_ip)
+        out = set()
+        for spec in rule.ports:
+            for proto, port in self.services:
+                if proto is not spec.protocol:
+                    continue
+                if hasattr(spec, "first"):
+                    if spec.first <= port <= spec.last:
+                        out.add((proto, port))
+                elif dst_pod is not None and any(
+                    cp.name == spec.name and cp.protocol is proto and cp.port == port for cp in dst_pod.ports
+                ):
+                    out.add((proto, port))
+        return out
+
+    def cluster_rule_tuples(self, policy, direction: Direction, index: int) -> frozenset:
+        key = (policy.name, direction, index)
+        if key not in self._cnp_cache:
+            rule = (policy.ingress if direction is Direction.INGRESS else policy.egress)[index]
+            subjects = [ip for pod in self._pods_selected(policy.subject) for ip in pod.ips]
+            remotes = set().union(*(self._cluster_peer_ips(p) for p in rule.peers))
+            out = set()
+            for subject in subjects:
+                for remote in remotes:
+                    if remote.version == subject.version:
+                        src, dst = (remote, subject) if direction is Direction.INGRESS else (subject, remote)
+                        out |= {(src, dst, proto, port) for proto, port in self._cluster_services(rule, dst)}
+            self._cnp_cache[key] = frozenset(out)
+        return self._cnp_cache[key]
+
+    def _tier(self, tier: str, direction: Direction, t: tuple) -> bool | None:
+        """Allowed (True), denied (False) or no decision (None: no match, or a Pass)."""
+        for policy in sorted(
+            (p for p in self.state.cluster_policies if p.tier.value == tier), key=lambda p: (p.priority, p.name)
+        ):
+            rules = policy.ingress if direction is Direction.INGRESS else policy.egress
+            for i, rule in enumerate(rules):
+                if t in self.cluster_rule_tuples(policy, direction, i):
+                    return {"Accept": True, "Deny": False, "Pass": None}[rule.action.value]
+        return None
+
+    def direction_allows(self, direction: Direction, t: tuple, to_own_node: bool = False) -> bool:
+        subject = t[1] if direction is Direction.INGRESS else t[0]
+        if subject not in self.owner:
+            return True
+        admin = self._tier("Admin", direction, t)
+        if admin is not None:
+            return admin
+        isolated = self.isolated(direction)
+        if subject in isolated:
+            return to_own_node or t in self.admitted(direction)
+        baseline = self._tier("Baseline", direction, t)
+        return True if baseline is None else baseline
+
+    def tiered_allows(self, t: tuple) -> bool:
+        s, d = t[0], t[1]
+        if s == d:
+            return True
+        if self._node_of_pod(s, d):
+            return True  # a node (or hostNetwork pod there) to its own pod
+        if self._node_of_pod(d, s):
+            return self.direction_allows(Direction.EGRESS, t, to_own_node=True)
+        return self.direction_allows(Direction.EGRESS, t) and self.direction_allows(Direction.INGRESS, t)
+
+    def _node_of_pod(self, a, b) -> bool:
+        """Whether address ``a`` is the node that the pod at ``b`` runs on."""
+        pod = self.owner.get(b)
+        return pod is not None and pod.node is not None and self.node_of.get(a) == pod.node
+
+
 def _find_policy(state: ClusterState, key: str):
     return next(p for p in state.policies if f"{p.namespace}/{p.name}" == key)
 
@@ -320,6 +433,25 @@ def test_verdict_matches_brute_force(case):
                 if src is dst and t[0].version == 6:
                     continue  # two pods make an IPv4 flow
                 check(src, dst, t)
+
+
+@SETTINGS
+@given(states_and_flows(tiered=True))
+def test_tiered_verdict_matches_brute_force(case):
+    """With ClusterNetworkPolicies: the drawn flows and every tuple of the universe."""
+    state, flow_list = case
+    oracle = TieredBruteForce(state)
+
+    def check(src, dst, t):
+        allowed, egress, ingress = tiered_verdict(state, src, dst, t[3], t[2])
+        assert allowed == oracle.tiered_allows(t), (t, egress, ingress)
+
+    for src, dst, port, protocol in flow_list:
+        check(src, dst, oracle.flow_tuple(src, dst, port, protocol))
+    first_service = oracle.services[0]
+    for t in oracle.universe:
+        if t[0] in oracle.owner or t[1] in oracle.owner or t[2:] == first_service:
+            check(str(t[0]), str(t[1]), t)
 
 
 # --- property 2: deciding rules really allow the flow -------------------------
