@@ -88,7 +88,7 @@ sys.path.insert(0, str(BENCH.parent / "tests"))
 from scale import NODE, scaled_objects  # noqa: E402
 
 from rules.load import state_from_objects  # noqa: E402
-from rules.nft import render_text  # noqa: E402
+from rules.nft import Verdict, render_text  # noqa: E402
 from rules.trace import Packet, Tracer  # noqa: E402
 from rules.translate import desired_ruleset  # noqa: E402
 
@@ -283,8 +283,9 @@ def build_cluster_policy_configs(directory: Path) -> list[Config]:
         # the Admin tier chains must be on it exactly when the policies select the bench pods.
         table = desired_ruleset(state_from_objects(scaled_objects(PODS, 100, NAMESPACES) + bench_objects() + extra), NODE)
         packet = Packet(ipaddress.ip_address(CLIENT_IP), ipaddress.ip_address(SERVER_IP), "tcp", RR_PORT)
-        walked = [step.chain for step in Tracer(table.tables[0]).trace(packet).steps]
-        tiers = sorted({c for c in walked if c.startswith("cnp-admin-")})
+        steps = Tracer(table.tables[0]).trace(packet).steps
+        jumped = {v.target for step in steps for v in step.rule.statements if isinstance(v, Verdict) and v.kind == "jump"}
+        tiers = sorted(c for c in jumped if c.startswith("cnp-admin-"))
         if bool(tiers) != selecting:
             raise RuntimeError(f"{name}: the bench connection walks tier chains {tiers}")
         print(f"    the bench connection walks {len(tiers)} Admin tier chains (one per direction when selecting)")

@@ -18,7 +18,7 @@ import pytest
 from builders import cnp, policy as np, random_policy, rule
 from enforcer.testbed.simulation import in_ns
 from probes import assert_matrix
-from rules.evaluate import verdict
+from rules.evaluate import tiered_verdict, verdict
 from rules.load import state_from_objects
 from rules.model import L4Protocol
 
@@ -253,3 +253,32 @@ def test_live_explain_names_the_kernel_rule_the_evaluator_expects(bed, name: str
                 or live["rule"]["comment"] == str(r)
                 for r in v.ingress.allowed_by
             ), (live["rule"], v.deciding_rules)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", [n for n in CLUSTER_CASES if not n.startswith(("port ranges", "egress:"))])
+def test_live_explain_names_the_cluster_policy_rule_that_decides(bed, name: str) -> None:
+    """Where a ClusterNetworkPolicy rule decides a flow between node-1's pods, the
+    live explanation's deciding kernel rule is that rule (policy, tier, priority,
+    index, name and action in its comment), and the verdict is the tiered evaluator's."""
+    bed.apply_policies(*CLUSTER_CASES[name][0])
+    bed.wait_converged()
+    node = bed.nodes[0]
+    state = state_from_objects(bed.objects)
+    pods = list(node.pods.values())
+    flows = [(s.ip(4), d.ip(4), 80) for s in pods for d in pods if s is not d]
+    out = in_ns(node.netns, sys.executable, "-c", LIVE_EXPLAIN, json.dumps(flows)).stdout.splitlines()
+    decided_by_tiers = 0
+    for (src, dst, port), line in zip(flows, out, strict=True):
+        live = json.loads(line)
+        allowed, egress, ingress = tiered_verdict(state, src, dst, port, L4Protocol.TCP)
+        assert live["allowed"] == allowed, (src, dst, live, egress, ingress)
+        # The kernel walks egress first: it decides a denied egress; otherwise the ingress does, if policed.
+        deciding = egress if egress is not None and (not egress.allowed or ingress is None) else ingress
+        if deciding is not None and deciding.tier in ("Admin", "Baseline"):
+            policy = deciding.decided_by.split(" ", 1)[0]  # "cnp/NAME ingress[i] (name) Deny"
+            action = deciding.decided_by.rsplit(" ", 1)[1]
+            comment = live["rule"]["comment"]
+            assert comment.startswith(f"{policy} {deciding.tier}/") and comment.endswith(f" {action}"), (comment, deciding)
+            decided_by_tiers += 1
+    assert decided_by_tiers, "no flow of this case is decided by a ClusterNetworkPolicy rule on node-1"
