@@ -23,7 +23,7 @@ After the last tier, the packet is allowed. A pod and direction with no tier
 is not policed.
 
 Peers and named ports are references (``SelectorScope``, ``IPBlock``,
-``NamedPort``), not addresses: a pod coming or going changes whom they name
+``NodeScope``, ``NamedPort``), not addresses: a pod coming or going changes whom they name
 (``Members``, what a backend fills its sets with), not the decisions.
 """
 
@@ -273,7 +273,7 @@ class IRMemo:
         self._rules: dict[tuple, tuple] = {}
         self._used: dict[tuple, tuple] = {}
 
-    def rules(self, policy: NetworkPolicy | ClusterNetworkPolicy, direction: Direction):
+    def rules(self, policy: NetworkPolicy | ClusterNetworkPolicy, direction: Direction) -> PolicyRules | TierPolicy:
         """``PolicyRules`` of a NetworkPolicy, ``TierPolicy`` of a ClusterNetworkPolicy."""
         key = (type(policy), policy.key, direction)
         hit = self._used.get(key) or self._rules.get(key)  # used: one IR may ask for a policy more than once
