@@ -315,6 +315,33 @@ def test_cluster_network_policies_applied_with_kubectl_are_enforced_on_every_nod
     matrices(bed)
 
 
+def test_a_cluster_policy_the_api_accepts_but_nftpolicy_cannot_use_keeps_its_last_good_version(cluster) -> None:
+    """The CRD leaves label selector operators unchecked: an ``In`` without values
+    passes the API server. The enforcers say which object and field, keep the
+    version they had, and keep enforcing it."""
+    cp, bed = cluster
+    team_b = {"namespaces": {"matchLabels": {"team": "b"}}}
+    tcp_80 = [{"tcp": {"destinationPort": {"number": 80}}}]
+    good = cnp("let-b-in", "Admin", 10, {"namespaces": {}}, ingress=[rule("Accept", [team_b], protocols=tcp_80)])
+    converge(bed, DENY_X, good)
+    a, y_b = bed.pod("x/a"), bed.pod("y/b")
+    assert y_b.connects(a.ip(4), 80) and y_b.blocked(a.ip(4), 8080)
+    bad = json.loads(json.dumps(good))
+    bad["spec"]["ingress"][0]["from"] = [{"namespaces": {"matchExpressions": [{"key": "team", "operator": "In"}]}}]
+    cp.apply(bad)
+    try:
+        for node in bed.nodes:
+            wait_until(
+                f"{node.name} reports the unusable policy", lambda: "cnp/let-b-in" in (node.status().get("sourceError") or "")
+            )
+            assert "spec.ingress[0].from[0].namespaces" in node.status()["sourceError"], node.status()["sourceError"]
+        assert y_b.connects(a.ip(4), 80) and y_b.blocked(a.ip(4), 8080), "the last good version stays in force"
+    finally:
+        cp.kubectl("delete", "clusternetworkpolicy", "let-b-in")
+        converge(bed, DENY_X)
+    assert y_b.blocked(a.ip(4), 80)
+
+
 def test_the_operator_guide_on_the_test_bed(cluster, tmp_path) -> None:
     """The guide's steps that can run without a kubelet: apply the kustomize base,
     install and uninstall the plugin with the CLI on a node's conflist, and explain
