@@ -1,12 +1,13 @@
 """Summarise a run of the ClusterNetworkPolicy conformance suite (``go test -v``
 output of network-policy-api's conformance.test) as the README's results table.
 
-    python tools/conformance_summary.py LOG SECONDS SUITE_DIR
+    python tools/conformance_summary.py LOG SECONDS SUITE_DIR [EDITION]
 
 ``SUITE_DIR`` is the network-policy-api module's source: each test's subtests
 are read from ``conformance/tests/*.go``, so that the subtests left out of the
 run (scripts/cnp-conformance skips those that probe SCTP, which this kernel
 lacks) are counted and named with their reason, not silently missing.
+``EDITION`` says which suite ran (default: unmodified).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def suite_subtests(suite_dir: str) -> dict[str, list[tuple[str, bool]]]:
     return tests
 
 
-def main(log: str, seconds: str, suite_dir: str) -> None:
+def main(log: str, seconds: str, suite_dir: str, edition: str = "unmodified") -> None:
     declared = suite_subtests(suite_dir)
     ran: dict[str, dict] = {}  # the tests the run selected (a test the suite skips for its feature shows as SKIP)
     for line in open(log, errors="replace"):
@@ -67,7 +68,7 @@ def main(log: str, seconds: str, suite_dir: str) -> None:
             f"| {name} | {result} | {counts['PASS']} / {counts['FAIL']} / {counts['SCTP'] + counts['FEATURE']} | {'; '.join(reasons)} |"
         )
     print(
-        "ClusterNetworkPolicy conformance (sigs.k8s.io/network-policy-api v0.3.0, unmodified), "
+        f"ClusterNetworkPolicy conformance (sigs.k8s.io/network-policy-api v0.3.0, {edition}), "
         f"{len(ran)} of its {len(declared)} tests: subtests **{totals['PASS']} passed, {totals['FAIL']} failed, "
         f"{totals['SCTP'] + totals['FEATURE']} not run** ({totals['SCTP']} probe SCTP, "
         f"{totals['FEATURE']} need a feature not enabled); {seconds} s\n"
@@ -79,4 +80,4 @@ def main(log: str, seconds: str, suite_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
