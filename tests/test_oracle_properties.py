@@ -124,6 +124,11 @@ def _in_block(block, ip) -> bool:
     return _in_network(block.cidr, ip) and not any(_in_network(e, ip) for e in block.except_)
 
 
+def _names_port(pod, name: str, protocol, port: int) -> bool:
+    """Whether ``pod`` (None: no pod) has a container port of that name and protocol, numbered ``port``."""
+    return pod is not None and any(cp.name == name and cp.protocol is protocol and cp.port == port for cp in pod.ports)
+
+
 class BruteForce:
     """The set of allowed (src_ip, dst_ip, protocol, port) tuples of a state."""
 
@@ -174,25 +179,29 @@ class BruteForce:
 
     def services_to(self, rule, dst_ip) -> set:
         """(protocol, port) pairs the rule's ports admit towards ``dst_ip``."""
-        if not rule.ports:
+
+        def admits(spec, port: int, dst_pod) -> bool:
+            if spec.port is None:
+                return True
+            if isinstance(spec.port, int):
+                return spec.port <= port <= (spec.end_port if spec.end_port is not None else spec.port)
+            return _names_port(dst_pod, spec.port, spec.protocol, port)
+
+        return self.services_where(rule.ports, dst_ip, admits)
+
+    def services_where(self, specs, dst_ip, admits) -> set:
+        """(protocol, port) pairs of the universe that some of ``specs`` admits towards
+        ``dst_ip`` (none listed: every pair); ``admits(spec, port, destination pod)``
+        is asked only for the spec's own protocol."""
+        if not specs:
             return set(self.services)
         dst_pod = self.owner.get(dst_ip)
-        out = set()
-        for spec in rule.ports:
-            for proto, port in self.services:
-                if proto is not spec.protocol:
-                    continue
-                if spec.port is None:
-                    out.add((proto, port))
-                elif isinstance(spec.port, int):
-                    last = spec.end_port if spec.end_port is not None else spec.port
-                    if spec.port <= port <= last:
-                        out.add((proto, port))
-                elif dst_pod is not None and any(
-                    cp.name == spec.port and cp.protocol is proto and cp.port == port for cp in dst_pod.ports
-                ):
-                    out.add((proto, port))
-        return out
+        return {
+            (proto, port)
+            for spec in specs
+            for proto, port in self.services
+            if proto is spec.protocol and admits(spec, port, dst_pod)
+        }
 
     # expansion
 
@@ -271,6 +280,18 @@ class BruteForce:
         s, d = self.addresses(src, dst)
         return s, d, protocol, port
 
+    def flows_to_check(self, flow_list) -> list[tuple]:
+        """(src, dst, tuple) to check: the drawn flows, ends given as Pod objects or
+        as addresses; then the whole universe, ends given by address: every address
+        pair of a family, every port, both protocols (~1000 verdicts, ~15 ms).
+        Between two addresses that are no policy target's, nothing can be isolated
+        and the port plays no part: one port of one protocol is enough there."""
+        drawn = [(src, dst, self.flow_tuple(src, dst, port, protocol)) for src, dst, port, protocol in flow_list]
+        first_service = self.services[0]
+        return drawn + [
+            (str(t[0]), str(t[1]), t) for t in self.universe if t[0] in self.owner or t[1] in self.owner or t[2:] == first_service
+        ]
+
 
 class TieredBruteForce(BruteForce):
     """The allowed tuples with ClusterNetworkPolicies too, read from the API's
@@ -311,22 +332,12 @@ class TieredBruteForce(BruteForce):
         return {ip for ip in self.ips for net in peer.networks if _in_network(net, ip)}
 
     def _cluster_services(self, rule, dst_ip) -> set:
-        if not rule.ports:
-            return set(self.services)
-        dst_pod = self.owner.get(dst_ip)
-        out = set()
-        for spec in rule.ports:
-            for proto, port in self.services:
-                if proto is not spec.protocol:
-                    continue
-                if hasattr(spec, "first"):
-                    if spec.first <= port <= spec.last:
-                        out.add((proto, port))
-                elif dst_pod is not None and any(
-                    cp.name == spec.name and cp.protocol is proto and cp.port == port for cp in dst_pod.ports
-                ):
-                    out.add((proto, port))
-        return out
+        def admits(spec, port: int, dst_pod) -> bool:
+            if hasattr(spec, "first"):  # a number or range
+                return spec.first <= port <= spec.last
+            return _names_port(dst_pod, spec.name, spec.protocol, port)
+
+        return self.services_where(rule.ports, dst_ip, admits)
 
     def cluster_rule_tuples(self, policy, direction: Direction, index: int) -> frozenset:
         key = (policy.name, direction, index)
@@ -410,17 +421,8 @@ def test_verdict_matches_brute_force(case):
         expected = t in oracle.allowed
         assert v.allowed == expected, _describe(t, v, expected)
 
-    # The drawn flows: ends given as Pod objects or as addresses.
-    for src, dst, port, protocol in flow_list:
-        check(src, dst, oracle.flow_tuple(src, dst, port, protocol))
-    # Then the whole universe, ends given by address: every address pair of a
-    # family, every port, both protocols (~1000 verdicts, ~15 ms). Between two
-    # addresses that are no policy target's, nothing can be isolated and the
-    # port plays no part: one port of one protocol is enough there.
-    first_service = oracle.services[0]
-    for t in oracle.universe:
-        if t[0] in oracle.owner or t[1] in oracle.owner or t[2:] == first_service:
-            check(str(t[0]), str(t[1]), t)
+    for src, dst, t in oracle.flows_to_check(flow_list):
+        check(src, dst, t)
     # An address of a pod that is not a policy target (hostNetwork, terminated)
     # is just an address; given as the Pod object, it must be the same.
     for pod in state.pods:
@@ -446,12 +448,8 @@ def test_tiered_verdict_matches_brute_force(case):
         allowed, egress, ingress = tiered_verdict(state, src, dst, t[3], t[2])
         assert allowed == oracle.tiered_allows(t), (t, egress, ingress)
 
-    for src, dst, port, protocol in flow_list:
-        check(src, dst, oracle.flow_tuple(src, dst, port, protocol))
-    first_service = oracle.services[0]
-    for t in oracle.universe:
-        if t[0] in oracle.owner or t[1] in oracle.owner or t[2:] == first_service:
-            check(str(t[0]), str(t[1]), t)
+    for src, dst, t in oracle.flows_to_check(flow_list):
+        check(src, dst, t)
 
 
 # --- property 2: deciding rules really allow the flow -------------------------
