@@ -126,6 +126,11 @@ def is_cluster_tier_chain(name: str) -> bool:
     return name.startswith((f"{_CNP}admin-", f"{_CNP}baseline-"))
 
 
+def is_cluster_deny_chain(name: str) -> bool:
+    """The chains that log and drop what a ClusterNetworkPolicy Deny rule denies."""
+    return name in (cluster_deny_chain_name(d) for d in Direction)
+
+
 def is_isolate_chain(name: str) -> bool:
     return name.startswith(_ISOLATE)
 

@@ -6,8 +6,8 @@ import ipaddress
 from typing import Any
 
 from enforcer.kernel import Kernel, KernelError
-from rules.model import Direction, L4Protocol
-from rules.naming import INPUT_CHAIN, POLICY_TABLE, cluster_deny_chain_name
+from rules.model import L4Protocol
+from rules.naming import INPUT_CHAIN, POLICY_TABLE, is_cluster_deny_chain
 from rules.trace import L4_NAMES, Packet, Tracer
 
 
@@ -53,8 +53,7 @@ def explain_live(
         return {"allowed": True, **answer, "rule": None, "path": [], "reason": bypass}
     result = Tracer(table).trace(Packet(source, destination, L4_NAMES[protocol.value], port), base=base)
     # A ClusterNetworkPolicy Deny rule goes on to a shared chain that logs and drops: the rule decided.
-    deny_chains = {cluster_deny_chain_name(d) for d in Direction}
-    deciding = next((step for step in reversed(result.steps) if step.chain not in deny_chains), None)
+    deciding = next((step for step in reversed(result.steps) if not is_cluster_deny_chain(step.chain)), None)
     return {
         "allowed": result.verdict == "accept",
         **answer,

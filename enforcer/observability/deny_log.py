@@ -21,13 +21,12 @@ from enforcer.status import EnforcerStatus
 from rules.naming import (
     INPUT_CHAIN,
     POLICY_TABLE,
-    cluster_deny_chain_name,
+    is_cluster_deny_chain,
     is_cluster_tier_chain,
     is_direction_comment,
     parse_deny_log_prefix,
     policy_of,
 )
-from rules.model import Direction
 from rules.nft import Table
 from rules.trace import L4_NAMES, Packet, Tracer
 
@@ -49,7 +48,7 @@ def describe(packet: LoggedPacket, status: EnforcerStatus) -> dict | None:
         policy_of(r.comment) for r in (chain.rules if chain else ()) if r.comment and is_direction_comment(r.comment, direction)
     ]
     rule = None
-    if table is not None and chain_name in (cluster_deny_chain_name(d) for d in Direction):
+    if table is not None and is_cluster_deny_chain(chain_name):
         rule = _deny_rule(table, packet)
         policies = [rule.split(" ", 1)[0]] if rule else []
     return {
@@ -77,7 +76,7 @@ def _deny_rule(table: Table, packet: LoggedPacket) -> str | None:
             continue
         steps = Tracer(table).trace(walked, base=base).steps
         denying = [s.rule.comment for s in steps if is_cluster_tier_chain(s.chain)]
-        if denying and steps[-1].chain in (cluster_deny_chain_name(d) for d in Direction):
+        if denying and is_cluster_deny_chain(steps[-1].chain):
             return denying[-1]
     return None
 
